@@ -1,0 +1,323 @@
+"""The job's configuration: a typed, frozen object loaded from YAML and checked before Spark starts.
+
+Every error names the key at fault (`kafka.servers`, `output.parquet.path`, ...).
+The Kafka password never has to be in the file: it can come from an environment
+variable or a file, and it is kept in a `Secret` that never prints.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fink_spark.surveys import SURVEYS, Survey, get_survey
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the key and what to do."""
+
+
+class Secret:
+    """A password that shows as *** wherever it is printed, logged or repr'd."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    servers: str
+    topics: tuple[str, ...] = ()
+    topic_pattern: str | None = None
+    username: str | None = None
+    password: Secret | None = None
+    group_id: str | None = None
+    starting_offsets: str = "earliest"
+    max_offsets_per_trigger: int | None = None
+
+
+@dataclass(frozen=True)
+class ParquetOutput:
+    path: str
+    checkpoint: str
+    partition_by: tuple[str, ...] = ("topic", "year", "month", "day")
+    quarantine_path: str | None = None
+
+    @property
+    def quarantine(self) -> str:
+        """Where undecodable messages go: next to the alerts unless configured."""
+        return self.quarantine_path or self.path.rstrip("/") + "_quarantine"
+
+
+@dataclass(frozen=True)
+class ConsoleOutput:
+    enabled: bool = True
+    rows: int = 20
+
+
+@dataclass(frozen=True)
+class TriggerConfig:
+    processing_time: str | None = "10 seconds"
+    available_now: bool = False
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    survey: Survey
+    kafka: KafkaConfig
+    parquet: ParquetOutput
+    console: ConsoleOutput = field(default_factory=ConsoleOutput)
+    trigger: TriggerConfig = field(default_factory=TriggerConfig)
+    schema: str | None = None
+    source_file: str | None = None
+
+    def with_overrides(self, available_now: bool = False, servers: str | None = None) -> JobConfig:
+        """The configuration with command-line options applied over the file's values."""
+        config = self
+        if available_now:
+            config = replace(config, trigger=TriggerConfig(processing_time=None, available_now=True))
+        if servers:
+            config = replace(config, kafka=replace(config.kafka, servers=servers))
+        return config
+
+
+_INTERVAL = re.compile(r"^\s*\d+(\.\d+)?\s*(ms|millisecond|second|minute|hour)s?\s*$", re.I)
+
+
+class _Section:
+    """One mapping of the YAML file, read key by key with errors that name the key."""
+
+    def __init__(self, data: Any, path: str, known: set[str]) -> None:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path or 'the file'} must be a mapping of keys to values.")
+        for key in data:
+            if key not in known:
+                hint = difflib.get_close_matches(str(key), sorted(known), n=1)
+                suggestion = f" Did you mean {_name(path, hint[0])!r}?" if hint else ""
+                raise ConfigError(
+                    f"Unknown key {_name(path, str(key))!r}.{suggestion} "
+                    f"Known keys here: {', '.join(sorted(known))}."
+                )
+        self.data = data
+        self.path = path
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None, required: bool = False) -> Any:
+        name = _name(self.path, key)
+        if key not in self.data or self.data[key] is None:
+            if required:
+                raise ConfigError(f"Missing required key {name!r}.")
+            return default
+        value = self.data[key]
+        if isinstance(value, bool) and kind in (int, float):
+            raise ConfigError(f"{name!r} must be a number, not {value!r}.")
+        if not isinstance(value, kind):
+            expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            raise ConfigError(
+                f"{name!r} must be of type {expected}, not {type(value).__name__} ({value!r})."
+            )
+        return value
+
+    def section(self, key: str, known: set[str]) -> _Section:
+        return _Section(self.data.get(key), _name(self.path, key), known)
+
+
+def _name(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _password(kafka: _Section, base: Path) -> Secret | None:
+    """The password from `password`, `password_env` or `password_file`, at most one of them."""
+    given = [key for key in ("password", "password_env", "password_file") if kafka.data.get(key)]
+    if len(given) > 1:
+        raise ConfigError(f"Give only one of kafka.{', kafka.'.join(given)}.")
+    if not given:
+        return None
+    key = given[0]
+    value = kafka.get(key, str)
+    if key == "password":
+        return Secret(value)
+    if key == "password_env":
+        if value not in os.environ:
+            raise ConfigError(
+                f"'kafka.password_env' names the environment variable {value}, which is not set: "
+                f"export {value}=<your Fink password> before running the job."
+            )
+        return Secret(os.environ[value])
+    path = Path(_resolve(str(Path(value).expanduser()), base))
+    try:
+        return Secret(path.read_text().strip())
+    except OSError as error:
+        raise ConfigError(
+            f"'kafka.password_file' is {value}, which cannot be read: {error.strerror}."
+        ) from error
+
+
+def _kafka(root: _Section, base: Path) -> KafkaConfig:
+    kafka = root.section(
+        "kafka",
+        {
+            "servers", "topics", "topic_pattern", "username", "password", "password_env",
+            "password_file", "group_id", "starting_offsets", "max_offsets_per_trigger",
+        },
+    )
+    if "kafka" not in root.data:
+        raise ConfigError("Missing required key 'kafka'.")
+    servers = kafka.get("servers", (str, list), required=True)
+    if isinstance(servers, list):
+        servers = ",".join(str(server) for server in servers)
+    topics = kafka.get("topics", (list, str), default=[])
+    topics = [topics] if isinstance(topics, str) else topics
+    if not all(isinstance(topic, str) and topic for topic in topics):
+        raise ConfigError("'kafka.topics' must be a list of topic names.")
+    pattern = kafka.get("topic_pattern", str)
+    if bool(topics) == bool(pattern):
+        raise ConfigError("Give exactly one of 'kafka.topics' (a list) or 'kafka.topic_pattern'.")
+    if pattern:
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise ConfigError(f"'kafka.topic_pattern' is not a valid regex: {error}.") from error
+    starting = kafka.get("starting_offsets", str, default="earliest")
+    if starting not in ("earliest", "latest"):
+        raise ConfigError(
+            f"'kafka.starting_offsets' must be 'earliest' or 'latest', not {starting!r}."
+        )
+    max_offsets = kafka.get("max_offsets_per_trigger", int)
+    if max_offsets is not None and max_offsets <= 0:
+        raise ConfigError("'kafka.max_offsets_per_trigger' must be a positive number.")
+    username = kafka.get("username", str)
+    password = _password(kafka, base)
+    if bool(username) != bool(password):
+        raise ConfigError(
+            "Give both 'kafka.username' and a password ('kafka.password_env', "
+            "'kafka.password_file' or 'kafka.password'), or neither."
+        )
+    return KafkaConfig(
+        servers=servers,
+        topics=tuple(topics),
+        topic_pattern=pattern,
+        username=username,
+        password=password,
+        group_id=kafka.get("group_id", str),
+        starting_offsets=starting,
+        max_offsets_per_trigger=max_offsets,
+    )
+
+
+def _outputs(root: _Section, base: Path) -> tuple[ParquetOutput, ConsoleOutput]:
+    output = root.section("output", {"parquet", "console"})
+    if "output" not in root.data:
+        raise ConfigError("Missing required key 'output'.")
+    parquet = output.section("parquet", {"path", "checkpoint", "partition_by", "quarantine_path"})
+    if "parquet" not in output.data:
+        raise ConfigError("Missing required key 'output.parquet'.")
+    partition_by = parquet.get("partition_by", list, default=["topic", "year", "month", "day"])
+    allowed = {"topic", "year", "month", "day"}
+    unknown = [column for column in partition_by if column not in allowed]
+    if unknown:
+        raise ConfigError(
+            f"'output.parquet.partition_by' may list only {sorted(allowed)}, not {unknown}."
+        )
+    console = output.section("console", {"enabled", "rows"})
+    rows = console.get("rows", int, default=20)
+    if rows <= 0:
+        raise ConfigError("'output.console.rows' must be a positive number.")
+    quarantine = parquet.get("quarantine_path", str)
+    return (
+        ParquetOutput(
+            path=_resolve(parquet.get("path", str, required=True), base),
+            checkpoint=_resolve(parquet.get("checkpoint", str, required=True), base),
+            partition_by=tuple(partition_by),
+            quarantine_path=_resolve(quarantine, base) if quarantine else None,
+        ),
+        ConsoleOutput(enabled=console.get("enabled", bool, default=True), rows=rows),
+    )
+
+
+def _trigger(root: _Section) -> TriggerConfig:
+    trigger = root.section("trigger", {"processing_time", "available_now"})
+    available_now = trigger.get("available_now", bool, default=False)
+    interval = trigger.get("processing_time", str)
+    if available_now and interval:
+        raise ConfigError("Give either 'trigger.available_now' or 'trigger.processing_time', not both.")
+    if interval and not _INTERVAL.match(interval):
+        raise ConfigError(
+            f"'trigger.processing_time' must be an interval such as '10 seconds', not {interval!r}."
+        )
+    if available_now:
+        return TriggerConfig(processing_time=None, available_now=True)
+    return TriggerConfig(processing_time=interval or "10 seconds")
+
+
+def _resolve(path: str, base: Path) -> str:
+    """Relative local paths are taken from `base` (the folder the job runs in); URIs stay as they are."""
+    if "://" in path or path.startswith("/"):
+        return path
+    return str((base / path).resolve())
+
+
+def parse_config(data: Any, base: Path | None = None, source: str | None = None) -> JobConfig:
+    """Check a configuration mapping and build the typed configuration.
+
+    Relative paths in it are taken from `base`, by default the current folder.
+    """
+    base = base or Path.cwd()
+    root = _Section(data, "", {"survey", "kafka", "schema", "output", "trigger"})
+    survey_name = root.get("survey", str, required=True)
+    if survey_name not in SURVEYS:
+        raise ConfigError(
+            f"'survey' is {survey_name!r}; it must be one of {', '.join(sorted(SURVEYS))}."
+        )
+    schema = root.get("schema", str)
+    if schema is not None:
+        schema = _resolve(schema, base)
+        if not Path(schema).is_file():
+            raise ConfigError(f"'schema' names {schema}, which is not a file.")
+    parquet, console = _outputs(root, base)
+    return JobConfig(
+        survey=get_survey(survey_name),
+        kafka=_kafka(root, base),
+        parquet=parquet,
+        console=console,
+        trigger=_trigger(root),
+        schema=schema,
+        source_file=source,
+    )
+
+
+def load_config(path: str | Path) -> JobConfig:
+    """Load and check a YAML configuration file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"Cannot read the configuration file {path}: {error.strerror}.") from error
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from error
+    return parse_config(data, source=str(path))

@@ -1,0 +1,146 @@
+"""Decoding Kafka records into alerts with Spark's built-in `from_avro` (no Python per alert).
+
+Each record's key selects its writer schema; Avro resolves it onto the one reader
+schema of the output table. Records that do not give a genuine alert get a
+`reject_reason` and go to the quarantine instead of the table:
+no or empty value, a key that names no usable schema, bytes that do not decode, or
+bytes that decode to an alert without its ids. A key that looks like a schema the
+job has not met yet stops the query with UNKNOWN_SCHEMA, so that the job learns
+that schema and starts again from its checkpoint (see `fink_spark.streaming`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.avro.functions import from_avro
+
+from fink_spark.schemas import WriterSchemas, lenient_reader
+from fink_spark.surveys import Survey
+
+UNKNOWN_SCHEMA = "FINK_SPARK_UNKNOWN_WRITER_SCHEMA"
+METADATA_COLUMNS = ("topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "ingest_time")
+NIGHT_COLUMNS = ("year", "month", "day")
+
+
+def _decoded(writers: WriterSchemas, reader: str) -> Column:
+    """The alert struct, decoded with the writer schema its key names (null if none)."""
+    options = {"mode": "PERMISSIVE", "avroSchema": reader}
+    decoded = F.lit(None)
+    for index, (key, writer) in enumerate(writers.known.items()):
+        branch = from_avro(F.col("value"), writer, options)
+        if index == 0:
+            decoded = F.when(F.col("key") == F.lit(key), branch)
+        else:
+            decoded = decoded.when(F.col("key") == F.lit(key), branch)
+    return decoded
+
+
+def _reject_reason(writers: WriterSchemas, survey: Survey) -> Column:
+    """Why a record is not a genuine alert, or null if it is one."""
+    where = F.concat(
+        F.lit(" (topic "), F.col("topic"), F.lit(", partition "), F.col("partition").cast("string"),
+        F.lit(", offset "), F.col("offset").cast("string"), F.lit(")"),
+    )
+    missing = [F.col(f"alert.{column}").isNull() for column in survey.required_columns]
+    any_missing = missing[0]
+    for condition in missing[1:]:
+        any_missing = any_missing | condition
+    known_keys = [F.lit(key) for key in writers.known]
+    reason = (
+        F.when(F.col("value").isNull(), F.lit("null value"))
+        .when(F.length("value") == 0, F.lit("empty value"))
+        .when(F.col("key").isNull(), F.lit("no key: the writer schema is unknown"))
+    )
+    if known_keys:
+        reason = reason.when(
+            F.col("key").isin(*known_keys),
+            F.when(
+                F.col("alert").isNull() | any_missing,
+                F.lit(
+                    "value does not decode as a "
+                    + survey.name.upper()
+                    + " alert with the schema its key names"
+                ),
+            ),
+        )
+    for key, why in writers.rejected.items():
+        reason = reason.when(F.col("key") == F.lit(key), F.lit(why))
+    key_text = F.col("key").cast("string")
+    return (
+        reason.when(
+            F.ltrim(key_text).startswith("{"),
+            F.raise_error(F.concat(F.lit(UNKNOWN_SCHEMA), where)),
+        )
+        .when(
+            key_text.rlike(r"^[0-9][0-9A-Za-z.]*_[0-9][0-9A-Za-z.]*(_replayed)?$"),
+            F.concat(
+                F.lit("key names schema version "), key_text,
+                F.lit(", which fink-spark does not bundle"),
+            ),
+        )
+        .otherwise(F.lit("key is neither a JSON Avro schema nor a schema version string"))
+    )
+
+
+def decode_records(
+    writers: WriterSchemas, reader_schema: str, survey: Survey
+) -> Callable[[DataFrame], DataFrame]:
+    """Raw Kafka records -> the same records with `alert` (struct) and `reject_reason`."""
+    reader = lenient_reader(reader_schema)
+
+    def transform(records: DataFrame) -> DataFrame:
+        decoded = records.withColumn("alert", _decoded(writers, reader))
+        return decoded.withColumn("reject_reason", _reject_reason(writers, survey))
+
+    return transform
+
+
+def _night(survey: Survey) -> list[Column]:
+    """year, month, day of the alert's observation (UTC date of its time, as Fink partitions)."""
+    date = F.expr(f"date_add(DATE'1858-11-17', CAST(floor({survey.mjd_expression}) AS INT))")
+    return [F.year(date).alias("year"), F.month(date).alias("month"), F.dayofmonth(date).alias("day")]
+
+
+def alerts(survey: Survey) -> Callable[[DataFrame], DataFrame]:
+    """Decoded records -> one row per genuine alert: its fields as columns, Kafka metadata, night.
+
+    An alert field named like a metadata column is kept as `alert_<name>`; Fink's own
+    year/month/day fields are replaced by the night columns, which hold the same dates.
+    """
+
+    def transform(decoded: DataFrame) -> DataFrame:
+        good = decoded.where(F.col("reject_reason").isNull())
+        field_names = good.schema["alert"].dataType.names  # type: ignore[attr-defined]
+        fields = [
+            F.col(f"alert.`{name}`").alias(f"alert_{name}" if name in METADATA_COLUMNS else name)
+            for name in field_names
+            if name not in NIGHT_COLUMNS
+        ]
+        flat = good.select(
+            *fields,
+            F.col("topic"),
+            F.col("partition").alias("kafka_partition"),
+            F.col("offset").alias("kafka_offset"),
+            F.col("timestamp").alias("kafka_timestamp"),
+            F.current_timestamp().alias("ingest_time"),
+        )
+        return flat.select("*", *_night(survey))
+
+    return transform
+
+
+def quarantined(decoded: DataFrame) -> DataFrame:
+    """Decoded records -> the records that are not alerts, raw, with the reason."""
+    return decoded.where(F.col("reject_reason").isNotNull()).select(
+        "topic",
+        F.col("partition").alias("kafka_partition"),
+        F.col("offset").alias("kafka_offset"),
+        F.col("timestamp").alias("kafka_timestamp"),
+        "key",
+        "value",
+        "reject_reason",
+        F.current_timestamp().alias("ingest_time"),
+    )

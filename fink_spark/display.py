@@ -1,0 +1,37 @@
+"""Alerts as aligned text lines in the terminal, as Fink's tutorial shows them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from fink_spark.surveys import Survey
+
+
+def console_columns(survey: Survey) -> Callable[[DataFrame], DataFrame]:
+    """Alerts -> the survey's console columns, as strings, in Kafka order."""
+
+    def transform(alerts: DataFrame) -> DataFrame:
+        ordered = alerts.orderBy("topic", "kafka_partition", "kafka_offset")
+        return ordered.select(
+            *[F.expr(expression).cast("string").alias(label) for label, expression in survey.console_columns]
+        )
+
+    return transform
+
+
+def format_table(labels: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    """A header line and one line per row, columns aligned and separated by ' | '."""
+    cells = [["" if value is None else str(value) for value in row] for row in rows]
+    widths = [max([len(label), *[len(row[i]) for row in cells]]) for i, label in enumerate(labels)]
+    lines = [" | ".join(label.ljust(width) for label, width in zip(labels, widths)).rstrip()]
+    lines += [" | ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip() for row in cells]
+    return lines
+
+
+def batch_header(batch_id: int, alerts: int, quarantined: int, shown: int) -> str:
+    more = f", showing {shown}" if shown < alerts else ""
+    return f"--- batch {batch_id}: {alerts} alert{'s' if alerts != 1 else ''}{more}, {quarantined} quarantined ---"

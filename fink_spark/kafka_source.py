@@ -1,0 +1,198 @@
+"""Reading Fink topics: Spark's Kafka source for the data, and small driver-side checks.
+
+The alerts themselves only ever flow through Spark's Kafka source. Before a query
+starts, a short check with a plain Kafka client (confluent-kafka) fails fast and
+clearly on bad credentials or missing topics, and reads the newest message keys
+(the writer schemas) without scanning the topics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+
+from fink_spark.config import KafkaConfig
+
+log = logging.getLogger(__name__)
+
+SCRAM = "SCRAM-SHA-512"
+KAFKA_COLUMNS = ("key", "value", "topic", "partition", "offset", "timestamp")
+
+
+class KafkaAccessError(RuntimeError):
+    """The broker could not be reached, refused the credentials, or lacks a topic."""
+
+
+def _jaas(kafka: KafkaConfig) -> str:
+    assert kafka.username is not None and kafka.password is not None
+    password = kafka.password.reveal().replace("\\", "\\\\").replace('"', '\\"')
+    return (
+        "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{kafka.username}" password="{password}";'
+    )
+
+
+def spark_kafka_options(kafka: KafkaConfig) -> dict[str, str]:
+    """Options of Spark's Kafka source common to streaming and batch reads."""
+    options = {
+        "kafka.bootstrap.servers": kafka.servers,
+        # Fail instead of waiting forever when the broker rejects us or is gone.
+        "kafka.request.timeout.ms": "30000",
+        "kafka.default.api.timeout.ms": "60000",
+    }
+    if kafka.topic_pattern:
+        options["subscribePattern"] = kafka.topic_pattern
+    else:
+        options["subscribe"] = ",".join(kafka.topics)
+    if kafka.username:
+        options["kafka.security.protocol"] = "SASL_PLAINTEXT"
+        options["kafka.sasl.mechanism"] = SCRAM
+        options["kafka.sasl.jaas.config"] = _jaas(kafka)
+    if kafka.group_id:
+        options["kafka.group.id"] = kafka.group_id
+    return options
+
+
+def read_stream(spark: SparkSession, kafka: KafkaConfig) -> DataFrame:
+    """The live stream of raw Kafka records (key, value, topic, partition, offset, timestamp)."""
+    reader = spark.readStream.format("kafka").options(**spark_kafka_options(kafka))
+    reader = reader.option("startingOffsets", kafka.starting_offsets)
+    if kafka.max_offsets_per_trigger:
+        reader = reader.option("maxOffsetsPerTrigger", str(kafka.max_offsets_per_trigger))
+    return reader.load().select(*KAFKA_COLUMNS)
+
+
+def read_range(
+    spark: SparkSession, kafka: KafkaConfig, starting: str = "earliest", ending: str = "latest"
+) -> DataFrame:
+    """A batch of raw Kafka records between two offset specs (JSON per topic, or earliest/latest)."""
+    options = spark_kafka_options(kafka)
+    return (
+        spark.read.format("kafka")
+        .options(**options)
+        .option("startingOffsets", starting)
+        .option("endingOffsets", ending)
+        .load()
+        .select(*KAFKA_COLUMNS)
+    )
+
+
+def client_config(kafka: KafkaConfig) -> dict[str, Any]:
+    """librdkafka settings for the driver-side checks."""
+    config: dict[str, Any] = {"bootstrap.servers": kafka.servers, "logger": log}
+    if kafka.username:
+        assert kafka.password is not None
+        config.update(
+            {
+                "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanisms": SCRAM,
+                "sasl.username": kafka.username,
+                "sasl.password": kafka.password.reveal(),
+            }
+        )
+    return config
+
+
+def _client_errors(config: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+    errors: list[Any] = []
+    return {**config, "error_cb": errors.append}, errors
+
+
+def subscribed_partitions(kafka: KafkaConfig, timeout: float = 20.0) -> dict[str, int]:
+    """The subscribed topics and their partition counts, or a KafkaAccessError saying why not."""
+    from confluent_kafka import KafkaError
+    from confluent_kafka.admin import AdminClient
+
+    config, errors = _client_errors(client_config(kafka))
+    who = f"user {kafka.username!r}" if kafka.username else "an anonymous client"
+    try:
+        metadata = AdminClient(config).list_topics(timeout=timeout)
+    except Exception as error:  # noqa: BLE001 - explained below from the client's own errors
+        if any(e.code() == KafkaError._AUTHENTICATION for e in errors):
+            raise KafkaAccessError(
+                f"Authentication failed for {who} on {kafka.servers} (SASL {SCRAM}): "
+                "check the username and password Fink gave you."
+            ) from None
+        raise KafkaAccessError(
+            f"Cannot reach the Kafka brokers {kafka.servers} as {who}: {error}. "
+            "Check 'kafka.servers' and your network."
+        ) from None
+    available = {
+        name: len(topic.partitions)
+        for name, topic in metadata.topics.items()
+        if topic.error is None and not name.startswith("__")
+    }
+    if kafka.topic_pattern:
+        pattern = re.compile(kafka.topic_pattern)
+        chosen = {name: count for name, count in available.items() if pattern.fullmatch(name)}
+        if not chosen:
+            raise KafkaAccessError(
+                f"No topic on {kafka.servers} matches 'kafka.topic_pattern' {kafka.topic_pattern!r}."
+            )
+        return chosen
+    missing = [topic for topic in kafka.topics if topic not in available]
+    if missing:
+        raise KafkaAccessError(
+            f"Topic(s) {', '.join(missing)} do not exist on {kafka.servers}, or {who} is not "
+            f"authorized to read them. Topics visible to you: {', '.join(sorted(available)) or 'none'}."
+        )
+    return {topic: available[topic] for topic in kafka.topics}
+
+
+def newest_keys(kafka: KafkaConfig, partitions: dict[str, int], timeout: float = 10.0) -> list[bytes]:
+    """The key of the newest message of each subscribed partition (a bounded read)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {**client_config(kafka), "group.id": kafka.group_id or "fink-spark-peek", "enable.auto.commit": False}
+    )
+    keys: list[bytes] = []
+    try:
+        assignment = []
+        for topic, count in partitions.items():
+            for partition in range(count):
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+                if high > low:
+                    assignment.append(TopicPartition(topic, partition, high - 1))
+        if not assignment:
+            return keys
+        consumer.assign(assignment)
+        wanted = len(assignment)
+        while wanted:
+            message = consumer.poll(timeout)
+            if message is None:
+                break
+            if message.error() is None:
+                wanted -= 1
+                if message.key() is not None:
+                    keys.append(message.key())
+    finally:
+        consumer.close()
+    return keys
+
+
+def key_at(kafka: KafkaConfig, topic: str, partition: int, offset: int, timeout: float = 10.0) -> bytes | None:
+    """The key of one message."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {**client_config(kafka), "group.id": kafka.group_id or "fink-spark-peek", "enable.auto.commit": False}
+    )
+    try:
+        consumer.assign([TopicPartition(topic, partition, offset)])
+        message = consumer.poll(timeout)
+        if message is None or message.error() is not None:
+            raise KafkaAccessError(f"Could not read {topic}[{partition}] at offset {offset}.")
+        key = message.key()
+        return bytes(key) if key is not None else None
+    finally:
+        consumer.close()
+
+
+def offsets_json(offsets: dict[str, dict[int, int]]) -> str:
+    """Spark's JSON form of per-partition offsets."""
+    return json.dumps({topic: {str(p): o for p, o in parts.items()} for topic, parts in offsets.items()})

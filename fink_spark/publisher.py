@@ -1,0 +1,189 @@
+"""Replay saved alerts into a Kafka topic the way Fink publishes them.
+
+Value: one schemaless Avro datum per message (no container header, no magic byte).
+Key: the writer schema as JSON, or a version string as older Fink streams had.
+For volume, each alert can be sent several times with new ids; for a live stream,
+at a steady rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import string
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fastavro
+
+from fink_spark.surveys import SURVEYS, Survey
+
+log = logging.getLogger(__name__)
+
+ID_STRIDE = 10**12
+_LETTERS = string.ascii_lowercase
+
+
+@dataclass(frozen=True)
+class SavedAlerts:
+    """The alerts of one Avro container file and the schema that wrote them."""
+
+    path: Path
+    schema_text: str
+    records: list[dict[str, Any]]
+
+
+def avro_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Avro files named directly or found in folders, sorted."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*.avro") if p.is_file())
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"No such file or folder: {path}")
+    return found
+
+
+def read_saved_alerts(paths: Iterable[str | Path]) -> Iterator[SavedAlerts]:
+    for path in avro_files(paths):
+        with path.open("rb") as handle:
+            reader = fastavro.reader(handle)
+            schema_text = reader.metadata["avro.schema"]
+            yield SavedAlerts(path, schema_text, list(reader))
+
+
+def _object_suffix(copy: int, width: int) -> str:
+    letters = []
+    for _ in range(width):
+        copy, digit = divmod(copy, 26)
+        letters.append(_LETTERS[digit])
+    return "".join(reversed(letters))
+
+
+def replicate(record: dict[str, Any], survey: Survey, copy: int) -> dict[str, Any]:
+    """A copy of a real alert with new ids (copy 0 is the alert itself).
+
+    ZTF: candid (and candidate.candid) move by copy x 10^12 and objectId's last letters
+    change; LSST: diaSourceId (and diaSource.diaSourceId) move the same way.
+    """
+    if copy == 0:
+        return record
+    clone = dict(record)
+    shift = copy * ID_STRIDE
+    if survey.name == "ztf":
+        clone["candid"] = record["candid"] + shift
+        if record.get("candidate"):
+            clone["candidate"] = {**record["candidate"], "candid": record["candidate"]["candid"] + shift}
+        object_id = record["objectId"]
+        clone["objectId"] = object_id[:5] + _object_suffix(copy, len(object_id) - 5)
+    else:
+        clone["diaSourceId"] = record["diaSourceId"] + shift
+        if record.get("diaSource"):
+            clone["diaSource"] = {**record["diaSource"], "diaSourceId": record["diaSource"]["diaSourceId"] + shift}
+    return clone
+
+
+def encode(record: dict[str, Any], parsed_schema: Any) -> bytes:
+    """One schemaless Avro datum."""
+    buffer = io.BytesIO()
+    fastavro.schemaless_writer(buffer, parsed_schema, record)
+    return buffer.getvalue()
+
+
+def publish(
+    producer_config: dict[str, Any],
+    topic: str,
+    paths: Iterable[str | Path],
+    survey: Survey,
+    copies: int = 1,
+    rate: float | None = None,
+    key: bytes | None = None,
+) -> int:
+    """Send every alert of the files `copies` times to `topic`; returns how many were sent.
+
+    `key` replaces the writer-schema key (e.g. b"2.7_3.10.1" for an old stream);
+    `rate` is in alerts per second (None: as fast as the broker takes them).
+    """
+    from confluent_kafka import Producer
+
+    producer = Producer(
+        {"linger.ms": 20, "message.max.bytes": 16 * 1024 * 1024, "logger": log, **producer_config}
+    )
+    failures: list[str] = []
+
+    def delivered(error: Any, _message: Any) -> None:
+        if error is not None:
+            failures.append(str(error))
+
+    saved = list(read_saved_alerts(paths))
+    sent = 0
+    started = time.monotonic()
+    for copy in range(copies):
+        for alerts in saved:
+            parsed = fastavro.parse_schema(json.loads(alerts.schema_text))
+            message_key = key if key is not None else alerts.schema_text.encode("utf-8")
+            for record in alerts.records:
+                value = encode(replicate(record, survey, copy), parsed)
+                while True:
+                    try:
+                        producer.produce(topic, value=value, key=message_key, on_delivery=delivered)
+                        break
+                    except BufferError:
+                        producer.poll(0.1)
+                producer.poll(0)
+                sent += 1
+                if rate:
+                    delay = started + sent / rate - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+    remaining = producer.flush(120)
+    if remaining or failures:
+        raise RuntimeError(
+            f"{remaining + len(failures)} of {sent} alerts were not delivered to {topic}: "
+            f"{failures[:3] or 'flush timed out'}"
+        )
+    log.info("published %d alerts to %s", sent, topic)
+    return sent
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: publish saved alerts to a topic of a Kafka broker."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+", help="Avro files or folders of them")
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--servers", required=True, help="Kafka bootstrap servers")
+    parser.add_argument("--survey", choices=sorted(SURVEYS), default="ztf")
+    parser.add_argument("--username")
+    parser.add_argument("--password-env", help="environment variable holding the password")
+    parser.add_argument("--copies", type=int, default=1, help="send each alert this many times, with new ids")
+    parser.add_argument("--rate", type=float, help="alerts per second (default: as fast as possible)")
+    parser.add_argument("--version-key", help="send this version string as key instead of the schema")
+    args = parser.parse_args(argv)
+    import os
+
+    config: dict[str, Any] = {"bootstrap.servers": args.servers}
+    if args.username:
+        config.update(
+            {
+                "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanisms": "SCRAM-SHA-512",
+                "sasl.username": args.username,
+                "sasl.password": os.environ[args.password_env] if args.password_env else "",
+            }
+        )
+    count = publish(
+        config, args.topic, args.paths, SURVEYS[args.survey], args.copies, args.rate,
+        args.version_key.encode() if args.version_key else None,
+    )
+    print(f"published {count} alerts to {args.topic}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""Avro schemas: the reader schema of the output table, and writer schemas from message keys.
+
+A Fink message's key is its writer schema as JSON, or (streams before 2023) a version
+string naming a bundled schema file. Each message is decoded with its own writer
+schema resolved onto one reader schema (Avro schema resolution), so that one table
+holds alerts of several schema versions.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastavro.schema import fingerprint as avro_fingerprint
+from fastavro.schema import parse_schema, to_parsing_canonical_form
+
+from fink_spark.surveys import Survey
+
+WRITER_SCHEMAS_FILE = "fink_spark_writer_schemas.json"
+VERSION_KEY = re.compile(r"^[0-9][0-9A-Za-z.]*_[0-9][0-9A-Za-z.]*(_replayed)?$")
+
+
+class SchemaKeyError(ValueError):
+    """A message key that names no usable writer schema."""
+
+
+def load_schema_text(path: str | Path) -> str:
+    """Read an .avsc file, checking that it is a valid Avro schema."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise FileNotFoundError(f"Cannot read the schema file {path}: {error.strerror}") from error
+    try:
+        parse_schema(json.loads(text))
+    except Exception as error:  # noqa: BLE001 - any parse failure means the same to the user
+        raise ValueError(f"{path} is not a valid Avro schema: {error}") from error
+    return text
+
+
+def schema_fingerprint(schema_text: str) -> str:
+    """The Avro CRC-64 fingerprint of a schema's canonical form, in hex."""
+    canonical = to_parsing_canonical_form(parse_schema(json.loads(schema_text)))
+    return str(avro_fingerprint(canonical, "CRC-64-AVRO"))
+
+
+def _nullable(schema: Any) -> Any:
+    """A field type that also admits null, with null first so that null can be the default."""
+    if isinstance(schema, list):
+        return ["null", *[branch for branch in schema if branch != "null"]]
+    if schema == "null":
+        return schema
+    return ["null", schema]
+
+
+def _lenient(schema: Any) -> Any:
+    if isinstance(schema, list):
+        return [_lenient(branch) for branch in schema]
+    if not isinstance(schema, dict):
+        return schema
+    kind = schema.get("type")
+    if kind == "record":
+        fields = [
+            {
+                **{key: value for key, value in item.items() if key != "default"},
+                "type": _nullable(_lenient(item["type"])),
+                "default": None,
+            }
+            for item in schema["fields"]
+        ]
+        return {**schema, "fields": fields}
+    if kind == "array":
+        return {**schema, "items": _lenient(schema["items"])}
+    if kind == "map":
+        return {**schema, "values": _lenient(schema["values"])}
+    return schema
+
+
+def lenient_reader(schema_text: str) -> str:
+    """The reader schema with every field nullable and defaulting to null.
+
+    Avro resolution fills a reader field that the writer lacks from its default; Fink's
+    schemas declare none, so without this an alert written before a field existed
+    could not be read into a table that has the field.
+    """
+    return json.dumps(_lenient(json.loads(schema_text)))
+
+
+def key_kind(key: bytes | None) -> str:
+    """'json', 'version' or 'invalid': what a message key looks like."""
+    if not key:
+        return "invalid"
+    stripped = key.lstrip()
+    if stripped.startswith(b"{"):
+        return "json"
+    try:
+        text = key.decode("ascii")
+    except UnicodeDecodeError:
+        return "invalid"
+    return "version" if VERSION_KEY.match(text) else "invalid"
+
+
+def writer_schema_from_key(key: bytes | None, survey: Survey) -> str:
+    """The writer schema a message key names, or a SchemaKeyError saying why there is none."""
+    kind = key_kind(key)
+    if kind == "invalid" or key is None:
+        shown = "no key" if not key else f"key {key[:60]!r}"
+        raise SchemaKeyError(
+            f"{shown} is neither a JSON Avro schema nor a schema version string"
+        )
+    if kind == "version":
+        version = key.decode("ascii")
+        path = survey.schema_dir / survey.version_schema_pattern.format(version=version)
+        if not path.exists():
+            raise SchemaKeyError(
+                f"key names schema version {version!r}, which fink-spark does not bundle "
+                f"(no {path.name} in {survey.schema_dir}); add that file to decode these alerts"
+            )
+        return path.read_text()
+    try:
+        text = key.decode("utf-8")
+        parse_schema(json.loads(text))
+    except Exception as error:  # noqa: BLE001
+        raise SchemaKeyError(f"key is not a valid Avro schema: {error}") from error
+    return text
+
+
+@dataclass
+class WriterSchemas:
+    """The writer schemas known to a running job, by exact message key.
+
+    `known` maps a key to the writer schema it names; `rejected` maps a key to the
+    reason it names none. Both grow while the job runs, and are saved beside the
+    checkpoint so that a restarted job knows them from the start.
+    """
+
+    survey: Survey
+    known: dict[bytes, str] = field(default_factory=dict)
+    rejected: dict[bytes, str] = field(default_factory=dict)
+
+    def learn(self, key: bytes) -> bool:
+        """Add a key's schema (or the reason it has none). True if the key was new."""
+        if key in self.known or key in self.rejected:
+            return False
+        try:
+            self.known[key] = writer_schema_from_key(key, self.survey)
+        except SchemaKeyError as error:
+            self.rejected[key] = str(error)
+        return True
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        entries = {
+            "known": [[key.hex(), schema] for key, schema in self.known.items()],
+            "rejected": [[key.hex(), reason] for key, reason in self.rejected.items()],
+        }
+        (folder / WRITER_SCHEMAS_FILE).write_text(json.dumps(entries))
+
+    def load(self, folder: Path) -> None:
+        path = folder / WRITER_SCHEMAS_FILE
+        if path.exists():
+            entries = json.loads(path.read_text())
+            self.known.update({bytes.fromhex(key): text for key, text in entries["known"]})
+            self.rejected.update({bytes.fromhex(key): why for key, why in entries["rejected"]})
+
+    def add_bundled_versions(self) -> None:
+        """Know every version-string key whose schema file is bundled for the survey."""
+        prefix, suffix = self.survey.version_schema_pattern.split("{version}")
+        for path in sorted(self.survey.schema_dir.glob(f"{prefix}*{suffix}")):
+            version = path.name[len(prefix) : len(path.name) - len(suffix)]
+            if VERSION_KEY.match(version):
+                self.known.setdefault(version.encode("ascii"), path.read_text())

@@ -1,0 +1,44 @@
+"""The one place that creates a SparkSession; everything else receives it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pyspark.sql import SparkSession
+
+from fink_spark.paths import PROJECT_ROOT, connector_jars
+
+# Options and settings that could carry a Kafka password are redacted wherever Spark
+# shows them (UI environment page, event log, explain output).
+REDACTION = "(?i)secret|password|token|access[.]?key|jaas"
+
+BASE_CONF = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.redaction.regex": REDACTION,
+    "spark.sql.redaction.options.regex": "(?i)url|" + REDACTION[4:],
+    "spark.sql.streaming.forceDeleteTempCheckpointLocation": "true",
+}
+
+
+def local_conf(shuffle_partitions: int = 2) -> dict[str, str]:
+    """Settings for a session started from Python (tests, tools) rather than spark-submit:
+    the connector jars, a quiet log, no UI."""
+    log_config = PROJECT_ROOT / "conf" / "log4j2.properties"
+    return {
+        "spark.jars": ",".join(str(jar) for jar in connector_jars()),
+        "spark.ui.enabled": "false",
+        "spark.sql.shuffle.partitions": str(shuffle_partitions),
+        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{log_config}",
+    }
+
+
+def build_session(
+    app_name: str, master: str | None = None, conf: Mapping[str, str] | None = None
+) -> SparkSession:
+    """Create (or join, under spark-submit) the application's SparkSession."""
+    builder = SparkSession.builder.appName(app_name)
+    if master:
+        builder = builder.master(master)
+    for key, value in {**BASE_CONF, **(conf or {})}.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()

@@ -1,0 +1,187 @@
+"""The streaming job: Kafka -> decode -> filters -> Parquet, quarantine and console.
+
+It runs three Spark streaming queries over the same topics, each with its own
+checkpoint under the configured checkpoint folder: `alerts` (Parquet, exactly once),
+`quarantine` (Parquet, the records that are not alerts) and `console`. When a record's
+key carries a writer schema the job has not met, the queries stop; the job learns the
+schema, saves it beside the checkpoint and starts them again from the checkpoint, so
+that nothing is skipped and nothing lands twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from pyspark.errors import StreamingQueryException
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
+
+from fink_spark.config import JobConfig
+from fink_spark.decode import UNKNOWN_SCHEMA, alerts, decode_records, quarantined
+from fink_spark.kafka_source import key_at, newest_keys, read_stream, subscribed_partitions
+from fink_spark.schemas import WriterSchemas, key_kind, load_schema_text, writer_schema_from_key, SchemaKeyError
+from fink_spark.sinks import console_query, parquet_query
+
+log = logging.getLogger(__name__)
+
+READER_SCHEMA_FILE = "reader_schema.avsc"
+_WHERE = re.compile(UNKNOWN_SCHEMA + r" \(topic (?P<topic>.+?), partition (?P<partition>\d+), offset (?P<offset>\d+)\)")
+
+
+@dataclass(frozen=True)
+class JobState:
+    """What the job keeps beside its checkpoint: the reader schema and the writer schemas met."""
+
+    folder: Path
+
+    @classmethod
+    def for_config(cls, config: JobConfig) -> JobState:
+        checkpoint = config.parquet.checkpoint
+        if "://" in checkpoint and not checkpoint.startswith("file://"):
+            raise NotImplementedError("fink-spark keeps its schema state on a local checkpoint path for now")
+        return cls(Path(checkpoint.removeprefix("file://")) / "fink_spark")
+
+
+def choose_reader_schema(config: JobConfig, state: JobState, newest: list[bytes]) -> str:
+    """The output table's schema: the configured file; else the one this checkpoint already
+    uses; else the writer schema of the newest message; else the newest bundled one."""
+    saved = state.folder / READER_SCHEMA_FILE
+    if config.schema:
+        text = load_schema_text(config.schema)
+    elif saved.exists():
+        text = saved.read_text()
+    else:
+        text = None
+        for key in newest:
+            try:
+                text = writer_schema_from_key(key, config.survey)
+                break
+            except SchemaKeyError:
+                continue
+        if text is None:
+            text = load_schema_text(config.survey.latest_schema)
+    state.folder.mkdir(parents=True, exist_ok=True)
+    saved.write_text(text)
+    return text
+
+
+class _Progress(StreamingQueryListener):
+    """One line per micro-batch on the job's log: how many records, how fast."""
+
+    def onQueryStarted(self, event) -> None:  # noqa: N802, ANN001 - Spark's names
+        pass
+
+    def onQueryProgress(self, event) -> None:  # noqa: N802, ANN001
+        progress = event.progress
+        if progress.numInputRows:
+            log.info(
+                "%s: batch %d, %d records, %.0f records/s",
+                progress.name, progress.batchId, progress.numInputRows, progress.processedRowsPerSecond,
+            )
+
+    def onQueryIdle(self, event) -> None:  # noqa: N802, ANN001
+        pass
+
+    def onQueryTerminated(self, event) -> None:  # noqa: N802, ANN001
+        pass
+
+
+def start_queries(
+    spark: SparkSession, config: JobConfig, writers: WriterSchemas, reader_schema: str,
+    out: TextIO | None = None,
+) -> list[StreamingQuery]:
+    """Start the alerts, quarantine and console queries with the writer schemas known now."""
+    survey, parquet, checkpoint = config.survey, config.parquet, config.parquet.checkpoint.rstrip("/")
+    decoded: DataFrame = read_stream(spark, config.kafka).transform(decode_records(writers, reader_schema, survey))
+    queries = [
+        parquet_query(
+            decoded.transform(alerts(survey)), parquet.path, f"{checkpoint}/alerts",
+            parquet.partition_by, config.trigger, "alerts",
+        ),
+        parquet_query(
+            quarantined(decoded), parquet.quarantine, f"{checkpoint}/quarantine",
+            tuple(column for column in parquet.partition_by if column == "topic"),
+            config.trigger, "quarantine",
+        ),
+    ]
+    if config.console.enabled:
+        queries.append(console_query(decoded, survey, config.console, f"{checkpoint}/console", config.trigger, out))
+    return queries
+
+
+def _await(spark: SparkSession, queries: list[StreamingQuery]) -> None:
+    """Wait until every query has ended (available now) or one fails."""
+    try:
+        while any(query.isActive for query in queries):
+            spark.streams.awaitAnyTermination()
+            spark.streams.resetTerminated()
+            for query in queries:
+                if not query.isActive and query.exception() is not None:
+                    raise query.exception()  # type: ignore[misc]
+    except BaseException:
+        for query in queries:
+            if query.isActive:
+                query.stop()
+        raise
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """What the job knows before Spark starts: the checked config, the schemas, its state."""
+
+    config: JobConfig
+    writers: WriterSchemas
+    reader_schema: str
+    state: JobState
+
+
+def prepare_stream(config: JobConfig) -> StreamPlan:
+    """Check that the topics can be read (failing fast on credentials) and choose the schemas."""
+    partitions = subscribed_partitions(config.kafka)
+    newest = newest_keys(config.kafka, partitions)
+    state = JobState.for_config(config)
+    writers = WriterSchemas(config.survey)
+    writers.add_bundled_versions()
+    writers.load(state.folder)
+    for key in newest:
+        if key_kind(key) == "json":
+            writers.learn(key)
+    reader_schema = choose_reader_schema(config, state, newest)
+    writers.save(state.folder)
+    return StreamPlan(config, writers, reader_schema, state)
+
+
+def run_stream(spark: SparkSession, plan: StreamPlan, out: TextIO | None = None) -> None:
+    """Run the job until it is stopped (processing-time trigger) or has read everything (available now)."""
+    config, writers, state = plan.config, plan.writers, plan.state
+    progress = _Progress()
+    spark.streams.addListener(progress)
+    try:
+        _run_until_done(spark, plan, out)
+    finally:
+        spark.streams.removeListener(progress)
+
+
+def _run_until_done(spark: SparkSession, plan: StreamPlan, out: TextIO | None) -> None:
+    config, writers, state = plan.config, plan.writers, plan.state
+    while True:
+        queries = start_queries(spark, config, writers, plan.reader_schema, out)
+        try:
+            _await(spark, queries)
+            return
+        except StreamingQueryException as error:
+            where = _WHERE.search(str(error))
+            if where is None:
+                raise
+            key = key_at(config.kafka, where["topic"], int(where["partition"]), int(where["offset"]))
+            if key is None or not writers.learn(key):
+                raise
+            writers.save(state.folder)
+            log.info(
+                "New writer schema met at %s[%s] offset %s: restarting the queries from the checkpoint",
+                where["topic"], where["partition"], where["offset"],
+            )

@@ -1,0 +1,113 @@
+"""What differs between surveys, in one registry: ids, observation time, console columns.
+
+Jobs and library functions look a survey up here instead of branching on its name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fink_spark.paths import SCHEMAS_DIR
+
+JD_MINUS_MJD = 2400000.5
+
+
+@dataclass(frozen=True)
+class Survey:
+    """One survey's alert layout.
+
+    Parameters
+    ----------
+    name
+        Short name used in configuration files (`ztf`, `lsst`).
+    id_column
+        The alert's unique id (one row per alert and topic).
+    object_column
+        The id of the astronomical object the alert belongs to.
+    mjd_expression
+        SQL expression giving the alert's observation time as MJD: it decides the
+        night (year/month/day partitions) and the console's time column.
+    required_columns
+        Columns a genuine alert always has: a decoded value where any is null did not
+        really decode (corrupt bytes, or bytes written with another schema).
+    console_columns
+        (label, SQL expression) pairs, shown one line per alert in the terminal.
+    version_schema_pattern
+        How a version-string key (older streams) names its bundled schema file.
+    """
+
+    name: str
+    id_column: str
+    object_column: str
+    mjd_expression: str
+    required_columns: tuple[str, ...]
+    console_columns: tuple[tuple[str, str], ...]
+    version_schema_pattern: str
+
+    @property
+    def schema_dir(self) -> Path:
+        return SCHEMAS_DIR / self.name
+
+    @property
+    def latest_schema(self) -> Path:
+        """The newest bundled schema (named by the folder's `latest` marker)."""
+        marker = self.schema_dir / "latest"
+        return self.schema_dir / marker.read_text().strip()
+
+
+def _time_of(mjd: str) -> str:
+    """SQL for an MJD as a UTC timestamp string, to the second."""
+    return (
+        "date_format(timestamp_seconds(CAST(round(("
+        + mjd
+        + " - 40587.0) * 86400.0) AS BIGINT)), 'yyyy-MM-dd HH:mm:ss')"
+    )
+
+
+ZTF = Survey(
+    name="ztf",
+    id_column="candid",
+    object_column="objectId",
+    mjd_expression=f"candidate.jd - {JD_MINUS_MJD}",
+    required_columns=("candid", "objectId", "candidate.jd"),
+    console_columns=(
+        ("timestamp", _time_of(f"candidate.jd - {JD_MINUS_MJD}")),
+        ("topic", "topic"),
+        ("objectId", "objectId"),
+        ("cdsxmatch", "cdsxmatch"),
+        ("rf_snia_vs_nonia", "rf_snia_vs_nonia"),
+    ),
+    version_schema_pattern="distribution_schema_fink_ztf_{version}.avsc",
+)
+
+LSST = Survey(
+    name="lsst",
+    id_column="diaSourceId",
+    object_column="diaSource.diaObjectId",
+    mjd_expression="diaSource.midpointMjdTai",
+    required_columns=("diaSourceId", "diaSource.midpointMjdTai"),
+    console_columns=(
+        ("timestamp", _time_of("diaSource.midpointMjdTai")),
+        ("topic", "topic"),
+        ("diaSourceId", "diaSourceId"),
+        ("diaObjectId", "diaSource.diaObjectId"),
+        ("ra", "round(diaSource.ra, 6)"),
+        ("dec", "round(diaSource.dec, 6)"),
+        ("band", "diaSource.band"),
+        ("midpointMjdTai", "round(diaSource.midpointMjdTai, 6)"),
+        ("main_label", "pred.main_label_classifier"),
+    ),
+    version_schema_pattern="fink_lsst_{version}.avsc",
+)
+
+SURVEYS: dict[str, Survey] = {survey.name: survey for survey in (ZTF, LSST)}
+
+
+def get_survey(name: str) -> Survey:
+    try:
+        return SURVEYS[name]
+    except KeyError:
+        raise ValueError(
+            f"Unknown survey {name!r}: choose one of {', '.join(sorted(SURVEYS))}."
+        ) from None

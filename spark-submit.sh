@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Run a fink-spark job with spark-submit, the connector jars and the project's Python.
+#
+#   ./spark-submit.sh [--master URL] [other spark-submit options] jobs/stream.py --config conf/x.yaml
+#
+# The master defaults to local[*]; --master, or FINK_SPARK_MASTER in the environment,
+# chooses another (spark://host:7077, yarn, k8s://...). Options before the job file go
+# to spark-submit as they are; options after it go to the job. No network is needed:
+# the jars come from .jars/ (made once by scripts/setup.sh).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")" && pwd)
+VENV=${FINK_SPARK_VENV:-$ROOT/.venv}
+JARS_DIR=${FINK_SPARK_JARS:-$ROOT/.jars}/spark
+
+if [ ! -x "$VENV/bin/spark-submit" ] || ! compgen -G "$JARS_DIR/*.jar" >/dev/null; then
+    echo "fink-spark: the environment is not set up; run scripts/setup.sh first." >&2
+    exit 2
+fi
+
+MASTER=${FINK_SPARK_MASTER:-local[*]}
+SUBMIT_ARGS=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --master) MASTER=$2; shift 2 ;;
+        --master=*) MASTER=${1#--master=}; shift ;;
+        *.py) break ;;
+        *) SUBMIT_ARGS+=("$1"); shift ;;
+    esac
+done
+if [ $# -eq 0 ]; then
+    echo "usage: $0 [--master URL] [spark-submit options] jobs/<job>.py [job options]" >&2
+    exit 2
+fi
+
+case "$MASTER" in local*) export SPARK_LOCAL_IP=${SPARK_LOCAL_IP:-127.0.0.1} ;; esac
+JARS=$(ls "$JARS_DIR"/*.jar | paste -sd, -)
+export PYSPARK_PYTHON=${PYSPARK_PYTHON:-$VENV/bin/python}
+export PYSPARK_DRIVER_PYTHON=${PYSPARK_DRIVER_PYTHON:-$VENV/bin/python}
+export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
+exec "$VENV/bin/spark-submit" \
+    --master "$MASTER" \
+    --jars "$JARS" \
+    --conf "spark.driver.extraJavaOptions=-Dlog4j2.configurationFile=file:$ROOT/conf/log4j2.properties" \
+    --conf spark.ui.showConsoleProgress=false \
+    ${SUBMIT_ARGS[@]+"${SUBMIT_ARGS[@]}"} \
+    "$@"
