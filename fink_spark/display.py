@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pyspark.sql import DataFrame
+from pyspark.errors import AnalysisException
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from fink_spark.surveys import Survey
@@ -17,10 +18,19 @@ def console_columns(survey: Survey) -> Callable[[DataFrame], DataFrame]:
     def transform(alerts: DataFrame) -> DataFrame:
         ordered = alerts.orderBy("topic", "kafka_partition", "kafka_offset")
         return ordered.select(
-            *[F.expr(expression).cast("string").alias(label) for label, expression in survey.console_columns]
+            *[_or_blank(alerts, expression).cast("string").alias(label) for label, expression in survey.console_columns]
         )
 
     return transform
+
+
+def _or_blank(alerts: DataFrame, expression: str) -> Column:
+    """The expression, or null where the alerts' schema lacks its fields (older schemas)."""
+    try:
+        alerts.select(F.expr(expression)).schema  # noqa: B018 - analysis only, no job
+    except AnalysisException:
+        return F.lit(None)
+    return F.expr(expression)
 
 
 def format_table(labels: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:

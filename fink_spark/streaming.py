@@ -23,7 +23,13 @@ from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 from fink_spark.config import JobConfig
 from fink_spark.decode import UNKNOWN_SCHEMA, alerts, decode_records, quarantined
 from fink_spark.kafka_source import key_at, newest_keys, read_stream, subscribed_partitions
-from fink_spark.schemas import WriterSchemas, key_kind, load_schema_text, writer_schema_from_key, SchemaKeyError
+from fink_spark.schemas import (
+    SchemaKeyError,
+    WriterSchemas,
+    key_kind,
+    load_schema_text,
+    writer_schema_from_key,
+)
 from fink_spark.sinks import console_query, parquet_query
 
 log = logging.getLogger(__name__)
@@ -126,6 +132,7 @@ def _await(spark: SparkSession, queries: list[StreamingQuery]) -> None:
         for query in queries:
             if query.isActive:
                 query.stop()
+        spark.streams.resetTerminated()
         raise
 
 
@@ -157,7 +164,6 @@ def prepare_stream(config: JobConfig) -> StreamPlan:
 
 def run_stream(spark: SparkSession, plan: StreamPlan, out: TextIO | None = None) -> None:
     """Run the job until it is stopped (processing-time trigger) or has read everything (available now)."""
-    config, writers, state = plan.config, plan.writers, plan.state
     progress = _Progress()
     spark.streams.addListener(progress)
     try:

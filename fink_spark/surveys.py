@@ -76,7 +76,7 @@ ZTF = Survey(
         ("topic", "topic"),
         ("objectId", "objectId"),
         ("cdsxmatch", "cdsxmatch"),
-        ("rf_snia_vs_nonia", "rf_snia_vs_nonia"),
+        ("rf_snia_vs_nonia", "round(rf_snia_vs_nonia, 3)"),
     ),
     version_schema_pattern="distribution_schema_fink_ztf_{version}.avsc",
 )

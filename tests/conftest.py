@@ -1,0 +1,86 @@
+"""Shared fixtures: one real Kafka broker and one SparkSession for the whole test session."""
+
+from __future__ import annotations
+
+import io
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyspark.sql import SparkSession
+
+from fink_spark.config import JobConfig, parse_config
+from fink_spark.local_broker import LocalKafka
+from fink_spark.paths import SAMPLE_DIR
+from fink_spark.session import build_session, local_conf
+from fink_spark.streaming import prepare_stream, run_stream
+
+USER, PASSWORD = "fink_user", "test-password-4f1c"
+_topic_numbers = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[LocalKafka]:
+    with LocalKafka(users={USER: PASSWORD, "other_user": "other-password"}) as kafka:
+        yield kafka
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[SparkSession]:
+    session = build_session("fink-spark-tests", "local[2]", local_conf(shuffle_partitions=2))
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def new_topic(broker: LocalKafka):  # noqa: ANN201
+    """Make fresh topics on the broker: new_topic("name") -> unique topic name."""
+
+    def make(name: str, partitions: int = 1) -> str:
+        topic = f"{name}_{next(_topic_numbers)}"
+        broker.create_topics([topic], partitions)
+        return topic
+
+    return make
+
+
+def sample(folder: str) -> Path:
+    return SAMPLE_DIR / folder
+
+
+def job_config(
+    broker: LocalKafka, tmp_path: Path, topics: list[str], survey: str = "ztf", **overrides: Any
+) -> JobConfig:
+    """A configuration for the test broker, with outputs under tmp_path and 'available now'."""
+    data: dict[str, Any] = {
+        "survey": survey,
+        "kafka": {
+            "servers": broker.bootstrap,
+            "username": USER,
+            "password": PASSWORD,
+            "group_id": f"{USER}_spark",
+            "topics": topics,
+            "starting_offsets": "earliest",
+        },
+        "output": {
+            "parquet": {"path": str(tmp_path / "alerts"), "checkpoint": str(tmp_path / "checkpoints")},
+            "console": {"enabled": True, "rows": 100},
+        },
+        "trigger": {"available_now": True},
+    }
+    for key, value in overrides.items():
+        section, _, name = key.partition("__")
+        if name:
+            data[section][name] = value
+        else:
+            data[section] = value
+    return parse_config(data)
+
+
+def run_job(spark: SparkSession, config: JobConfig) -> str:
+    """Run the streaming job to the end of the topics; returns what it printed."""
+    out = io.StringIO()
+    run_stream(spark, prepare_stream(config), out=out)
+    return out.getvalue()

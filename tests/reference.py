@@ -1,0 +1,54 @@
+"""An independent reference: alerts decoded by fastavro from the sample files, and the
+comparison of Spark's output with them field by field."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import fastavro
+
+JD_UNIX_EPOCH = 2440587.5
+
+
+def read_alerts(folder: Path) -> list[dict[str, Any]]:
+    alerts: list[dict[str, Any]] = []
+    for path in sorted(folder.glob("*.avro")):
+        with path.open("rb") as handle:
+            alerts += list(fastavro.reader(handle))
+    return alerts
+
+
+def utc_of_jd(jd: float) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(days=jd - JD_UNIX_EPOCH)
+
+
+def assert_same_value(spark_value: Any, reference: Any, where: str) -> None:
+    """Spark's value equals fastavro's; fields the writer lacked must be null in Spark.
+
+    Records compare by field name, over the reader's (Spark's) fields: this is what Avro
+    schema resolution promises, checked independently of Spark's Avro library.
+    """
+    if isinstance(spark_value, dict):
+        assert isinstance(reference, dict) or reference is None, f"{where}: {reference!r} is not a record"
+        for name, value in spark_value.items():
+            assert_same_value(value, (reference or {}).get(name), f"{where}.{name}")
+        return
+    if isinstance(spark_value, list):
+        assert isinstance(reference, list), f"{where}: expected a list, fastavro has {reference!r}"
+        assert len(spark_value) == len(reference), f"{where}: {len(spark_value)} items != {len(reference)}"
+        for index, (item, expected) in enumerate(zip(spark_value, reference)):
+            assert_same_value(item, expected, f"{where}[{index}]")
+        return
+    if isinstance(spark_value, (bytes, bytearray)):
+        assert reference is not None and bytes(spark_value) == bytes(reference), f"{where}: bytes differ"
+        return
+    if isinstance(spark_value, float) and isinstance(reference, float) and math.isnan(reference):
+        assert math.isnan(spark_value), f"{where}: {spark_value} != NaN"
+        return
+    if isinstance(spark_value, datetime) and isinstance(reference, datetime):
+        assert spark_value.replace(tzinfo=timezone.utc) == reference, f"{where}: {spark_value} != {reference}"
+        return
+    assert spark_value == reference, f"{where}: Spark has {spark_value!r}, fastavro {reference!r}"

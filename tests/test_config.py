@@ -1,0 +1,78 @@
+"""Configuration errors name the key at fault, before Spark starts."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from fink_spark.config import ConfigError, Secret, load_config, parse_config
+
+VALID = {
+    "survey": "ztf",
+    "kafka": {"servers": "127.0.0.1:9092", "username": "u", "password_env": "FINK_TEST_PW",
+              "group_id": "g", "topics": ["fink_sn_candidates_ztf"]},
+    "output": {"parquet": {"path": "out/alerts", "checkpoint": "out/chk"}},
+}
+
+
+def config_with(change) -> dict:  # noqa: ANN001
+    data = copy.deepcopy(VALID)
+    change(data)
+    return data
+
+
+@pytest.fixture(autouse=True)
+def password(monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("FINK_TEST_PW", "s3cret-pw")
+
+
+def test_valid_config_keeps_the_password_secret(tmp_path: Path) -> None:
+    config = parse_config(VALID, base=tmp_path)
+    assert config.kafka.password == Secret("s3cret-pw")
+    assert "s3cret-pw" not in repr(config) and "s3cret-pw" not in str(config)
+    assert config.parquet.path == str(tmp_path / "out" / "alerts")
+    assert config.parquet.partition_by == ("topic", "year", "month", "day")
+    assert config.trigger.processing_time == "10 seconds" and not config.trigger.available_now
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d["kafka"].pop("servers"), "Missing required key 'kafka.servers'."),
+        (lambda d: d.pop("survey"), "Missing required key 'survey'."),
+        (lambda d: d.update(survey="atlas"), "'survey' is 'atlas'; it must be one of lsst, ztf."),
+        (lambda d: d["kafka"].update(max_offsets_per_trigger="many"),
+         "'kafka.max_offsets_per_trigger' must be of type int, not str ('many')."),
+        (lambda d: d["kafka"].update(topic="x"), "Unknown key 'kafka.topic'. Did you mean 'kafka.topics'?"),
+        (lambda d: d["kafka"].update(starting_offsets="oldest"),
+         "'kafka.starting_offsets' must be 'earliest' or 'latest', not 'oldest'."),
+        (lambda d: d["output"]["parquet"].pop("checkpoint"), "Missing required key 'output.parquet.checkpoint'."),
+        (lambda d: d["kafka"].update(password_env="NOT_SET_ANYWHERE"),
+         "'kafka.password_env' names the environment variable NOT_SET_ANYWHERE, which is not set"),
+        (lambda d: d.update(trigger={"processing_time": "often"}),
+         "'trigger.processing_time' must be an interval such as '10 seconds', not 'often'."),
+        (lambda d: d["kafka"].update(topic_pattern="fink_.*"),
+         "Give exactly one of 'kafka.topics' (a list) or 'kafka.topic_pattern'."),
+    ],
+)
+def test_errors_name_the_field(change, message: str, tmp_path: Path) -> None:  # noqa: ANN001
+    with pytest.raises(ConfigError) as error:
+        parse_config(config_with(change), base=tmp_path)
+    assert message in str(error.value)
+
+
+def test_yaml_file_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("survey: ztf\nkafka: [unclosed\n")
+    with pytest.raises(ConfigError, match="is not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="Cannot read the configuration file"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_password_from_file(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("from-file\n")
+    data = config_with(lambda d: (d["kafka"].pop("password_env"), d["kafka"].update(password_file=str(tmp_path / "pw"))))
+    assert parse_config(data, base=tmp_path).kafka.password == Secret("from-file")

@@ -1,0 +1,132 @@
+"""The core job end to end: real alerts published to a real broker, the job run with
+'available now', the Parquet read back through Spark and compared with fastavro."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+from conftest import USER, job_config, run_job, sample
+from pyspark.sql import SparkSession
+from reference import assert_same_value, read_alerts, utc_of_jd
+
+from fink_spark.local_broker import LocalKafka
+from fink_spark.paths import SCHEMAS_DIR
+from fink_spark.publisher import publish
+from fink_spark.surveys import LSST, ZTF
+
+ZTF_2026_SCHEMA = str(SCHEMAS_DIR / "ztf" / "fink_ztf_transfer_2026-03.avsc")
+KAFKA_METADATA = {"topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "ingest_time"}
+
+
+def read_output(spark: SparkSession, path: Path) -> list[dict]:
+    """The job's Parquet as a user reads it: through Spark, honouring _spark_metadata."""
+    return [row.asDict(recursive=True) for row in spark.read.parquet(str(path)).collect()]
+
+
+def check_alerts(rows: list[dict], reference: list[dict], id_column: str, topic: str, mjd_of) -> None:  # noqa: ANN001
+    """Every field of every reference alert is in the topic's rows, once."""
+    by_id = {row[id_column]: row for row in rows if row["topic"] == topic}
+    assert len(by_id) == len([row for row in rows if row["topic"] == topic]) == len(reference)
+    for alert in reference:
+        row = by_id[alert[id_column]]
+        fields = {name: value for name, value in row.items() if name not in KAFKA_METADATA | {"year", "month", "day"}}
+        assert_same_value(fields, {k: v for k, v in alert.items() if k not in ("year", "month", "day")}, str(alert[id_column]))
+        night = utc_of_jd(mjd_of(alert) + 2400000.5)
+        assert (row["year"], row["month"], row["day"]) == (night.year, night.month, night.day)
+        assert row["kafka_offset"] >= 0 and row["kafka_timestamp"] is not None and row["ingest_time"] is not None
+
+
+def test_ztf_topics_land_in_parquet_exactly_as_published(spark, broker: LocalKafka, new_topic, tmp_path: Path) -> None:
+    sn, early, old = new_topic("fink_sn_candidates_ztf"), new_topic("fink_early_sn_candidates_ztf"), new_topic("fink_0p2")
+    config_user = broker.client_config(USER)
+    published = {
+        sn: publish(config_user, sn, [sample("ztf-2026")], ZTF),
+        early: publish(config_user, early, [sample("ztf-2026")], ZTF),
+        old: publish(config_user, old, [sample("ztf-0p2")], ZTF),
+    }
+    config = job_config(broker, tmp_path, [sn, early, old], schema=ZTF_2026_SCHEMA)
+    run_job(spark, config)
+
+    rows = read_output(spark, tmp_path / "alerts")
+    assert Counter(row["topic"] for row in rows) == published
+    ztf_mjd = lambda alert: alert["candidate"]["jd"] - 2400000.5  # noqa: E731
+    # The same alert in two topics is two rows, one per topic.
+    check_alerts(rows, read_alerts(sample("ztf-2026")), "candid", sn, ztf_mjd)
+    check_alerts(rows, read_alerts(sample("ztf-2026")), "candid", early, ztf_mjd)
+    # 0p2 alerts resolve onto the 2026 schema: fields it lacked are null, 'topic' is kept apart.
+    check_alerts(rows, read_alerts(sample("ztf-0p2")), "candid", old, ztf_mjd)
+    old_rows = [row for row in rows if row["topic"] == old]
+    assert all(row["rf_snia_vs_nonia"] is None and row["finkclass"] is None for row in old_rows)
+    # Partitioned by topic and night on disk.
+    nights = {(row["topic"], row["year"], row["month"], row["day"]) for row in rows}
+    for topic, year, month, day in nights:
+        folder = tmp_path / "alerts" / f"topic={topic}" / f"year={year}" / f"month={month}" / f"day={day}"
+        assert list(folder.glob("*.parquet")), folder
+    assert not list((tmp_path / "alerts_quarantine").rglob("*.parquet"))
+
+
+def test_lsst_alerts_land_in_parquet(spark, broker: LocalKafka, new_topic, tmp_path: Path) -> None:
+    topic = new_topic("fink_sn_candidates_lsst")
+    count = publish(broker.client_config(USER), topic, [sample("lsst-2026")], LSST)
+    output = run_job(spark, job_config(broker, tmp_path, [topic], survey="lsst"))
+    rows = read_output(spark, tmp_path / "alerts")
+    assert len(rows) == count == 7
+    check_alerts(rows, read_alerts(sample("lsst-2026")), "diaSourceId", topic, lambda a: a["diaSource"]["midpointMjdTai"])
+    assert "diaSourceId" in output and "7 alerts" in output
+
+
+def test_restart_adds_only_new_alerts(spark, broker: LocalKafka, new_topic, tmp_path: Path) -> None:
+    topic = new_topic("fink_restart_ztf")
+    publish(broker.client_config(USER), topic, [sample("ztf-0p2")], ZTF)
+    config = job_config(broker, tmp_path, [topic])
+    run_job(spark, config)
+    first = read_output(spark, tmp_path / "alerts")
+    assert len(first) == 4
+    publish(broker.client_config(USER), topic, [sample("ztf-0p2")], ZTF, copies=3)  # 4 old ids again, 8 new
+    run_job(spark, config)
+    rows = read_output(spark, tmp_path / "alerts")
+    offsets = Counter(row["kafka_offset"] for row in rows)
+    assert sorted(offsets) == list(range(16)) and set(offsets.values()) == {1}
+    assert len({row["candid"] for row in rows}) == 12
+
+
+def test_console_shows_one_aligned_line_per_alert(spark, broker: LocalKafka, new_topic, tmp_path: Path) -> None:
+    topic = new_topic("fink_console_ztf")
+    publish(broker.client_config(USER), topic, [sample("ztf-0p2")], ZTF)
+    output = run_job(spark, job_config(broker, tmp_path, [topic], schema=ZTF_2026_SCHEMA))
+    alerts = read_alerts(sample("ztf-0p2"))
+    width = len(topic)
+    expected = ["--- batch 0: 4 alerts, 0 quarantined ---",
+                "timestamp           | " + "topic".ljust(width) + " | objectId     | cdsxmatch | rf_snia_vs_nonia"]
+    for alert in alerts:  # one file per alert, published in file order
+        seconds = round((alert["candidate"]["jd"] - 2440587.5) * 86400)  # to the nearest second
+        when = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        expected.append(f"{when} | {topic} | {alert['objectId']} | {alert['cdsxmatch'].ljust(9)} |")
+    assert output.splitlines() == expected
+
+
+def test_poison_messages_go_to_quarantine(spark, broker: LocalKafka, new_topic, tmp_path: Path) -> None:
+    from confluent_kafka import Producer
+
+    topic = new_topic("fink_poison_ztf")
+    publish(broker.client_config(USER), topic, [sample("ztf-0p2")], ZTF)
+    schema_key = (SCHEMAS_DIR / "ztf" / "distribution_schema_0p2.avsc").read_bytes()
+    producer = Producer(broker.client_config(USER))
+    poison = [(schema_key, b"\x07garbage"), (schema_key, b""), (b"9.9_9.9.9", b"\x00"), (b"not a schema", b"\x00"), (None, b"\x00")]
+    for key, value in poison:
+        producer.produce(topic, value=value, key=key)
+    producer.flush(10)
+    output = run_job(spark, job_config(broker, tmp_path, [topic]))
+    assert len(read_output(spark, tmp_path / "alerts")) == 4
+    quarantine = {row["kafka_offset"]: row for row in read_output(spark, tmp_path / "alerts_quarantine")}
+    assert {offset: row["reject_reason"] for offset, row in quarantine.items()} == {
+        4: "value does not decode as a ZTF alert with the schema its key names",
+        5: "empty value",
+        6: "key names schema version 9.9_9.9.9, which fink-spark does not bundle",
+        7: "key is neither a JSON Avro schema nor a schema version string",
+        8: "no key: the writer schema is unknown",
+    }
+    assert bytes(quarantine[4]["value"]) == b"\x07garbage" and bytes(quarantine[6]["key"]) == b"9.9_9.9.9"
+    assert "4 alerts, 5 quarantined" in output
