@@ -28,13 +28,14 @@ NIGHT_COLUMNS = ("year", "month", "day")
 def _decoded(writers: WriterSchemas, reader: str) -> Column:
     """The alert struct, decoded with the writer schema its key names (null if none)."""
     options = {"mode": "PERMISSIVE", "avroSchema": reader}
-    decoded = F.lit(None)
-    for index, (key, writer) in enumerate(writers.known.items()):
-        branch = from_avro(F.col("value"), writer, options)
-        if index == 0:
-            decoded = F.when(F.col("key") == F.lit(key), branch)
-        else:
-            decoded = decoded.when(F.col("key") == F.lit(key), branch)
+    branches = [(F.col("topic") == F.lit(topic), writer) for topic, writer in writers.by_topic.items()]
+    branches += [(F.col("key") == F.lit(key), writer) for key, writer in writers.known.items()]
+    if not branches:
+        return F.lit(None)
+    condition, writer = branches[0]
+    decoded = F.when(condition, from_avro(F.col("value"), writer, options))
+    for condition, writer in branches[1:]:
+        decoded = decoded.when(condition, from_avro(F.col("value"), writer, options))
     return decoded
 
 
@@ -48,24 +49,19 @@ def _reject_reason(writers: WriterSchemas, survey: Survey) -> Column:
     any_missing = missing[0]
     for condition in missing[1:]:
         any_missing = any_missing | condition
-    known_keys = [F.lit(key) for key in writers.known]
+    not_decoded = F.when(
+        F.col("alert").isNull() | any_missing,
+        F.lit(f"value does not decode as a {survey.name.upper()} alert with the schema its key names"),
+    )
     reason = (
         F.when(F.col("value").isNull(), F.lit("null value"))
         .when(F.length("value") == 0, F.lit("empty value"))
-        .when(F.col("key").isNull(), F.lit("no key: the writer schema is unknown"))
     )
-    if known_keys:
-        reason = reason.when(
-            F.col("key").isin(*known_keys),
-            F.when(
-                F.col("alert").isNull() | any_missing,
-                F.lit(
-                    "value does not decode as a "
-                    + survey.name.upper()
-                    + " alert with the schema its key names"
-                ),
-            ),
-        )
+    if writers.by_topic:
+        reason = reason.when(F.col("topic").isin(*writers.by_topic), not_decoded)
+    reason = reason.when(F.col("key").isNull(), F.lit("no key: the writer schema is unknown"))
+    if writers.known:
+        reason = reason.when(F.col("key").isin(*[F.lit(key) for key in writers.known]), not_decoded)
     for key, why in writers.rejected.items():
         reason = reason.when(F.col("key") == F.lit(key), F.lit(why))
     key_text = F.col("key").cast("string")

@@ -134,12 +134,14 @@ class WriterSchemas:
 
     `known` maps a key to the writer schema it names; `rejected` maps a key to the
     reason it names none. Both grow while the job runs, and are saved beside the
-    checkpoint so that a restarted job knows them from the start.
+    checkpoint so that a restarted job knows them from the start. `by_topic` holds the
+    schemas of Data Transfer topics, whose messages do not carry it in their key.
     """
 
     survey: Survey
     known: dict[bytes, str] = field(default_factory=dict)
     rejected: dict[bytes, str] = field(default_factory=dict)
+    by_topic: dict[str, str] = field(default_factory=dict)
 
     def learn(self, key: bytes) -> bool:
         """Add a key's schema (or the reason it has none). True if the key was new."""

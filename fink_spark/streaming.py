@@ -22,6 +22,7 @@ from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
 from fink_spark.config import JobConfig
 from fink_spark.decode import UNKNOWN_SCHEMA, alerts, decode_records, quarantined
+from fink_spark.discover import TRANSFER_PREFIX, topic_schema
 from fink_spark.kafka_source import key_at, newest_keys, read_stream, subscribed_partitions
 from fink_spark.schemas import (
     SchemaKeyError,
@@ -157,6 +158,9 @@ def prepare_stream(config: JobConfig) -> StreamPlan:
     for key in newest:
         if key_kind(key) == "json":
             writers.learn(key)
+    for topic in partitions:
+        if topic.startswith(TRANSFER_PREFIX):
+            writers.by_topic[topic] = topic_schema(config.kafka, topic, config.survey)
     reader_schema = choose_reader_schema(config, state, newest)
     writers.save(state.folder)
     return StreamPlan(config, writers, reader_schema, state)

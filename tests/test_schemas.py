@@ -1,0 +1,122 @@
+"""Every Fink stream decodes: writer schemas from the keys, several versions in one topic,
+version-string keys, Data Transfer topics, and the discovery command."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import fastavro
+from confluent_kafka import Producer
+from conftest import PASSWORD, USER, job_config, run_job, sample
+from reference import assert_same_value, read_alerts
+
+from fink_spark.local_broker import LocalKafka
+from fink_spark.paths import PROJECT_ROOT, SCHEMAS_DIR
+from fink_spark.publisher import encode, publish
+from fink_spark.schemas import WriterSchemas, lenient_reader, schema_fingerprint
+from fink_spark.surveys import ZTF
+
+SCHEMA_2026 = (SCHEMAS_DIR / "ztf" / "fink_ztf_transfer_2026-03.avsc").read_text()
+SCHEMA_27 = (SCHEMAS_DIR / "ztf" / "distribution_schema_fink_ztf_2.7_3.10.1.avsc").read_text()
+
+
+# Columns the job adds; Fink's own year/month/day hold the same night as the job's.
+OUTPUT_ONLY = {"topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "ingest_time", "year", "month", "day"}
+
+
+def reordered_with_extra_field(schema_text: str) -> str:
+    """The 2026 schema with its fields in reverse order and one more field."""
+    schema = json.loads(schema_text)
+    fields = list(reversed(schema["fields"])) + [{"name": "fink_spark_extra", "type": ["string", "null"]}]
+    return json.dumps({**schema, "fields": fields})
+
+
+def produce(broker: LocalKafka, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
+    producer = Producer(broker.client_config(USER))
+    for key, value in messages:
+        producer.produce(topic, value=value, key=key)
+    assert producer.flush(30) == 0
+
+
+def test_one_topic_with_three_writer_schemas_lands_in_one_table(spark, broker, new_topic, tmp_path: Path) -> None:
+    topic = new_topic("fink_upgrade_ztf")
+    alerts = read_alerts(sample("ztf-2026"))[:6]
+    reordered = reordered_with_extra_field(SCHEMA_2026)
+    writers = [  # (key, writer schema): JSON keys and an old-style version-string key
+        (SCHEMA_2026.encode(), SCHEMA_2026),
+        (b"2.7_3.10.1", SCHEMA_27),
+        (reordered.encode(), reordered),
+    ]
+    messages, references = [], []
+    for index, alert in enumerate(alerts):
+        key, writer = writers[index % 3]
+        parsed = fastavro.parse_schema(json.loads(writer))
+        value = encode(alert, parsed)
+        messages.append((key, value))
+        references.append(fastavro.schemaless_reader(io.BytesIO(value), parsed))
+    produce(broker, topic, messages)
+
+    run_job(spark, job_config(broker, tmp_path, [topic], schema=str(SCHEMAS_DIR / "ztf" / "fink_ztf_transfer_2026-03.avsc")))
+
+    rows = {row["kafka_offset"]: row.asDict(recursive=True) for row in spark.read.parquet(str(tmp_path / "alerts")).collect()}
+    assert sorted(rows) == list(range(6))
+    for offset, reference in enumerate(references):
+        alert_fields = {k: v for k, v in rows[offset].items() if k not in OUTPUT_ONLY}
+        assert_same_value(alert_fields, reference, f"offset {offset}")
+    # Alerts written with the 2.7 schema lack the 2026 fields: null, not an error.
+    assert rows[1]["finkclass"] is None and rows[4]["finkclass"] is None
+    assert rows[0]["finkclass"] == alerts[0]["finkclass"] and rows[2]["finkclass"] == alerts[2]["finkclass"]
+    assert "fink_spark_extra" not in rows[2]
+    saved = json.loads((tmp_path / "checkpoints" / "fink_spark" / "fink_spark_writer_schemas.json").read_text())
+    assert {bytes.fromhex(key) for key, _ in saved["known"]} >= {SCHEMA_2026.encode(), reordered.encode()}
+
+
+def test_data_transfer_topic_takes_its_schema_from_the_side_topic(spark, broker, new_topic, tmp_path: Path) -> None:
+    topic = new_topic("ftransfer_ztf_2026-03-22_12345")
+    broker.create_topics([f"{topic}_schema"])
+    produce(broker, f"{topic}_schema", [(SCHEMA_2026.encode(), b"")])
+    parsed = fastavro.parse_schema(json.loads(SCHEMA_2026))
+    alerts = read_alerts(sample("ztf-2026"))[:5]
+    produce(broker, topic, [(None, encode(alert, parsed)) for alert in alerts])
+    run_job(spark, job_config(broker, tmp_path, [topic]))
+    rows = spark.read.parquet(str(tmp_path / "alerts")).select("candid", "objectId").collect()
+    assert sorted((r.candid, r.objectId) for r in rows) == sorted((a["candid"], a["objectId"]) for a in alerts)
+
+
+def test_discover_saves_the_topic_schema(broker, new_topic, tmp_path: Path) -> None:
+    topic = new_topic("fink_discover_ztf")
+    publish(broker.client_config(USER), topic, [sample("ztf-0p2")], ZTF)
+    config = tmp_path / "job.yaml"
+    config.write_text(json.dumps({
+        "survey": "ztf",
+        "kafka": {"servers": broker.bootstrap, "username": USER, "password_env": "TEST_FINK_PW", "topics": [topic]},
+        "output": {"parquet": {"path": str(tmp_path / "a"), "checkpoint": str(tmp_path / "c")}},
+    }))
+    output = tmp_path / "discovered.avsc"
+    result = subprocess.run(
+        [sys.executable, "-m", "fink_spark.discover", "--config", str(config), "--topic", topic, "--output", str(output)],
+        capture_output=True, text=True, cwd=PROJECT_ROOT, env={"TEST_FINK_PW": PASSWORD, "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    with (sample("ztf-0p2") / "fink-broker-sample-alert-1.avro").open("rb") as handle:
+        expected = fastavro.reader(handle).metadata["avro.schema"]
+    assert json.loads(output.read_text()) == json.loads(expected)
+    assert result.stdout.splitlines()[1:] == [
+        f"fields:      {len(json.loads(expected)['fields'])}",
+        "fink fields: cdsxmatch",
+        f"fingerprint: {schema_fingerprint(expected)} (Avro CRC-64 of the canonical form)",
+    ]
+
+
+def test_bundled_version_keys_and_lenient_reader() -> None:
+    writers = WriterSchemas(ZTF)
+    writers.add_bundled_versions()
+    assert set(writers.known) == {b"2.7_3.10.1"}
+    reader = json.loads(lenient_reader(SCHEMA_2026))
+    assert all(field["type"][0] == "null" and field["default"] is None for field in reader["fields"])
+    assert not writers.learn(b"2.7_3.10.1") and writers.learn(b"8.8_1.0.0")
+    assert "does not bundle" in writers.rejected[b"8.8_1.0.0"]
