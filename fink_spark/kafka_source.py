@@ -102,16 +102,18 @@ def _client_errors(config: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
     return {**config, "error_cb": errors.append}, errors
 
 
-def subscribed_partitions(kafka: KafkaConfig, timeout: float = 20.0) -> dict[str, int]:
+def subscribed_partitions(kafka: KafkaConfig, timeout: float = 15.0) -> dict[str, int]:
     """The subscribed topics and their partition counts, or a KafkaAccessError saying why not."""
     from confluent_kafka import KafkaError
     from confluent_kafka.admin import AdminClient
 
     config, errors = _client_errors(client_config(kafka))
     who = f"user {kafka.username!r}" if kafka.username else "an anonymous client"
+    admin = AdminClient(config)
     try:
-        metadata = AdminClient(config).list_topics(timeout=timeout)
+        metadata = admin.list_topics(timeout=timeout)
     except Exception as error:  # noqa: BLE001 - explained below from the client's own errors
+        admin.poll(1)  # serves error_cb with the client's own errors
         if any(e.code() == KafkaError._AUTHENTICATION for e in errors):
             raise KafkaAccessError(
                 f"Authentication failed for {who} on {kafka.servers} (SASL {SCRAM}): "

@@ -3,17 +3,21 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
 from conftest import USER, job_config, run_job, sample
 from pyspark.sql import SparkSession
 from reference import assert_same_value, read_alerts, utc_of_jd
 
+from fink_spark.kafka_source import KafkaAccessError
 from fink_spark.local_broker import LocalKafka
 from fink_spark.paths import SCHEMAS_DIR
 from fink_spark.publisher import publish
+from fink_spark.streaming import prepare_stream
 from fink_spark.surveys import LSST, ZTF
 
 ZTF_2026_SCHEMA = str(SCHEMAS_DIR / "ztf" / "fink_ztf_transfer_2026-03.avsc")
@@ -130,3 +134,21 @@ def test_poison_messages_go_to_quarantine(spark, broker: LocalKafka, new_topic, 
     }
     assert bytes(quarantine[4]["value"]) == b"\x07garbage" and bytes(quarantine[6]["key"]) == b"9.9_9.9.9"
     assert "4 alerts, 5 quarantined" in output
+
+
+def test_wrong_password_fails_fast_naming_user_and_servers(broker: LocalKafka, new_topic, tmp_path: Path) -> None:
+    config = job_config(broker, tmp_path, [new_topic("fink_auth_ztf")], kafka__password="not-the-password")
+    started = time.monotonic()
+    with pytest.raises(KafkaAccessError) as error:
+        prepare_stream(config)
+    assert time.monotonic() - started < 30
+    assert str(error.value) == (
+        f"Authentication failed for user 'fink_user' on {broker.bootstrap} (SASL SCRAM-SHA-512): "
+        "check the username and password Fink gave you."
+    )
+    assert not (tmp_path / "alerts").exists()
+
+
+def test_missing_topic_is_named(broker: LocalKafka, tmp_path: Path) -> None:
+    with pytest.raises(KafkaAccessError, match="Topic\\(s\\) fink_no_such_topic_ztf do not exist on"):
+        prepare_stream(job_config(broker, tmp_path, ["fink_no_such_topic_ztf"]))
