@@ -16,11 +16,9 @@ from typing import Any
 
 import yaml
 
+from fink_spark.errors import ConfigError
+from fink_spark.filters import Filter, parse_filters
 from fink_spark.surveys import SURVEYS, Survey, get_survey
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run; the message names the key and what to do."""
 
 
 class Secret:
@@ -91,6 +89,7 @@ class JobConfig:
     console: ConsoleOutput = field(default_factory=ConsoleOutput)
     trigger: TriggerConfig = field(default_factory=TriggerConfig)
     schema: str | None = None
+    filters: tuple[Filter, ...] = ()
     source_file: str | None = None
 
     def with_overrides(self, available_now: bool = False, servers: str | None = None) -> JobConfig:
@@ -286,7 +285,7 @@ def parse_config(data: Any, base: Path | None = None, source: str | None = None)
     Relative paths in it are taken from `base`, by default the current folder.
     """
     base = base or Path.cwd()
-    root = _Section(data, "", {"survey", "kafka", "schema", "output", "trigger"})
+    root = _Section(data, "", {"survey", "kafka", "schema", "output", "trigger", "filters"})
     survey_name = root.get("survey", str, required=True)
     if survey_name not in SURVEYS:
         raise ConfigError(
@@ -305,6 +304,7 @@ def parse_config(data: Any, base: Path | None = None, source: str | None = None)
         console=console,
         trigger=_trigger(root),
         schema=schema,
+        filters=parse_filters(root.data.get("filters"), get_survey(survey_name)),
         source_file=source,
     )
 

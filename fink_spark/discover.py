@@ -13,9 +13,10 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from fink_spark.cli import run_cli
 from fink_spark.config import load_config
-from fink_spark.errors import run_cli
-from fink_spark.kafka_source import KafkaAccessError, key_at, newest_keys, subscribed_partitions
+from fink_spark.errors import KafkaAccessError
+from fink_spark.kafka_source import key_at, newest_keys, subscribed_partitions
 from fink_spark.schemas import schema_fingerprint, writer_schema_from_key
 from fink_spark.surveys import Survey
 

@@ -42,6 +42,8 @@ def format_table(labels: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[s
     return lines
 
 
-def batch_header(batch_id: int, alerts: int, quarantined: int, shown: int) -> str:
+def batch_header(batch_id: int, alerts: int, quarantined: int, shown: int, rejected: int = 0) -> str:
+    """E.g. '--- batch 3: 12 alerts, 0 quarantined ---' (with filters: ', 5 rejected by filters')."""
     more = f", showing {shown}" if shown < alerts else ""
-    return f"--- batch {batch_id}: {alerts} alert{'s' if alerts != 1 else ''}{more}, {quarantined} quarantined ---"
+    filtered = f", {rejected} rejected by filters" if rejected else ""
+    return f"--- batch {batch_id}: {alerts} alert{'s' if alerts != 1 else ''}{more}{filtered}, {quarantined} quarantined ---"

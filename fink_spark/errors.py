@@ -1,23 +1,11 @@
-"""Entry points report expected failures as one clear paragraph, without a traceback."""
+"""The errors a user can fix; entry points print them as one paragraph (see `fink_spark.cli`)."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
 
-from fink_spark.config import ConfigError
-from fink_spark.kafka_source import KafkaAccessError
-
-USER_ERRORS = (ConfigError, KafkaAccessError, FileNotFoundError)
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the key and what to do."""
 
 
-def run_cli(main: Callable[[], None]) -> None:
-    """Run an entry point; a user error prints 'fink-spark: <message>' and exits with 2."""
-    try:
-        main()
-    except USER_ERRORS as error:
-        print(f"fink-spark: {error}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("fink-spark: interrupted; the checkpoint keeps what was done", file=sys.stderr)
-        sys.exit(130)
+class KafkaAccessError(RuntimeError):
+    """The broker could not be reached, refused the credentials, or lacks a topic."""

@@ -16,15 +16,12 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 
 from fink_spark.config import KafkaConfig
+from fink_spark.errors import KafkaAccessError
 
 log = logging.getLogger(__name__)
 
 SCRAM = "SCRAM-SHA-512"
 KAFKA_COLUMNS = ("key", "value", "topic", "partition", "offset", "timestamp")
-
-
-class KafkaAccessError(RuntimeError):
-    """The broker could not be reached, refused the credentials, or lacks a topic."""
 
 
 def _jaas(kafka: KafkaConfig) -> str:

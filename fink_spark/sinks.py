@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from pyspark.sql import DataFrame
@@ -10,7 +11,6 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from fink_spark.config import ConsoleOutput, TriggerConfig
-from fink_spark.decode import alerts
 from fink_spark.display import batch_header, console_columns, format_table
 from fink_spark.surveys import Survey
 
@@ -35,10 +35,10 @@ def parquet_query(
 
 
 def console_query(
-    decoded: DataFrame, survey: Survey, console: ConsoleOutput, checkpoint: str,
-    trigger: TriggerConfig, out: TextIO | None = None,
+    decoded: DataFrame, survey: Survey, kept: Callable[[DataFrame], DataFrame], console: ConsoleOutput,
+    checkpoint: str, trigger: TriggerConfig, out: TextIO | None = None,
 ) -> StreamingQuery:
-    """Print each micro-batch: a header with its counts, then one aligned line per alert."""
+    """Print each micro-batch: a header with its counts, then one aligned line per kept alert."""
 
     def show(batch: DataFrame, batch_id: int) -> None:
         batch = batch.persist()
@@ -50,9 +50,11 @@ def console_query(
             good, bad = counts.get(True, 0), counts.get(False, 0)
             if good == 0 and bad == 0:
                 return
-            rows = batch.transform(alerts(survey)).transform(console_columns(survey)).limit(console.rows).collect()
+            passed = batch.transform(kept)
+            passing = passed.count()
+            rows = passed.transform(console_columns(survey)).limit(console.rows).collect()
             labels = [label for label, _ in survey.console_columns]
-            lines = [batch_header(batch_id, good, bad, len(rows))]
+            lines = [batch_header(batch_id, passing, bad, len(rows), rejected=good - passing)]
             if rows:
                 lines += format_table(labels, rows)
             stream = out or sys.stdout

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -23,6 +24,7 @@ from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 from fink_spark.config import JobConfig
 from fink_spark.decode import UNKNOWN_SCHEMA, alerts, decode_records, quarantined
 from fink_spark.discover import TRANSFER_PREFIX, topic_schema
+from fink_spark.filters import Filter, apply_filters, check_filters
 from fink_spark.kafka_source import key_at, newest_keys, read_stream, subscribed_partitions
 from fink_spark.schemas import (
     SchemaKeyError,
@@ -32,6 +34,7 @@ from fink_spark.schemas import (
     writer_schema_from_key,
 )
 from fink_spark.sinks import console_query, parquet_query
+from fink_spark.surveys import Survey
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +100,11 @@ class _Progress(StreamingQueryListener):
         pass
 
 
+def kept_alerts(survey: Survey, filters: tuple[Filter, ...]) -> Callable[[DataFrame], DataFrame]:
+    """Decoded records -> the alerts that pass the filters: what the sinks see."""
+    return lambda decoded: decoded.transform(alerts(survey)).transform(apply_filters(filters))
+
+
 def start_queries(
     spark: SparkSession, config: JobConfig, writers: WriterSchemas, reader_schema: str,
     out: TextIO | None = None,
@@ -104,9 +112,11 @@ def start_queries(
     """Start the alerts, quarantine and console queries with the writer schemas known now."""
     survey, parquet, checkpoint = config.survey, config.parquet, config.parquet.checkpoint.rstrip("/")
     decoded: DataFrame = read_stream(spark, config.kafka).transform(decode_records(writers, reader_schema, survey))
+    kept = kept_alerts(survey, config.filters)
+    check_filters(config.filters, decoded.transform(alerts(survey)))
     queries = [
         parquet_query(
-            decoded.transform(alerts(survey)), parquet.path, f"{checkpoint}/alerts",
+            decoded.transform(kept), parquet.path, f"{checkpoint}/alerts",
             parquet.partition_by, config.trigger, "alerts",
         ),
         parquet_query(
@@ -116,7 +126,9 @@ def start_queries(
         ),
     ]
     if config.console.enabled:
-        queries.append(console_query(decoded, survey, config.console, f"{checkpoint}/console", config.trigger, out))
+        queries.append(
+            console_query(decoded, survey, kept, config.console, f"{checkpoint}/console", config.trigger, out)
+        )
     return queries
 
 

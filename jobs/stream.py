@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from fink_spark.cli import run_cli
 from fink_spark.config import load_config
-from fink_spark.errors import run_cli
 from fink_spark.session import build_session
 from fink_spark.streaming import prepare_stream, run_stream
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fink_spark.config import ConfigError, Secret, load_config, parse_config
+from fink_spark.config import Secret, load_config, parse_config
+from fink_spark.errors import ConfigError
 
 VALID = {
     "survey": "ztf",

@@ -13,7 +13,7 @@ from conftest import USER, job_config, run_job, sample
 from pyspark.sql import SparkSession
 from reference import assert_same_value, read_alerts, utc_of_jd
 
-from fink_spark.kafka_source import KafkaAccessError
+from fink_spark.errors import KafkaAccessError
 from fink_spark.local_broker import LocalKafka
 from fink_spark.paths import SCHEMAS_DIR
 from fink_spark.publisher import publish

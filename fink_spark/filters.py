@@ -1,0 +1,245 @@
+"""Column-level filters: Spark SQL conditions over the alert's columns, run in the JVM.
+
+A filter is either a Spark SQL expression (`candidate.magpsf < 19.5`) or a named
+preset with parameters (`{preset: cone, ra: 10, dec: -45, radius: 0.5}`). An alert
+is kept if it passes every filter; a condition that is null (a missing value) rejects
+it. The same `apply_filters` serves the live stream and reprocessing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from pyspark.errors import AnalysisException, ParseException
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, StructType
+
+from fink_spark.errors import ConfigError
+from fink_spark.surveys import JD_MINUS_MJD, Survey
+
+# SIMBAD classes compatible with a host galaxy, as Fink defines them (fink-utils,
+# return_list_of_eg_host): unknown or failed cross-matches, supernovae, galaxies.
+EXTRAGALACTIC_CLASSES = (
+    "Unknown", "Candidate_SN*", "SN*_Candidate", "SN", "Transient", "Fail", "Fail 504",
+    "galaxy", "Galaxy", "EmG", "Seyfert", "Seyfert_1", "Seyfert_2", "BlueCompG", "StarburstG",
+    "LSB_G", "HII_G", "High_z_G", "GinPair", "GinGroup", "BClG", "GinCl", "PartofG",
+    "Compact_Gr_G", "IG", "PairG", "GroupG", "ClG", "SuperClG", "Void",
+)
+
+
+@dataclass(frozen=True)
+class Filter:
+    """One condition an alert must meet; `label` names it in messages."""
+
+    label: str
+    condition: str
+
+
+@dataclass(frozen=True)
+class _SurveyColumns:
+    ra: str
+    dec: str
+    magnitude: str | None
+    flux: str | None
+    reliability: str
+    not_sso: str
+    cross_match: str
+
+
+_COLUMNS = {
+    "ztf": _SurveyColumns(
+        ra="candidate.ra",
+        dec="candidate.dec",
+        magnitude="candidate.magpsf",
+        flux=None,
+        reliability="coalesce(candidate.drb, candidate.rb)",
+        not_sso="(candidate.ssdistnr IS NULL OR candidate.ssdistnr < 0 OR candidate.ssdistnr > {radius})"
+        " AND coalesce(roid, 0) != 3",
+        cross_match="cdsxmatch",
+    ),
+    "lsst": _SurveyColumns(
+        ra="diaSource.ra",
+        dec="diaSource.dec",
+        magnitude=None,
+        flux="diaSource.psfFlux",
+        reliability="diaSource.reliability",
+        not_sso="coalesce(diaSource.ssObjectId, 0) = 0 AND ssSource.ssObjectId IS NULL",
+        cross_match="xm.simbad_otype",
+    ),
+}
+
+
+class _Params:
+    """A preset's parameters, read with errors that name `filters[i].key`."""
+
+    def __init__(self, item: dict[str, Any], where: str, known: set[str]) -> None:
+        unknown = set(item) - known - {"preset"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown parameter(s) {', '.join(sorted(unknown))}; "
+                              f"this preset takes {', '.join(sorted(known)) or 'none'}.")
+        self.item, self.where = item, where
+
+    def number(self, key: str, default: float | None = None, low: float | None = None,
+               high: float | None = None) -> float:
+        value = self.item.get(key, default)
+        if value is None:
+            raise ConfigError(f"{self.where}.{key} is required.")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{self.where}.{key} must be a number, not {value!r}.")
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise ConfigError(f"{self.where}.{key} must be between {low} and {high}, not {value}.")
+        return float(value)
+
+    def optional(self, key: str) -> float | None:
+        return self.number(key) if key in self.item else None
+
+
+def _mjd(value: Any, where: str) -> float:
+    """A time given as an ISO date, a JD or an MJD, as MJD."""
+    if isinstance(value, (date, datetime)) or isinstance(value, str):
+        try:
+            moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+        except ValueError as error:
+            raise ConfigError(f"{where} must be an ISO date, a JD or an MJD, not {value!r}.") from error
+        if isinstance(moment, datetime) and moment.tzinfo is not None:
+            moment = moment.replace(tzinfo=None) - moment.utcoffset()  # type: ignore[operator]
+        days = (moment - datetime(1858, 11, 17)).total_seconds() / 86400
+        return days
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where} must be an ISO date, a JD or an MJD, not {value!r}.")
+    return float(value) - JD_MINUS_MJD if value > JD_MINUS_MJD else float(value)
+
+
+def _range(column: str | None, params: _Params, survey: Survey, what: str) -> str:
+    if column is None:
+        raise ConfigError(f"{params.where}: the {what} preset does not apply to {survey.name.upper()} alerts.")
+    low, high = params.optional("min"), params.optional("max")
+    if low is None and high is None:
+        raise ConfigError(f"{params.where}: give min, max or both.")
+    parts = ([f"{column} >= {low!r}"] if low is not None else []) + ([f"{column} <= {high!r}"] if high is not None else [])
+    return " AND ".join(parts)
+
+
+def _preset(item: dict[str, Any], survey: Survey, where: str) -> Filter:
+    name = item.get("preset")
+    columns = _COLUMNS[survey.name]
+    if name == "not_sso":
+        params = _Params(item, where, {"radius"} if survey.name == "ztf" else set())
+        radius = params.number("radius", default=5.0, low=0) if survey.name == "ztf" else 0
+        return Filter(f"{where} (not_sso)", columns.not_sso.format(radius=radius))
+    if name == "cone":
+        params = _Params(item, where, {"ra", "dec", "radius"})
+        ra, dec = params.number("ra", low=0, high=360), params.number("dec", low=-90, high=90)
+        radius = params.number("radius", low=0, high=180)
+        # Haversine: right at the poles and across ra = 0.
+        distance = (
+            f"2 * asin(sqrt(pow(sin(radians({columns.dec} - {dec!r}) / 2), 2) + cos(radians({columns.dec}))"
+            f" * cos(radians({dec!r})) * pow(sin(radians({columns.ra} - {ra!r}) / 2), 2)))"
+        )
+        return Filter(f"{where} (cone)", f"degrees({distance}) <= {radius!r}")
+    if name == "time_window":
+        params = _Params(item, where, {"start", "end"})
+        bounds = []
+        if "start" in item:
+            bounds.append(f"({survey.mjd_expression}) >= {_mjd(item['start'], where + '.start')!r}")
+        if "end" in item:
+            bounds.append(f"({survey.mjd_expression}) < {_mjd(item['end'], where + '.end')!r}")
+        if not bounds:
+            raise ConfigError(f"{where}: give start, end or both.")
+        return Filter(f"{where} (time_window)", " AND ".join(bounds))
+    if name == "magnitude":
+        return Filter(f"{where} (magnitude)", _range(columns.magnitude, _Params(item, where, {"min", "max"}), survey, "magnitude"))
+    if name == "flux":
+        return Filter(f"{where} (flux)", _range(columns.flux, _Params(item, where, {"min", "max"}), survey, "flux"))
+    if name == "min_reliability":
+        params = _Params(item, where, {"value"})
+        return Filter(f"{where} (min_reliability)", f"{columns.reliability} >= {params.number('value', low=0, high=1)!r}")
+    if name == "extragalactic":
+        _Params(item, where, set())
+        classes = ", ".join("'" + label.replace("'", "''") + "'" for label in EXTRAGALACTIC_CLASSES)
+        return Filter(f"{where} (extragalactic)", f"{columns.cross_match} IN ({classes})")
+    known = ", ".join(sorted(PRESETS))
+    raise ConfigError(f"{where}.preset is {name!r}; known presets: {known}.")
+
+
+PRESETS = ("not_sso", "cone", "time_window", "magnitude", "flux", "min_reliability", "extragalactic")
+
+
+def parse_filters(items: Any, survey: Survey) -> tuple[Filter, ...]:
+    """The configuration's `filters` list: expressions (strings or {expression: ...}) and presets."""
+    if items is None:
+        return ()
+    if not isinstance(items, list):
+        raise ConfigError("'filters' must be a list.")
+    filters = []
+    for index, item in enumerate(items):
+        where = f"filters[{index}]"
+        if isinstance(item, str):
+            item = {"expression": item}
+        if not isinstance(item, dict) or ("expression" in item) == ("preset" in item):
+            raise ConfigError(f"{where} must be an SQL expression or a mapping with 'preset' (and its parameters).")
+        if "expression" in item:
+            if set(item) != {"expression"} or not isinstance(item["expression"], str) or not item["expression"].strip():
+                raise ConfigError(f"{where}.expression must be a non-empty SQL condition, alone.")
+            filters.append(Filter(f"{where} ({item['expression']})", item["expression"]))
+        else:
+            filters.append(_preset(item, survey, where))
+    return tuple(filters)
+
+
+def apply_filters(filters: tuple[Filter, ...]) -> Callable[[DataFrame], DataFrame]:
+    """Alerts -> the alerts that pass every filter (null conditions reject)."""
+
+    def transform(alerts: DataFrame) -> DataFrame:
+        for item in filters:
+            alerts = alerts.where(F.expr(item.condition))
+        return alerts
+
+    return transform
+
+
+def _paths(schema: StructType, prefix: str = "") -> list[str]:
+    names = []
+    for field in schema.fields:
+        path = f"{prefix}{field.name}"
+        names.append(path)
+        data_type = field.dataType.elementType if isinstance(field.dataType, ArrayType) else field.dataType
+        if isinstance(data_type, StructType):
+            names += _paths(data_type, path + ".")
+    return names
+
+
+def check_filters(filters: tuple[Filter, ...], alerts: DataFrame) -> None:
+    """Analyse each filter against the alerts' columns (no data read): a clear error
+    for a syntax error, an unknown column (with the closest names) or a non-boolean."""
+    paths = _paths(alerts.schema)
+    for item in filters:
+        try:
+            data_type = alerts.select(F.expr(item.condition).alias("c")).schema["c"].dataType
+        except ParseException as error:
+            raise ConfigError(f"{item.label}: syntax error: {str(error).splitlines()[0]}") from None
+        except AnalysisException as error:
+            tokens = re.findall(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*", item.condition)
+            unknown = [t for t in tokens if t not in paths and "." in t or (t not in paths and t.lower() not in _SQL_WORDS)]
+            for token in unknown:
+                close = difflib.get_close_matches(token, paths, n=3)
+                if close or "." in token:
+                    hint = f"; did you mean {', '.join(close)}?" if close else ""
+                    raise ConfigError(f"{item.label}: unknown column {token}{hint}") from None
+            raise ConfigError(f"{item.label}: {str(error).splitlines()[0]}") from None
+        if data_type.typeName() != "boolean":
+            raise ConfigError(f"{item.label}: the condition must be true or false, not a {data_type.simpleString()}.")
+
+
+_SQL_WORDS = {
+    "and", "or", "not", "is", "null", "in", "between", "like", "rlike", "true", "false", "case", "when", "then",
+    "else", "end", "cast", "as", "double", "int", "bigint", "string", "float", "abs", "coalesce", "sqrt", "pow",
+    "sin", "cos", "asin", "radians", "degrees", "size", "array_contains", "exists", "filter", "lower", "upper",
+    "length", "round", "floor", "ceil", "greatest", "least", "isnull", "isnotnull",
+}
