@@ -1,0 +1,125 @@
+"""Filters select exactly what an independent fastavro reference selects from the same alerts."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from conftest import USER, job_config, run_job, sample
+from reference import read_alerts
+
+from fink_spark.errors import ConfigError
+from fink_spark.filters import EXTRAGALACTIC_CLASSES, apply_filters, check_filters, parse_filters
+from fink_spark.paths import SCHEMAS_DIR
+from fink_spark.publisher import publish
+from fink_spark.surveys import LSST, ZTF
+
+# 2026 alerts (all cross-matched 'Unknown') and 2019 ones (RRLyr), in one topic.
+ALERTS = read_alerts(sample("ztf-2026")) + read_alerts(sample("ztf-0p2"))
+
+
+@pytest.fixture(scope="module")
+def kept(spark, broker, tmp_path_factory):  # noqa: ANN001, ANN201
+    """The sample ZTF alerts as the streaming job keeps them (no filter)."""
+    folder = tmp_path_factory.mktemp("filters")
+    topic = "fink_filters_ztf"
+    broker.create_topics([topic])
+    publish(broker.client_config(USER), topic, [sample("ztf-2026"), sample("ztf-0p2")], ZTF)
+    run_job(spark, job_config(broker, folder, [topic], schema=str(SCHEMAS_DIR / "ztf" / "fink_ztf_transfer_2026-03.avsc")))
+    return spark.read.parquet(str(folder / "alerts"))
+
+
+def selected(kept, items: list) -> set[int]:  # noqa: ANN001
+    filters = parse_filters(items, ZTF)
+    check_filters(filters, kept)
+    return {row.candid for row in kept.transform(apply_filters(filters)).select("candid").collect()}
+
+
+def reference(condition) -> set[int]:  # noqa: ANN001
+    return {alert["candid"] for alert in ALERTS if condition(alert)}
+
+
+def separation_deg(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
+    """Angle between two directions, from their unit vectors (independent of the job's haversine)."""
+    def unit(ra: float, dec: float) -> tuple[float, float, float]:
+        ra, dec = math.radians(ra), math.radians(dec)
+        return (math.cos(dec) * math.cos(ra), math.cos(dec) * math.sin(ra), math.sin(dec))
+    a, b = unit(ra1, dec1), unit(ra2, dec2)
+    return math.degrees(math.acos(max(-1.0, min(1.0, sum(x * y for x, y in zip(a, b))))))
+
+
+def jd(alert: dict) -> float:
+    return alert["candidate"]["jd"]
+
+
+CENTER = ALERTS[3]["candidate"]
+TIMES = sorted(jd(alert) for alert in ALERTS)
+
+
+@pytest.mark.parametrize(
+    ("items", "condition"),
+    [
+        ([{"preset": "cone", "ra": CENTER["ra"], "dec": CENTER["dec"], "radius": 20.0}],
+         lambda a: separation_deg(a["candidate"]["ra"], a["candidate"]["dec"], CENTER["ra"], CENTER["dec"]) <= 20.0),
+        ([{"preset": "time_window", "start": TIMES[5], "end": TIMES[20] - 2400000.5}],
+         lambda a: TIMES[5] <= jd(a) < TIMES[20]),
+        ([{"preset": "time_window", "start": "2026-03-22T08:00:00"}], lambda a: jd(a) >= 2461121.5 + 8 / 24),
+        ([{"preset": "magnitude", "max": 18.0}], lambda a: a["candidate"]["magpsf"] <= 18.0),
+        ([{"preset": "min_reliability", "value": 0.9}], lambda a: (a["candidate"]["drb"] or a["candidate"]["rb"]) >= 0.9),
+        ([{"preset": "extragalactic"}], lambda a: a["cdsxmatch"] in EXTRAGALACTIC_CLASSES),
+        (["candidate.magpsf < 19.5 AND candidate.ndethist >= 3"],
+         lambda a: a["candidate"]["magpsf"] < 19.5 and a["candidate"]["ndethist"] >= 3),
+        (["finkclass = 'SN candidate'", {"preset": "magnitude", "min": 17.0}],
+         lambda a: a.get("finkclass") == "SN candidate" and a["candidate"]["magpsf"] >= 17.0),
+    ],
+)
+def test_filter_selects_what_the_reference_selects(kept, items, condition) -> None:  # noqa: ANN001
+    expected = reference(condition)
+    assert 0 < len(expected) < len(ALERTS), "a filter that keeps all or nothing proves little"
+    assert selected(kept, items) == expected
+
+
+def test_not_sso_keeps_alerts_with_no_known_solar_system_object(kept) -> None:  # noqa: ANN001
+    # No sample alert lies near a known Solar System object (ssdistnr -999, roid 0): all are kept.
+    assert all(a["candidate"]["ssdistnr"] < 0 and a.get("roid", 0) == 0 for a in ALERTS)
+    assert selected(kept, [{"preset": "not_sso", "radius": 5}]) == reference(lambda a: True)
+    (lsst,) = parse_filters([{"preset": "not_sso"}], LSST)
+    assert lsst.condition == "coalesce(diaSource.ssObjectId, 0) = 0 AND ssSource.ssObjectId IS NULL"
+
+
+def test_cone_across_ra_zero() -> None:
+    (cone,) = parse_filters([{"preset": "cone", "ra": 359.9, "dec": 0.0, "radius": 0.5}], ZTF)
+    assert "radians(candidate.ra - 359.9)" in cone.condition  # sin² of the half difference wraps
+
+
+@pytest.mark.parametrize(
+    ("items", "survey", "message"),
+    [
+        (["candidate.magpsff < 19"], ZTF, "unknown column candidate.magpsff; did you mean candidate.magpsf"),
+        (["rf_snia_vs_noni > 0.5"], ZTF, "unknown column rf_snia_vs_noni; did you mean rf_snia_vs_nonia"),
+        (["candidate.magpsf <<< 19"], ZTF, "filters[0] (candidate.magpsf <<< 19): syntax error"),
+        (["candidate.magpsf + 1"], ZTF, "the condition must be true or false, not a double"),
+        ([{"preset": "magnitude", "max": 19}], LSST, "filters[0]: the magnitude preset does not apply to LSST alerts."),
+        ([{"preset": "cone", "ra": 10, "dec": 95, "radius": 1}], ZTF, "filters[0].dec must be between -90 and 90, not 95"),
+        ([{"preset": "cone", "ra": 10, "dec": 5}], ZTF, "filters[0].radius is required."),
+        ([{"preset": "conee"}], ZTF, "filters[0].preset is 'conee'; known presets: cone, extragalactic"),
+        ([{"preset": "not_sso", "radious": 3}], ZTF, "filters[0]: unknown parameter(s) radious"),
+        ([{"preset": "time_window", "start": "last tuesday"}], ZTF, "filters[0].start must be an ISO date"),
+    ],
+)
+def test_bad_filters_are_clear_errors(kept, items, survey, message: str) -> None:  # noqa: ANN001
+    with pytest.raises(ConfigError) as error:
+        check_filters(parse_filters(items, survey), kept)
+    assert message in str(error.value)
+
+
+def test_streaming_job_keeps_only_alerts_passing_the_filters(spark, broker, new_topic, tmp_path: Path) -> None:  # noqa: ANN001
+    topic = new_topic("fink_filtered_ztf")
+    publish(broker.client_config(USER), topic, [sample("ztf-2026")], ZTF)
+    items = [{"preset": "magnitude", "max": 18.0}, {"preset": "not_sso"}]
+    output = run_job(spark, job_config(broker, tmp_path, [topic], filters=items))
+    expected = {a["candid"] for a in ALERTS[:31] if a["candidate"]["magpsf"] <= 18.0}
+    rows = spark.read.parquet(str(tmp_path / "alerts")).select("candid").collect()
+    assert sorted(row.candid for row in rows) == sorted(expected)
+    assert f"--- batch 0: {len(expected)} alerts, {31 - len(expected)} rejected by filters, 0 quarantined ---" in output
