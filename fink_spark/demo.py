@@ -16,7 +16,7 @@ from collections import Counter
 
 import pyarrow.parquet as pq
 
-from fink_spark.config import load_config
+from fink_spark.config import JobConfig, load_config
 from fink_spark.local_broker import LocalKafka
 from fink_spark.paths import PROJECT_ROOT, SAMPLE_DIR
 from fink_spark.publisher import publish
@@ -55,16 +55,15 @@ def main() -> None:
     summarize(config.parquet.path)
 
 
-def load_config_with_password():  # noqa: ANN201 - the demo's own config
+def load_config_with_password() -> JobConfig:
+    """The demo's configuration (its password variable is set for the job it runs)."""
     os.environ.setdefault("FINK_SPARK_DEMO_PASSWORD", PASSWORD)
     return load_config(CONFIG)
 
 
 def summarize(path: str) -> None:
     """Count the kept alerts per topic, from the files the job committed."""
-    committed = [
-        line for line in _metadata_entries(path)
-    ]
+    committed = _metadata_entries(path)
     per_topic: Counter[str] = Counter()
     for file in committed:
         topic = next(part.split("=", 1)[1] for part in file.split("/") if part.startswith("topic="))

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from fink_spark.cli import run_cli
-from fink_spark.config import load_config
+from fink_spark.config import KafkaConfig, load_config
 from fink_spark.errors import KafkaAccessError
 from fink_spark.kafka_source import key_at, newest_keys, subscribed_partitions
 from fink_spark.schemas import schema_fingerprint, writer_schema_from_key
@@ -37,7 +37,7 @@ def schema_topic(topic: str) -> str:
     return f"{topic}_schema"
 
 
-def topic_schema(config_kafka, topic: str, survey: Survey) -> str:  # noqa: ANN001
+def topic_schema(config_kafka: KafkaConfig, topic: str, survey: Survey) -> str:
     """The writer schema of a topic's newest message (Data Transfer: of its schema side topic)."""
     if topic.startswith(TRANSFER_PREFIX):
         side = schema_topic(topic)

@@ -15,21 +15,18 @@ def jars_dir() -> Path:
     return Path(os.environ.get("FINK_SPARK_JARS", PROJECT_ROOT / ".jars"))
 
 
+def _jars(folder: str, what: str) -> list[Path]:
+    jars = sorted((jars_dir() / folder).glob("*.jar"))
+    if not jars:
+        raise FileNotFoundError(f"No {what} jars in {jars_dir() / folder}: run scripts/setup.sh first.")
+    return jars
+
+
 def connector_jars() -> list[Path]:
     """Spark's Kafka and Avro connectors and the jars they need beyond pyspark's own."""
-    jars = sorted((jars_dir() / "spark").glob("*.jar"))
-    if not jars:
-        raise FileNotFoundError(
-            f"No Spark connector jars in {jars_dir() / 'spark'}: run scripts/setup.sh first."
-        )
-    return jars
+    return _jars("spark", "Spark connector")
 
 
 def kafka_jars() -> list[Path]:
     """The Apache Kafka broker and tools classpath."""
-    jars = sorted((jars_dir() / "kafka").glob("*.jar"))
-    if not jars:
-        raise FileNotFoundError(
-            f"No Kafka broker jars in {jars_dir() / 'kafka'}: run scripts/setup.sh first."
-        )
-    return jars
+    return _jars("kafka", "Kafka broker")
