@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pyspark.errors import AnalysisException
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import DataType, StructType
 
 from fink_spark.surveys import Survey
 
@@ -18,19 +18,23 @@ def console_columns(survey: Survey) -> Callable[[DataFrame], DataFrame]:
     def transform(alerts: DataFrame) -> DataFrame:
         ordered = alerts.orderBy("topic", "kafka_partition", "kafka_offset")
         return ordered.select(
-            *[_or_blank(alerts, expression).cast("string").alias(label) for label, expression in survey.console_columns]
+            *[
+                (F.expr(expression) if has_column(alerts.schema, column) else F.lit(None)).cast("string").alias(label)
+                for label, expression, column in survey.console_columns
+            ]
         )
 
     return transform
 
 
-def _or_blank(alerts: DataFrame, expression: str) -> Column:
-    """The expression, or null where the alerts' schema lacks its fields (older schemas)."""
-    try:
-        alerts.select(F.expr(expression)).schema  # noqa: B018 - analysis only, no job
-    except AnalysisException:
-        return F.lit(None)
-    return F.expr(expression)
+def has_column(schema: StructType, path: str) -> bool:
+    """Whether a (dotted) column exists: older schemas lack some of Fink's fields."""
+    data_type: DataType = schema
+    for name in path.split("."):
+        if not isinstance(data_type, StructType) or name not in data_type.names:
+            return False
+        data_type = data_type[name].dataType
+    return True
 
 
 def format_table(labels: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:

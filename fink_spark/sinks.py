@@ -53,7 +53,7 @@ def console_query(
             passed = batch.transform(kept)
             passing = passed.count()
             rows = passed.transform(console_columns(survey)).limit(console.rows).collect()
-            labels = [label for label, _ in survey.console_columns]
+            labels = [label for label, _, _ in survey.console_columns]
             lines = [batch_header(batch_id, passing, bad, len(rows), rejected=good - passing)]
             if rows:
                 lines += format_table(labels, rows)

@@ -10,6 +10,7 @@ that nothing is skipped and nothing lands twice.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable
@@ -58,20 +59,22 @@ class JobState:
 
 def choose_reader_schema(config: JobConfig, state: JobState, newest: list[bytes]) -> str:
     """The output table's schema: the configured file; else the one this checkpoint already
-    uses; else the writer schema of the newest message; else the newest bundled one."""
+    uses; else the writer schema of the newest message (of the richest, when the topics'
+    newest messages differ); else the newest bundled one."""
     saved = state.folder / READER_SCHEMA_FILE
     if config.schema:
         text = load_schema_text(config.schema)
     elif saved.exists():
         text = saved.read_text()
     else:
-        text = None
+        candidates = []
         for key in newest:
             try:
-                text = writer_schema_from_key(key, config.survey)
-                break
+                candidates.append(writer_schema_from_key(key, config.survey))
             except SchemaKeyError:
                 continue
+        # Topics written with different schemas: keep the richest, so that no alert loses fields.
+        text = max(candidates, key=lambda schema: len(json.loads(schema)["fields"]), default=None)
         if text is None:
             text = load_schema_text(config.survey.latest_schema)
     state.folder.mkdir(parents=True, exist_ok=True)

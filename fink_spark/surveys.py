@@ -32,7 +32,8 @@ class Survey:
         Columns a genuine alert always has: a decoded value where any is null did not
         really decode (corrupt bytes, or bytes written with another schema).
     console_columns
-        (label, SQL expression) pairs, shown one line per alert in the terminal.
+        (label, SQL expression, column it reads) triples, shown one line per alert in
+        the terminal; blank where the table's schema lacks the column.
     version_schema_pattern
         How a version-string key (older streams) names its bundled schema file.
     """
@@ -42,7 +43,7 @@ class Survey:
     object_column: str
     mjd_expression: str
     required_columns: tuple[str, ...]
-    console_columns: tuple[tuple[str, str], ...]
+    console_columns: tuple[tuple[str, str, str], ...]
     version_schema_pattern: str
 
     @property
@@ -72,11 +73,11 @@ ZTF = Survey(
     mjd_expression=f"candidate.jd - {JD_MINUS_MJD}",
     required_columns=("candid", "objectId", "candidate.jd"),
     console_columns=(
-        ("timestamp", _time_of(f"candidate.jd - {JD_MINUS_MJD}")),
-        ("topic", "topic"),
-        ("objectId", "objectId"),
-        ("cdsxmatch", "cdsxmatch"),
-        ("rf_snia_vs_nonia", "round(rf_snia_vs_nonia, 3)"),
+        ("timestamp", _time_of(f"candidate.jd - {JD_MINUS_MJD}"), "candidate.jd"),
+        ("topic", "topic", "topic"),
+        ("objectId", "objectId", "objectId"),
+        ("cdsxmatch", "cdsxmatch", "cdsxmatch"),
+        ("rf_snia_vs_nonia", "round(rf_snia_vs_nonia, 3)", "rf_snia_vs_nonia"),
     ),
     version_schema_pattern="distribution_schema_fink_ztf_{version}.avsc",
 )
@@ -88,15 +89,15 @@ LSST = Survey(
     mjd_expression="diaSource.midpointMjdTai",
     required_columns=("diaSourceId", "diaSource.midpointMjdTai"),
     console_columns=(
-        ("timestamp", _time_of("diaSource.midpointMjdTai")),
-        ("topic", "topic"),
-        ("diaSourceId", "diaSourceId"),
-        ("diaObjectId", "diaSource.diaObjectId"),
-        ("ra", "round(diaSource.ra, 6)"),
-        ("dec", "round(diaSource.dec, 6)"),
-        ("band", "diaSource.band"),
-        ("midpointMjdTai", "round(diaSource.midpointMjdTai, 6)"),
-        ("main_label", "pred.main_label_classifier"),
+        ("timestamp", _time_of("diaSource.midpointMjdTai"), "diaSource.midpointMjdTai"),
+        ("topic", "topic", "topic"),
+        ("diaSourceId", "diaSourceId", "diaSourceId"),
+        ("diaObjectId", "diaSource.diaObjectId", "diaSource.diaObjectId"),
+        ("ra", "round(diaSource.ra, 6)", "diaSource.ra"),
+        ("dec", "round(diaSource.dec, 6)", "diaSource.dec"),
+        ("band", "diaSource.band", "diaSource.band"),
+        ("midpointMjdTai", "round(diaSource.midpointMjdTai, 6)", "diaSource.midpointMjdTai"),
+        ("main_label", "pred.main_label_classifier", "pred.main_label_classifier"),
     ),
     version_schema_pattern="fink_lsst_{version}.avsc",
 )
