@@ -1,0 +1,53 @@
+"""The job as users run it: ./spark-submit.sh, a YAML file, the password in the environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import yaml
+from conftest import PASSWORD, USER, sample
+
+from fink_spark.paths import PROJECT_ROOT
+from fink_spark.publisher import publish
+from fink_spark.surveys import ZTF
+
+
+def submit(config: Path, *job_options: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(PROJECT_ROOT / "spark-submit.sh"), "--master", "local[1]", "jobs/stream.py", "--config", str(config), *job_options],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "FINK_TEST_PASSWORD": PASSWORD},
+    )
+
+
+def test_spark_submit_runs_the_job_from_a_yaml_file(spark, broker, new_topic, tmp_path: Path) -> None:  # noqa: ANN001
+    topic = new_topic("fink_submit_ztf")
+    publish(broker.client_config(USER), topic, [sample("ztf-0p2")], ZTF)
+    config = tmp_path / "job.yaml"
+    config.write_text(yaml.safe_dump({
+        "survey": "ztf",
+        "kafka": {"servers": "127.0.0.1:1", "username": USER, "password_env": "FINK_TEST_PASSWORD",
+                  "group_id": "fink_user_spark", "topics": [topic]},
+        "output": {"parquet": {"path": str(tmp_path / "alerts"), "checkpoint": str(tmp_path / "chk")},
+                   "console": {"rows": 2}},
+        "trigger": {"processing_time": "5 seconds"},
+    }))
+    result = submit(config, "--available-now", "--servers", broker.bootstrap)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "--- batch 0: 4 alerts, showing 2, 0 quarantined ---" in result.stdout
+    assert PASSWORD not in result.stdout + result.stderr
+    assert spark.read.parquet(str(tmp_path / "alerts")).count() == 4
+
+
+def test_spark_submit_reports_a_bad_config_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("survey: ztf\nkafka: {servers: x, topics: [t]}\noutput: {parquet: {path: a}}\n")
+    result = submit(config)
+    assert result.returncode == 2
+    # spark-submit passes the job's stderr on through its stdout.
+    output = (result.stdout + result.stderr).splitlines()
+    lines = [line for line in output if not line.startswith("WARNING: Using incubator")]
+    assert lines == ["fink-spark: Missing required key 'output.parquet.checkpoint'."]
+    assert not (tmp_path / "a").exists()
