@@ -162,13 +162,40 @@ def _preset(item: dict[str, Any], survey: Survey, where: str) -> Filter:
         return Filter(f"{where} (min_reliability)", f"{columns.reliability} >= {params.number('value', low=0, high=1)!r}")
     if name == "extragalactic":
         _Params(item, where, set())
-        classes = ", ".join("'" + label.replace("'", "''") + "'" for label in EXTRAGALACTIC_CLASSES)
-        return Filter(f"{where} (extragalactic)", f"{columns.cross_match} IN ({classes})")
+        return Filter(f"{where} (extragalactic)", _extragalactic(columns.cross_match))
+    if name in LIVESTREAM:
+        _Params(item, where, set())
+        if survey.name != "ztf":
+            raise ConfigError(f"{where}: the {name} preset is one of Fink's ZTF livestream topics; "
+                              f"it does not apply to {survey.name.upper()} alerts.")
+        return Filter(f"{where} ({name})", LIVESTREAM[name].format(extragalactic=_extragalactic("cdsxmatch")))
     known = ", ".join(sorted(PRESETS))
     raise ConfigError(f"{where}.preset is {name!r}; known presets: {known}.")
 
 
-PRESETS = ("not_sso", "cone", "time_window", "magnitude", "flux", "min_reliability", "extragalactic")
+def _extragalactic(column: str) -> str:
+    classes = ", ".join("'" + label.replace("'", "''") + "'" for label in EXTRAGALACTIC_CLASSES)
+    return f"{column} IN ({classes})"
+
+
+# The conditions of Fink's ZTF livestream topics, as fink-filters publishes them
+# (fink_filters/ztf/livestream/filter_*/filter.py), as Spark SQL.
+_SN_LIKE = (
+    "(snn_snia_vs_nonia > 0.5 OR snn_sn_vs_all > 0.5) AND {extragalactic}"
+    " AND candidate.drb > 0.5 AND candidate.classtar > 0.4"
+)
+LIVESTREAM = {
+    "early_sn_candidate": _SN_LIKE + " AND candidate.ndethist <= 20 AND rf_snia_vs_nonia > 0.5",
+    "sn_candidate": _SN_LIKE + " AND candidate.jd - candidate.jdstarthist <= 90"
+    " AND candidate.ndethist > 1 AND coalesce(roid, 0) != 3",
+    "kn_candidate": "rf_kn_vs_nonkn > 0.5 AND candidate.drb > 0.5 AND candidate.classtar > 0.4"
+    " AND candidate.jd - candidate.jdstarthist < 5 AND candidate.ndethist < 20"
+    " AND coalesce(roid, 0) != 3 AND {extragalactic}",
+    "sso_ztf_candidate": "roid = 3",
+    "sso_fink_candidate": "roid = 2",
+}
+
+PRESETS = ("not_sso", "cone", "time_window", "magnitude", "flux", "min_reliability", "extragalactic", *LIVESTREAM)
 
 
 def parse_filters(items: Any, survey: Survey) -> tuple[Filter, ...]:
