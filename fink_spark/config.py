@@ -62,6 +62,8 @@ class ParquetOutput:
     checkpoint: str
     partition_by: tuple[str, ...] = ("topic", "year", "month", "day")
     quarantine_path: str | None = None
+    rejected_path: str | None = None
+    deduplicate_gap: str | None = None
 
     @property
     def quarantine(self) -> str:
@@ -231,7 +233,9 @@ def _outputs(root: _Section, base: Path) -> tuple[ParquetOutput, ConsoleOutput]:
     output = root.section("output", {"parquet", "console"})
     if "output" not in root.data:
         raise ConfigError("Missing required key 'output'.")
-    parquet = output.section("parquet", {"path", "checkpoint", "partition_by", "quarantine_path"})
+    parquet = output.section(
+        "parquet", {"path", "checkpoint", "partition_by", "quarantine_path", "rejected_path", "deduplicate"}
+    )
     if "parquet" not in output.data:
         raise ConfigError("Missing required key 'output.parquet'.")
     partition_by = parquet.get("partition_by", list, default=["topic", "year", "month", "day"])
@@ -246,12 +250,20 @@ def _outputs(root: _Section, base: Path) -> tuple[ParquetOutput, ConsoleOutput]:
     if rows <= 0:
         raise ConfigError("'output.console.rows' must be a positive number.")
     quarantine = parquet.get("quarantine_path", str)
+    rejected = parquet.get("rejected_path", str)
+    gap = parquet.get("deduplicate", str)
+    if gap and not _INTERVAL.match(gap):
+        raise ConfigError(f"'output.parquet.deduplicate' must be an interval such as '1 minute', not {gap!r}.")
+    if gap and "topic" in partition_by:
+        partition_by = [column for column in partition_by if column != "topic"]
     return (
         ParquetOutput(
             path=_resolve(parquet.get("path", str, required=True), base),
             checkpoint=_resolve(parquet.get("checkpoint", str, required=True), base),
             partition_by=tuple(partition_by),
             quarantine_path=_resolve(quarantine, base) if quarantine else None,
+            rejected_path=_resolve(rejected, base) if rejected else None,
+            deduplicate_gap=gap,
         ),
         ConsoleOutput(enabled=console.get("enabled", bool, default=True), rows=rows),
     )

@@ -231,6 +231,51 @@ def apply_filters(filters: tuple[Filter, ...]) -> Callable[[DataFrame], DataFram
     return transform
 
 
+def first_rejection(filters: tuple[Filter, ...], survey: Survey) -> Callable[[DataFrame], DataFrame]:
+    """Alerts -> the ids of those the filters reject, with the first filter that rejected each:
+    the answer to "why didn't I get this alert?"."""
+
+    def transform(alerts: DataFrame) -> DataFrame:
+        reason = F.lit(None).cast("string")
+        for item in reversed(filters):
+            reason = F.when(~F.coalesce(F.expr(item.condition), F.lit(False)), F.lit(item.label)).otherwise(reason)
+        object_id = survey.object_column
+        return alerts.select(
+            survey.id_column,
+            F.col(object_id).alias(object_id.rsplit(".", 1)[-1]),
+            "topic", "kafka_partition", "kafka_offset", "kafka_timestamp",
+            reason.alias("rejected_by"),
+        ).where(F.col("rejected_by").isNotNull())
+
+    return transform
+
+
+def deduplicate(survey: Survey, gap: str) -> Callable[[DataFrame], DataFrame]:
+    """Alerts -> one row per alert id with `topics`, the sorted list of topics it came in.
+
+    Copies of an alert that reach Kafka within `gap` of each other are merged (a session
+    window per id, on the Kafka timestamp). A row is written once the stream has moved
+    `gap` past the alert's last copy, and the state is dropped then: it holds at most
+    `gap` of alerts, however long the job runs.
+    """
+
+    def transform(alerts: DataFrame) -> DataFrame:
+        per_topic = {"topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "ingest_time"}
+        fields = [name for name in alerts.columns if name not in per_topic]
+        merged = (
+            alerts.withWatermark("kafka_timestamp", gap)
+            .groupBy(F.col(survey.id_column).alias("_id"), F.session_window("kafka_timestamp", gap))
+            .agg(
+                F.first(F.struct(*[F.col(f"`{name}`") for name in fields])).alias("_alert"),
+                F.sort_array(F.collect_set("topic")).alias("topics"),
+                F.min("kafka_timestamp").alias("kafka_timestamp"),
+            )
+        )
+        return merged.select("_alert.*", "topics", "kafka_timestamp", F.current_timestamp().alias("ingest_time"))
+
+    return transform
+
+
 def _paths(schema: StructType, prefix: str = "") -> list[str]:
     names = []
     for field in schema.fields:

@@ -25,7 +25,7 @@ from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 from fink_spark.config import JobConfig
 from fink_spark.decode import UNKNOWN_SCHEMA, alerts, decode_records, quarantined
 from fink_spark.discover import TRANSFER_PREFIX, topic_schema
-from fink_spark.filters import Filter, apply_filters, check_filters
+from fink_spark.filters import Filter, apply_filters, check_filters, deduplicate, first_rejection
 from fink_spark.kafka_source import key_at, newest_keys, read_stream, subscribed_partitions
 from fink_spark.schemas import (
     SchemaKeyError,
@@ -117,17 +117,22 @@ def start_queries(
     decoded: DataFrame = read_stream(spark, config.kafka).transform(decode_records(writers, reader_schema, survey))
     kept = kept_alerts(survey, config.filters)
     check_filters(config.filters, decoded.transform(alerts(survey)))
+    table = decoded.transform(kept)
+    if parquet.deduplicate_gap:
+        table = table.transform(deduplicate(survey, parquet.deduplicate_gap))
     queries = [
-        parquet_query(
-            decoded.transform(kept), parquet.path, f"{checkpoint}/alerts",
-            parquet.partition_by, config.trigger, "alerts",
-        ),
+        parquet_query(table, parquet.path, f"{checkpoint}/alerts", parquet.partition_by, config.trigger, "alerts"),
         parquet_query(
             quarantined(decoded), parquet.quarantine, f"{checkpoint}/quarantine",
             tuple(column for column in parquet.partition_by if column == "topic"),
             config.trigger, "quarantine",
         ),
     ]
+    if parquet.rejected_path:
+        rejected = decoded.transform(alerts(survey)).transform(first_rejection(config.filters, survey))
+        queries.append(
+            parquet_query(rejected, parquet.rejected_path, f"{checkpoint}/rejected", ("topic",), config.trigger, "rejected")
+        )
     if config.console.enabled:
         queries.append(
             console_query(decoded, survey, kept, config.console, f"{checkpoint}/console", config.trigger, out)

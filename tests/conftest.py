@@ -53,7 +53,10 @@ def sample(folder: str) -> Path:
 def job_config(
     broker: LocalKafka, tmp_path: Path, topics: list[str], survey: str = "ztf", **overrides: Any
 ) -> JobConfig:
-    """A configuration for the test broker, with outputs under tmp_path and 'available now'."""
+    """A configuration for the test broker, with outputs under tmp_path and 'available now'.
+
+    `section__key=value` overrides a key of a section, `parquet={...}` keys of output.parquet.
+    """
     data: dict[str, Any] = {
         "survey": survey,
         "kafka": {
@@ -70,6 +73,7 @@ def job_config(
         },
         "trigger": {"available_now": True},
     }
+    data["output"]["parquet"].update(overrides.pop("parquet", {}))
     for key, value in overrides.items():
         section, _, name = key.partition("__")
         if name:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,38 @@ def test_sn_candidate_preset_is_selective_on_the_samples(kept) -> None:  # noqa:
     assert 0 < len(chosen) < len(ALERTS)
     with pytest.raises(ConfigError, match="one of Fink's ZTF livestream topics; it does not apply to LSST"):
         parse_filters([{"preset": "kn_candidate"}], LSST)
+
+
+def test_rejected_ids_name_the_first_filter_that_rejected_them(spark, broker, new_topic, tmp_path: Path) -> None:  # noqa: ANN001
+    topic = new_topic("fink_rejected_ztf")
+    publish(broker.client_config(USER), topic, [sample("ztf-2026")], ZTF)
+    items = [{"preset": "magnitude", "max": 18.0}, "candidate.ndethist > 10"]
+    run_job(spark, job_config(broker, tmp_path, [topic], filters=items, parquet={"rejected_path": str(tmp_path / "rejected")}))
+    rejected = {row.candid: (row.objectId, row.rejected_by) for row in spark.read.parquet(str(tmp_path / "rejected")).collect()}
+    expected = {}
+    for alert in ALERTS[:31]:
+        if alert["candidate"]["magpsf"] > 18.0:
+            expected[alert["candid"]] = (alert["objectId"], "filters[0] (magnitude)")
+        elif alert["candidate"]["ndethist"] <= 10:
+            expected[alert["candid"]] = (alert["objectId"], "filters[1] (candidate.ndethist > 10)")
+    assert rejected == expected and 0 < len(expected) < 31
+    kept_ids = {row.candid for row in spark.read.parquet(str(tmp_path / "alerts")).select("candid").collect()}
+    assert kept_ids == {a["candid"] for a in ALERTS[:31]} - set(expected)
+
+
+def test_deduplicate_keeps_one_row_per_alert_with_its_topics(spark, broker, new_topic, tmp_path: Path) -> None:  # noqa: ANN001
+    first, second = new_topic("fink_dedup_a_ztf"), new_topic("fink_dedup_b_ztf")
+    for topic in (first, second):
+        publish(broker.client_config(USER), topic, [sample("ztf-0p2")], ZTF)
+    config = job_config(broker, tmp_path, [first, second], parquet={"deduplicate": "2 seconds"})
+    run_job(spark, config)
+    time.sleep(5)  # later alerts move the stream past the first ones: they can be written
+    publish(broker.client_config(USER), first, [sample("ztf-raw-3.3")], ZTF)
+    run_job(spark, config)
+    run_job(spark, config)
+    rows = spark.read.parquet(str(tmp_path / "alerts")).collect()
+    originals = {a["candid"] for a in read_alerts(sample("ztf-0p2"))}
+    merged = {row.candid: row.topics for row in rows if row.candid in originals}
+    assert merged == {candid: sorted([first, second]) for candid in originals}
+    assert len([row for row in rows if row.candid in originals]) == 4
+    assert "topic" not in spark.read.parquet(str(tmp_path / "alerts")).columns
