@@ -192,3 +192,37 @@ def test_deduplicate_keeps_one_row_per_alert_with_its_topics(spark, broker, new_
     assert merged == {candid: sorted([first, second]) for candid in originals}
     assert len([row for row in rows if row.candid in originals]) == 4
     assert "topic" not in spark.read.parquet(str(tmp_path / "alerts")).columns
+
+
+LSST_ALERTS = read_alerts(sample("lsst-2026")) + read_alerts(sample("lsst-rubin-9.0"))
+
+
+@pytest.fixture(scope="module")
+def kept_lsst(spark, broker, tmp_path_factory):  # noqa: ANN001, ANN201
+    """The sample LSST alerts (Fink 2026 and Rubin 9.0 schemas) as the job keeps them."""
+    folder = tmp_path_factory.mktemp("filters_lsst")
+    topic = "fink_filters_lsst"
+    broker.create_topics([topic])
+    publish(broker.client_config(USER), topic, [sample("lsst-2026"), sample("lsst-rubin-9.0")], LSST)
+    run_job(spark, job_config(broker, folder, [topic], survey="lsst"))
+    return spark.read.parquet(str(folder / "alerts"))
+
+
+@pytest.mark.parametrize(
+    ("items", "condition"),
+    [
+        ([{"preset": "not_sso"}], lambda a: not a["diaSource"]["ssObjectId"] and not (a.get("ssSource") or {}).get("ssObjectId")),
+        ([{"preset": "flux", "min": 3000.0, "max": 12000.0}], lambda a: 3000.0 <= a["diaSource"]["psfFlux"] <= 12000.0),
+        ([{"preset": "min_reliability", "value": 0.8}], lambda a: a["diaSource"]["reliability"] >= 0.8),
+        ([{"preset": "cone", "ra": 63.0, "dec": -47.2, "radius": 1.0}],
+         lambda a: separation_deg(a["diaSource"]["ra"], a["diaSource"]["dec"], 63.0, -47.2) <= 1.0),
+        (["diaSource.band = 'i' AND diaSource.snr > 10"], lambda a: a["diaSource"]["band"] == "i" and a["diaSource"]["snr"] > 10),
+    ],
+)
+def test_lsst_filters_select_what_the_reference_selects(kept_lsst, items, condition) -> None:  # noqa: ANN001
+    filters = parse_filters(items, LSST)
+    check_filters(filters, kept_lsst)
+    chosen = {row.diaSourceId for row in kept_lsst.transform(apply_filters(filters)).select("diaSourceId").collect()}
+    expected = {a["diaSourceId"] for a in LSST_ALERTS if condition(a)}
+    assert 0 < len(expected) < len(LSST_ALERTS)
+    assert chosen == expected
