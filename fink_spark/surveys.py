@@ -36,6 +36,10 @@ class Survey:
         the terminal; blank where the table's schema lacks the column.
     version_schema_pattern
         How a version-string key (older streams) names its bundled schema file.
+    class_column
+        The alert's main Fink classification (summaries).
+    magnitude_expression
+        SQL for the alert's brightness as a magnitude (summaries).
     """
 
     name: str
@@ -45,6 +49,8 @@ class Survey:
     required_columns: tuple[str, ...]
     console_columns: tuple[tuple[str, str, str], ...]
     version_schema_pattern: str
+    class_column: str
+    magnitude_expression: str
 
     @property
     def schema_dir(self) -> Path:
@@ -80,6 +86,8 @@ ZTF = Survey(
         ("rf_snia_vs_nonia", "round(rf_snia_vs_nonia, 3)", "rf_snia_vs_nonia"),
     ),
     version_schema_pattern="distribution_schema_fink_ztf_{version}.avsc",
+    class_column="finkclass",
+    magnitude_expression="candidate.magpsf",
 )
 
 LSST = Survey(
@@ -100,6 +108,9 @@ LSST = Survey(
         ("main_label", "pred.main_label_classifier", "pred.main_label_classifier"),
     ),
     version_schema_pattern="fink_lsst_{version}.avsc",
+    class_column="pred.main_label_classifier",
+    # AB magnitude of a flux in nJy
+    magnitude_expression="CASE WHEN diaSource.psfFlux > 0 THEN -2.5 * log10(diaSource.psfFlux) + 31.4 END",
 )
 
 SURVEYS: dict[str, Survey] = {survey.name: survey for survey in (ZTF, LSST)}
