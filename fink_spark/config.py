@@ -86,7 +86,7 @@ class TriggerConfig:
 @dataclass(frozen=True)
 class JobConfig:
     survey: Survey
-    kafka: KafkaConfig
+    kafka: KafkaConfig | None
     parquet: ParquetOutput
     console: ConsoleOutput = field(default_factory=ConsoleOutput)
     trigger: TriggerConfig = field(default_factory=TriggerConfig)
@@ -100,6 +100,8 @@ class JobConfig:
         if available_now:
             config = replace(config, trigger=TriggerConfig(processing_time=None, available_now=True))
         if servers:
+            if config.kafka is None:
+                raise ConfigError("--servers needs a 'kafka' section in the configuration.")
             config = replace(config, kafka=replace(config.kafka, servers=servers))
         return config
 
@@ -177,7 +179,7 @@ def _password(kafka: _Section, base: Path) -> Secret | None:
         ) from error
 
 
-def _kafka(root: _Section, base: Path) -> KafkaConfig:
+def _kafka(root: _Section, base: Path, required: bool) -> KafkaConfig | None:
     kafka = root.section(
         "kafka",
         {
@@ -186,6 +188,8 @@ def _kafka(root: _Section, base: Path) -> KafkaConfig:
         },
     )
     if "kafka" not in root.data:
+        if not required:
+            return None
         raise ConfigError("Missing required key 'kafka'.")
     servers = kafka.get("servers", (str, list), required=True)
     if isinstance(servers, list):
@@ -291,10 +295,13 @@ def _resolve(path: str, base: Path) -> str:
     return str((base / path).resolve())
 
 
-def parse_config(data: Any, base: Path | None = None, source: str | None = None) -> JobConfig:
+def parse_config(
+    data: Any, base: Path | None = None, source: str | None = None, kafka_required: bool = True
+) -> JobConfig:
     """Check a configuration mapping and build the typed configuration.
 
-    Relative paths in it are taken from `base`, by default the current folder.
+    Relative paths in it are taken from `base`, by default the current folder. Only
+    reprocessing files may leave out the `kafka` section (`kafka_required=False`).
     """
     base = base or Path.cwd()
     root = _Section(data, "", {"survey", "kafka", "schema", "output", "trigger", "filters"})
@@ -311,7 +318,7 @@ def parse_config(data: Any, base: Path | None = None, source: str | None = None)
     parquet, console = _outputs(root, base)
     return JobConfig(
         survey=get_survey(survey_name),
-        kafka=_kafka(root, base),
+        kafka=_kafka(root, base, kafka_required),
         parquet=parquet,
         console=console,
         trigger=_trigger(root),
@@ -321,7 +328,7 @@ def parse_config(data: Any, base: Path | None = None, source: str | None = None)
     )
 
 
-def load_config(path: str | Path) -> JobConfig:
+def load_config(path: str | Path, kafka_required: bool = True) -> JobConfig:
     """Load and check a YAML configuration file."""
     path = Path(path)
     try:
@@ -332,4 +339,4 @@ def load_config(path: str | Path) -> JobConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {error}") from error
-    return parse_config(data, source=str(path))
+    return parse_config(data, source=str(path), kafka_required=kafka_required)

@@ -25,6 +25,7 @@ from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 from fink_spark.config import JobConfig
 from fink_spark.decode import UNKNOWN_SCHEMA, alerts, decode_records, quarantined
 from fink_spark.discover import TRANSFER_PREFIX, topic_schema
+from fink_spark.errors import ConfigError
 from fink_spark.filters import Filter, apply_filters, check_filters, deduplicate, first_rejection
 from fink_spark.kafka_source import key_at, newest_keys, read_stream, subscribed_partitions
 from fink_spark.schemas import (
@@ -169,6 +170,8 @@ class StreamPlan:
 
 def prepare_stream(config: JobConfig) -> StreamPlan:
     """Check that the topics can be read (failing fast on credentials) and choose the schemas."""
+    if config.kafka is None:
+        raise ConfigError("Missing required key 'kafka'.")
     partitions = subscribed_partitions(config.kafka)
     newest = newest_keys(config.kafka, partitions)
     state = JobState.for_config(config)

@@ -52,3 +52,19 @@ def assert_same_value(spark_value: Any, reference: Any, where: str) -> None:
         assert spark_value.replace(tzinfo=timezone.utc) == reference, f"{where}: {spark_value} != {reference}"
         return
     assert spark_value == reference, f"{where}: Spark has {spark_value!r}, fastavro {reference!r}"
+
+
+KAFKA_METADATA = {"topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "ingest_time"}
+
+
+def check_alerts(rows: list[dict], reference: list[dict], id_column: str, topic: str, mjd_of) -> None:  # noqa: ANN001
+    """Every field of every reference alert is in the topic's rows, once."""
+    by_id = {row[id_column]: row for row in rows if row["topic"] == topic}
+    assert len(by_id) == len([row for row in rows if row["topic"] == topic]) == len(reference)
+    for alert in reference:
+        row = by_id[alert[id_column]]
+        fields = {name: value for name, value in row.items() if name not in KAFKA_METADATA | {"year", "month", "day"}}
+        assert_same_value(fields, {k: v for k, v in alert.items() if k not in ("year", "month", "day")}, str(alert[id_column]))
+        night = utc_of_jd(mjd_of(alert) + 2400000.5)
+        assert (row["year"], row["month"], row["day"]) == (night.year, night.month, night.day)
+        assert row["ingest_time"] is not None
