@@ -30,7 +30,10 @@ def main() -> None:
     ranges = [KafkaRange.parse(text) for text in args.kafka_range]
     if not args.input and not ranges:
         raise ConfigError("Give at least one --input or --kafka-range.")
-    spark = build_session("fink-spark-reprocess", conf={"spark.sql.files.openCostInBytes": str(128 * 1024)})
+    spark = build_session("fink-spark-reprocess", conf={
+        "spark.sql.files.openCostInBytes": str(128 * 1024),  # many small files: pack them into few tasks
+        "spark.sql.execution.arrow.maxRecordsPerBatch": "256",  # gzipped files pass whole through Python
+    })
     try:
         count = reprocess(spark, config, args.input, ranges, args.topic, args.count_only, args.files_per_batch)
     finally:

@@ -146,3 +146,18 @@ def test_killed_run_resumes_and_ends_with_each_alert_once(spark, tmp_path: Path)
     candids = [row.candid for row in spark.read.parquet(str(tmp_path / "out")).select("candid").collect()]
     assert len(candids) == len(set(candids)) == total
     shutil.rmtree(tmp_path / "saved")
+
+
+def test_twenty_thousand_one_alert_files_with_a_1g_driver(spark, tmp_path: Path) -> None:  # noqa: ANN001
+    total = write_one_alert_files(tmp_path / "saved", copies=5000)
+    assert total == 20000
+    config = tmp_path / "job.yaml"
+    config.write_text(json.dumps({"survey": "ztf", "schema": SCHEMA_2026,
+                                  "output": {"parquet": {"path": str(tmp_path / "out"), "checkpoint": str(tmp_path / "chk")}}}))
+    job = submit_reprocess(config, tmp_path / "saved")
+    output, _ = job.communicate(timeout=900)
+    assert job.returncode == 0, output[-3000:]
+    assert "20000 alerts written to" in output
+    shutil.rmtree(tmp_path / "saved")
+    candids = spark.read.parquet(str(tmp_path / "out")).select("candid").distinct().count()
+    assert candids == 20000
