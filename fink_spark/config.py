@@ -54,6 +54,7 @@ class KafkaConfig:
     group_id: str | None = None
     starting_offsets: str = "earliest"
     max_offsets_per_trigger: int | None = None
+    on_data_loss: str = "fail"
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,7 @@ def _kafka(root: _Section, base: Path, required: bool) -> KafkaConfig | None:
         "kafka",
         {
             "servers", "topics", "topic_pattern", "username", "password", "password_env",
-            "password_file", "group_id", "starting_offsets", "max_offsets_per_trigger",
+            "password_file", "group_id", "starting_offsets", "max_offsets_per_trigger", "on_data_loss",
         },
     )
     if "kafka" not in root.data:
@@ -211,6 +212,9 @@ def _kafka(root: _Section, base: Path, required: bool) -> KafkaConfig | None:
         raise ConfigError(
             f"'kafka.starting_offsets' must be 'earliest' or 'latest', not {starting!r}."
         )
+    on_data_loss = kafka.get("on_data_loss", str, default="fail")
+    if on_data_loss not in ("fail", "skip"):
+        raise ConfigError(f"'kafka.on_data_loss' must be 'fail' or 'skip', not {on_data_loss!r}.")
     max_offsets = kafka.get("max_offsets_per_trigger", int)
     if max_offsets is not None and max_offsets <= 0:
         raise ConfigError("'kafka.max_offsets_per_trigger' must be a positive number.")
@@ -230,6 +234,7 @@ def _kafka(root: _Section, base: Path, required: bool) -> KafkaConfig | None:
         group_id=kafka.get("group_id", str),
         starting_offsets=starting,
         max_offsets_per_trigger=max_offsets,
+        on_data_loss=on_data_loss,
     )
 
 

@@ -46,6 +46,7 @@ def _reject_reason(writers: WriterSchemas, survey: Survey) -> Column:
         F.lit(", offset "), F.col("offset").cast("string"), F.lit(")"),
     )
     missing = [F.col(f"alert.{column}").isNull() for column in survey.required_columns]
+    missing += [~F.coalesce(F.expr(check), F.lit(False)) for check in survey.sanity_checks]
     any_missing = missing[0]
     for condition in missing[1:]:
         any_missing = any_missing | condition

@@ -54,10 +54,19 @@ def spark_kafka_options(kafka: KafkaConfig) -> dict[str, str]:
     return options
 
 
-def read_stream(spark: SparkSession, kafka: KafkaConfig) -> DataFrame:
-    """The live stream of raw Kafka records (key, value, topic, partition, offset, timestamp)."""
-    reader = spark.readStream.format("kafka").options(**spark_kafka_options(kafka))
+def read_stream(spark: SparkSession, kafka: KafkaConfig, query: str = "alerts") -> DataFrame:
+    """The live stream of raw Kafka records (key, value, topic, partition, offset, timestamp).
+
+    Spark pools its Kafka consumers by group id: queries that run side by side must not
+    share one, so every query but `alerts` (which keeps the configured group id) reads as
+    `<group id>-<query>`. The queries assign partitions and never join their group.
+    """
+    options = spark_kafka_options(kafka)
+    if kafka.group_id and query != "alerts":
+        options["kafka.group.id"] = f"{kafka.group_id}-{query}"
+    reader = spark.readStream.format("kafka").options(**options)
     reader = reader.option("startingOffsets", kafka.starting_offsets)
+    reader = reader.option("failOnDataLoss", str(kafka.on_data_loss == "fail").lower())
     if kafka.max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(kafka.max_offsets_per_trigger))
     return reader.load().select(*KAFKA_COLUMNS)
@@ -134,10 +143,17 @@ def subscribed_partitions(kafka: KafkaConfig, timeout: float = 15.0) -> dict[str
             )
         return chosen
     missing = [topic for topic in kafka.topics if topic not in available]
+    for topic in missing:
+        error = admin.list_topics(topic=topic, timeout=timeout).topics[topic].error
+        if error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            raise KafkaAccessError(
+                f"User {kafka.username!r} is not authorized to read topic {topic} on {kafka.servers}: "
+                "ask Fink for access, or remove it from 'kafka.topics'."
+            )
     if missing:
         raise KafkaAccessError(
-            f"Topic(s) {', '.join(missing)} do not exist on {kafka.servers}, or {who} is not "
-            f"authorized to read them. Topics visible to you: {', '.join(sorted(available)) or 'none'}."
+            f"Topic(s) {', '.join(missing)} do not exist on {kafka.servers}. "
+            f"Topics visible to {who}: {', '.join(sorted(available)) or 'none'}."
         )
     return {topic: available[topic] for topic in kafka.topics}
 
@@ -172,6 +188,20 @@ def newest_keys(kafka: KafkaConfig, partitions: dict[str, int], timeout: float =
     finally:
         consumer.close()
     return keys
+
+
+def earliest_offsets(kafka: KafkaConfig, partitions: dict[str, int], timeout: float = 10.0) -> dict[str, dict[int, int]]:
+    """The first offset still on the broker, per partition (retention deletes older ones)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({**client_config(kafka), "group.id": kafka.group_id or "fink-spark-peek"})
+    try:
+        return {
+            topic: {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[0] for p in range(count)}
+            for topic, count in partitions.items()
+        }
+    finally:
+        consumer.close()
 
 
 def key_at(kafka: KafkaConfig, topic: str, partition: int, offset: int, timeout: float = 10.0) -> bytes | None:

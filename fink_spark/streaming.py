@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +26,9 @@ from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 from fink_spark.config import JobConfig
 from fink_spark.decode import UNKNOWN_SCHEMA, alerts, decode_records, quarantined
 from fink_spark.discover import TRANSFER_PREFIX, topic_schema
-from fink_spark.errors import ConfigError
+from fink_spark.errors import ConfigError, KafkaAccessError
 from fink_spark.filters import Filter, apply_filters, check_filters, deduplicate, first_rejection
-from fink_spark.kafka_source import key_at, newest_keys, read_stream, subscribed_partitions
+from fink_spark.kafka_source import earliest_offsets, key_at, newest_keys, read_stream, subscribed_partitions
 from fink_spark.schemas import (
     SchemaKeyError,
     WriterSchemas,
@@ -115,28 +116,31 @@ def start_queries(
 ) -> list[StreamingQuery]:
     """Start the alerts, quarantine and console queries with the writer schemas known now."""
     survey, parquet, checkpoint = config.survey, config.parquet, config.parquet.checkpoint.rstrip("/")
-    decoded: DataFrame = read_stream(spark, config.kafka).transform(decode_records(writers, reader_schema, survey))
+
+    def decoded(query: str) -> DataFrame:
+        return read_stream(spark, config.kafka, query).transform(decode_records(writers, reader_schema, survey))
+
     kept = kept_alerts(survey, config.filters)
-    check_filters(config.filters, decoded.transform(alerts(survey)))
-    table = decoded.transform(kept)
+    check_filters(config.filters, decoded("alerts").transform(alerts(survey)))
+    table = decoded("alerts").transform(kept)
     if parquet.deduplicate_gap:
         table = table.transform(deduplicate(survey, parquet.deduplicate_gap))
     queries = [
         parquet_query(table, parquet.path, f"{checkpoint}/alerts", parquet.partition_by, config.trigger, "alerts"),
         parquet_query(
-            quarantined(decoded), parquet.quarantine, f"{checkpoint}/quarantine",
+            quarantined(decoded("quarantine")), parquet.quarantine, f"{checkpoint}/quarantine",
             tuple(column for column in parquet.partition_by if column == "topic"),
             config.trigger, "quarantine",
         ),
     ]
     if parquet.rejected_path:
-        rejected = decoded.transform(alerts(survey)).transform(first_rejection(config.filters, survey))
+        rejected = decoded("rejected").transform(alerts(survey)).transform(first_rejection(config.filters, survey))
         queries.append(
             parquet_query(rejected, parquet.rejected_path, f"{checkpoint}/rejected", ("topic",), config.trigger, "rejected")
         )
     if config.console.enabled:
         queries.append(
-            console_query(decoded, survey, kept, config.console, f"{checkpoint}/console", config.trigger, out)
+            console_query(decoded("console"), survey, kept, config.console, f"{checkpoint}/console", config.trigger, out)
         )
     return queries
 
@@ -186,7 +190,42 @@ def prepare_stream(config: JobConfig) -> StreamPlan:
             writers.by_topic[topic] = topic_schema(config.kafka, topic, config.survey)
     reader_schema = choose_reader_schema(config, state, newest)
     writers.save(state.folder)
+    if config.kafka.on_data_loss == "skip":
+        record_skipped_offsets(config, partitions, state)
     return StreamPlan(config, writers, reader_schema, state)
+
+
+def committed_offsets(checkpoint: Path) -> dict[str, dict[int, int]]:
+    """Where the alerts query stopped: the end offsets of its last committed batch."""
+    commits = [int(p.name) for p in (checkpoint / "commits").glob("[0-9]*")] if (checkpoint / "commits").exists() else []
+    if not commits:
+        return {}
+    lines = (checkpoint / "offsets" / str(max(commits))).read_text().splitlines()
+    offsets: dict[str, dict[int, int]] = {}
+    for line in lines[2:]:
+        for topic, parts in json.loads(line).items():
+            offsets.setdefault(topic, {}).update({int(p): int(o) for p, o in parts.items()})
+    return offsets
+
+
+def record_skipped_offsets(config: JobConfig, partitions: dict[str, int], state: JobState) -> None:
+    """With kafka.on_data_loss: skip, write down which offsets retention deleted before the job read them."""
+    done = committed_offsets(state.folder.parent / "alerts")
+    earliest = earliest_offsets(config.kafka, partitions)
+    gaps = [
+        {"topic": topic, "partition": partition, "from_offset": done[topic][partition], "to_offset": first}
+        for topic, firsts in earliest.items()
+        for partition, first in firsts.items()
+        if partition in done.get(topic, {}) and done[topic][partition] < first
+    ]
+    if gaps:
+        path = state.folder / "skipped_offsets.json"
+        previous = json.loads(path.read_text()) if path.exists() else []
+        path.write_text(json.dumps(previous + [{"recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                                "gaps": gaps}], indent=1))
+        for gap in gaps:
+            log.warning("Skipping %s[%d] offsets %d to %d: deleted from the broker before the job read them (see %s)",
+                        gap["topic"], gap["partition"], gap["from_offset"], gap["to_offset"] - 1, path)
 
 
 def run_stream(spark: SparkSession, plan: StreamPlan, out: TextIO | None = None) -> None:
@@ -199,6 +238,24 @@ def run_stream(spark: SparkSession, plan: StreamPlan, out: TextIO | None = None)
         spark.streams.removeListener(progress)
 
 
+def _explained(error: StreamingQueryException, config: JobConfig) -> Exception:
+    """Known failures as a clear message; anything else as it is."""
+    text = str(error)
+    if "failOnDataLoss" in text:
+        return KafkaAccessError(
+            "Offsets this checkpoint has not read yet are gone from the broker (retention deleted them, or the "
+            "topic was recreated). Nothing was written for them. To go on from the oldest offsets still there, set "
+            "'kafka.on_data_loss: skip' (the skipped offsets are recorded in the checkpoint's "
+            "fink_spark/skipped_offsets.json), or start a new checkpoint."
+        )
+    if "TimeoutException" in text and config.kafka is not None:
+        return KafkaAccessError(
+            f"Lost the Kafka brokers {config.kafka.servers} for longer than the job waits. Nothing read was lost: "
+            "run the job again when they are back, and it resumes from its checkpoint."
+        )
+    return error
+
+
 def _run_until_done(spark: SparkSession, plan: StreamPlan, out: TextIO | None) -> None:
     config, writers, state = plan.config, plan.writers, plan.state
     while True:
@@ -209,7 +266,7 @@ def _run_until_done(spark: SparkSession, plan: StreamPlan, out: TextIO | None) -
         except StreamingQueryException as error:
             where = _WHERE.search(str(error))
             if where is None:
-                raise
+                raise _explained(error, config) from None
             key = key_at(config.kafka, where["topic"], int(where["partition"]), int(where["offset"]))
             if key is None or not writers.learn(key):
                 raise

@@ -31,6 +31,10 @@ class Survey:
     required_columns
         Columns a genuine alert always has: a decoded value where any is null did not
         really decode (corrupt bytes, or bytes written with another schema).
+    sanity_checks
+        SQL conditions over the decoded `alert` struct that every genuine alert meets:
+        bytes that happen to parse with the wrong schema give ids and times out of
+        range, and fail them.
     console_columns
         (label, SQL expression, column it reads) triples, shown one line per alert in
         the terminal; blank where the table's schema lacks the column.
@@ -47,6 +51,7 @@ class Survey:
     object_column: str
     mjd_expression: str
     required_columns: tuple[str, ...]
+    sanity_checks: tuple[str, ...]
     console_columns: tuple[tuple[str, str, str], ...]
     version_schema_pattern: str
     class_column: str
@@ -78,6 +83,12 @@ ZTF = Survey(
     object_column="objectId",
     mjd_expression=f"candidate.jd - {JD_MINUS_MJD}",
     required_columns=("candid", "objectId", "candidate.jd"),
+    sanity_checks=(
+        "alert.candid > 0",
+        "alert.objectId RLIKE '^ZTF[0-9]{2}[a-z]{7}$'",
+        "alert.candidate.jd BETWEEN 2450000 AND 2500000",
+        "alert.candidate.candid = alert.candid",
+    ),
     console_columns=(
         ("timestamp", _time_of(f"candidate.jd - {JD_MINUS_MJD}"), "candidate.jd"),
         ("topic", "topic", "topic"),
@@ -96,6 +107,11 @@ LSST = Survey(
     object_column="diaSource.diaObjectId",
     mjd_expression="diaSource.midpointMjdTai",
     required_columns=("diaSourceId", "diaSource.midpointMjdTai"),
+    sanity_checks=(
+        "alert.diaSourceId > 0",
+        "alert.diaSource.midpointMjdTai BETWEEN 50000 AND 80000",
+        "alert.diaSource.diaSourceId = alert.diaSourceId",
+    ),
     console_columns=(
         ("timestamp", _time_of("diaSource.midpointMjdTai"), "diaSource.midpointMjdTai"),
         ("topic", "topic", "topic"),
