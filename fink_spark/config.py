@@ -55,6 +55,12 @@ class KafkaConfig:
     starting_offsets: str = "earliest"
     max_offsets_per_trigger: int | None = None
     on_data_loss: str = "fail"
+    ssl_ca: str | None = None
+
+    @property
+    def security_protocol(self) -> str:
+        """SASL_SSL / SASL_PLAINTEXT with credentials, SSL / PLAINTEXT without, TLS when a CA is given."""
+        return ("SASL_" if self.username else "") + ("SSL" if self.ssl_ca else "PLAINTEXT")
 
 
 @dataclass(frozen=True)
@@ -186,6 +192,7 @@ def _kafka(root: _Section, base: Path, required: bool) -> KafkaConfig | None:
         {
             "servers", "topics", "topic_pattern", "username", "password", "password_env",
             "password_file", "group_id", "starting_offsets", "max_offsets_per_trigger", "on_data_loss",
+            "ssl_ca",
         },
     )
     if "kafka" not in root.data:
@@ -235,7 +242,19 @@ def _kafka(root: _Section, base: Path, required: bool) -> KafkaConfig | None:
         starting_offsets=starting,
         max_offsets_per_trigger=max_offsets,
         on_data_loss=on_data_loss,
+        ssl_ca=_ssl_ca(kafka, base),
     )
+
+
+def _ssl_ca(kafka: _Section, base: Path) -> str | None:
+    """The CA certificate(s) (PEM) that signed the brokers' certificates: TLS to the brokers."""
+    value = kafka.get("ssl_ca", str)
+    if value is None:
+        return None
+    path = Path(_resolve(str(Path(value).expanduser()), base))
+    if not path.is_file():
+        raise ConfigError(f"'kafka.ssl_ca' names {path}, which is not a file (a PEM CA certificate).")
+    return str(path)
 
 
 def _outputs(root: _Section, base: Path) -> tuple[ParquetOutput, ConsoleOutput]:

@@ -45,10 +45,13 @@ def spark_kafka_options(kafka: KafkaConfig) -> dict[str, str]:
         options["subscribePattern"] = kafka.topic_pattern
     else:
         options["subscribe"] = ",".join(kafka.topics)
+    options["kafka.security.protocol"] = kafka.security_protocol
     if kafka.username:
-        options["kafka.security.protocol"] = "SASL_PLAINTEXT"
         options["kafka.sasl.mechanism"] = SCRAM
         options["kafka.sasl.jaas.config"] = _jaas(kafka)
+    if kafka.ssl_ca:
+        options["kafka.ssl.truststore.type"] = "PEM"
+        options["kafka.ssl.truststore.location"] = kafka.ssl_ca
     if kafka.group_id:
         options["kafka.group.id"] = kafka.group_id
     return options
@@ -89,12 +92,15 @@ def read_range(
 
 def client_config(kafka: KafkaConfig) -> dict[str, Any]:
     """librdkafka settings for the driver-side checks."""
-    config: dict[str, Any] = {"bootstrap.servers": kafka.servers, "logger": log}
+    config: dict[str, Any] = {
+        "bootstrap.servers": kafka.servers, "logger": log, "security.protocol": kafka.security_protocol,
+    }
+    if kafka.ssl_ca:
+        config["ssl.ca.location"] = kafka.ssl_ca
     if kafka.username:
         assert kafka.password is not None
         config.update(
             {
-                "security.protocol": "SASL_PLAINTEXT",
                 "sasl.mechanisms": SCRAM,
                 "sasl.username": kafka.username,
                 "sasl.password": kafka.password.reveal(),

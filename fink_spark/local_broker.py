@@ -57,12 +57,16 @@ class LocalKafka:
         SCRAM users to create besides the admin (name -> password).
     authorizer
         Enable KRaft's StandardAuthorizer, so that users need ACLs as on Fink's brokers.
+    tls
+        Serve SASL_SSL instead of SASL_PLAINTEXT, with a certificate for 127.0.0.1 signed
+        by a CA made for this broker (`ca_file`, PEM, for the clients' trust store).
     message_max_bytes
         The broker's largest accepted message.
     """
 
     users: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_USERS))
     authorizer: bool = False
+    tls: bool = False
     message_max_bytes: int = 1_048_588
     heap: str = "768m"
     port: int = 0
@@ -77,6 +81,15 @@ class LocalKafka:
         return f"127.0.0.1:{self.port}"
 
     @property
+    def protocol(self) -> str:
+        return "SASL_SSL" if self.tls else "SASL_PLAINTEXT"
+
+    @property
+    def ca_file(self) -> Path:
+        assert self.workdir is not None
+        return self.workdir / "ca.pem"
+
+    @property
     def log_file(self) -> Path:
         assert self.workdir is not None
         return self.workdir / "broker.log"
@@ -85,13 +98,16 @@ class LocalKafka:
         """librdkafka settings (confluent-kafka) to connect as `user` (default: admin)."""
         name = user or ADMIN_USER
         password = self.admin_password if name == ADMIN_USER else self.users[name]
-        return {
+        config = {
             "bootstrap.servers": self.bootstrap,
-            "security.protocol": "SASL_PLAINTEXT",
+            "security.protocol": self.protocol,
             "sasl.mechanisms": SCRAM_MECHANISM,
             "sasl.username": name,
             "sasl.password": password,
         }
+        if self.tls:
+            config["ssl.ca.location"] = str(self.ca_file)
+        return config
 
     def java_client_properties(self, user: str | None = None) -> str:
         """The same as `client_config`, as a Java client .properties text."""
@@ -100,29 +116,29 @@ class LocalKafka:
         return "\n".join(
             [
                 f"bootstrap.servers={self.bootstrap}",
-                "security.protocol=SASL_PLAINTEXT",
+                f"security.protocol={self.protocol}",
                 f"sasl.mechanism={SCRAM_MECHANISM}",
                 f"sasl.jaas.config={_jaas(name, password)}",
+                *(["ssl.truststore.type=PEM", f"ssl.truststore.location={self.ca_file}"] if self.tls else []),
                 "",
             ]
         )
 
     def _server_properties(self) -> str:
         assert self.workdir is not None
+        protocol = self.protocol
         lines = [
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
-            f"listeners=SASL_PLAINTEXT://127.0.0.1:{self.port},"
-            f"CONTROLLER://127.0.0.1:{self.controller_port}",
-            f"advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{self.port}",
+            f"listeners={protocol}://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            f"advertised.listeners={protocol}://127.0.0.1:{self.port}",
             "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=SASL_PLAINTEXT",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+            f"inter.broker.listener.name={protocol}",
+            f"listener.security.protocol.map=CONTROLLER:PLAINTEXT,{protocol}:{protocol}",
             f"sasl.enabled.mechanisms={SCRAM_MECHANISM}",
             f"sasl.mechanism.inter.broker.protocol={SCRAM_MECHANISM}",
-            "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
-            + _jaas(ADMIN_USER, self.admin_password),
+            f"listener.name.{protocol.lower()}.scram-sha-512.sasl.jaas.config=" + _jaas(ADMIN_USER, self.admin_password),
             f"log.dirs={self.workdir / 'data'}",
             "num.partitions=1",
             "auto.create.topics.enable=false",
@@ -136,6 +152,13 @@ class LocalKafka:
             f"message.max.bytes={self.message_max_bytes}",
             f"replica.fetch.max.bytes={max(self.message_max_bytes, 1_048_576)}",
         ]
+        if self.tls:
+            lines += [
+                "ssl.keystore.type=PEM",
+                f"ssl.keystore.location={self.workdir / 'broker.pem'}",
+                "ssl.truststore.type=PEM",
+                f"ssl.truststore.location={self.ca_file}",
+            ]
         if self.authorizer:
             lines += [
                 "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
@@ -165,6 +188,8 @@ class LocalKafka:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         self.controller_port = self.controller_port or free_port()
+        if self.tls:
+            self._make_certificates()
         properties = self.workdir / "server.properties"
         properties.write_text(self._server_properties())
         log_config = self.workdir / "log4j2.properties"
@@ -206,6 +231,25 @@ class LocalKafka:
         self._wait_ready(timeout)
         log.info("Kafka broker up at %s (log: %s)", self.bootstrap, self.log_file)
         return self
+
+    def _make_certificates(self) -> None:
+        """A CA, and a certificate for 127.0.0.1 that it signs (openssl)."""
+        assert self.workdir is not None
+        folder = self.workdir
+
+        def openssl(*args: str) -> None:
+            subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+                "-days", "2", "-subj", "/CN=fink-spark test CA")
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "broker.key", "-out", "broker.csr",
+                "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1")
+        openssl("x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", "broker.crt", "-days", "2", "-copy_extensions", "copy")
+        openssl("pkcs8", "-topk8", "-nocrypt", "-in", "broker.key", "-out", "broker.pk8")
+        (folder / "broker.pem").write_text(
+            (folder / "broker.pk8").read_text() + (folder / "broker.crt").read_text() + (folder / "ca.pem").read_text()
+        )
 
     def _wait_ready(self, timeout: float) -> None:
         from confluent_kafka.admin import AdminClient

@@ -230,3 +230,15 @@ def test_broker_outage_the_job_waits_and_resumes_by_itself(spark, tmp_path: Path
             job.wait()
     offsets = [row.kafka_offset for row in spark.read.parquet(str(tmp_path / "out")).select("kafka_offset").collect()]
     assert sorted(offsets) == list(range(200))
+
+
+def test_sasl_ssl_with_a_ca_named_in_the_config(spark, tmp_path: Path) -> None:  # noqa: ANN001
+    with LocalKafka(users={USER: PASSWORD}, tls=True) as kafka:
+        kafka.create_topics(["fink_tls_ztf"])
+        publish(kafka.client_config(USER), "fink_tls_ztf", [sample("ztf-0p2")], ZTF)
+        config = job_config(kafka, tmp_path, ["fink_tls_ztf"], kafka__ssl_ca=str(kafka.ca_file))
+        assert config.kafka.security_protocol == "SASL_SSL"
+        run_job(spark, config)
+        assert spark.read.parquet(str(tmp_path / "alerts")).count() == 4
+        with pytest.raises(KafkaAccessError, match="Cannot reach the Kafka brokers"):  # TLS without trusting the CA
+            prepare_stream(job_config(kafka, tmp_path / "no_ca", ["fink_tls_ztf"]))
