@@ -6,7 +6,8 @@
 # The master defaults to local[*]; --master, or FINK_SPARK_MASTER in the environment,
 # chooses another (spark://host:7077, yarn, k8s://...). Options before the job file go
 # to spark-submit as they are; options after it go to the job. No network is needed:
-# the jars come from .jars/ (made once by scripts/setup.sh).
+# the jars come from .jars/ (made once by scripts/setup.sh). On a cluster the script
+# also zips the fink_spark package and ships it with --py-files; see README "Deploying".
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")" && pwd)
 VENV=${FINK_SPARK_VENV:-$ROOT/.venv}
@@ -32,7 +33,14 @@ if [ $# -eq 0 ]; then
     exit 2
 fi
 
-case "$MASTER" in local*) export SPARK_LOCAL_IP=${SPARK_LOCAL_IP:-127.0.0.1} ;; esac
+case "$MASTER" in
+    local*) export SPARK_LOCAL_IP=${SPARK_LOCAL_IP:-127.0.0.1} ;;
+    *)  # a cluster: ship the fink_spark package to the executors
+        mkdir -p "$ROOT/.work"
+        rm -f "$ROOT/.work/fink_spark.zip"
+        (cd "$ROOT" && "$VENV/bin/python" -m zipfile -c .work/fink_spark.zip fink_spark/)
+        SUBMIT_ARGS+=(--py-files "$ROOT/.work/fink_spark.zip") ;;
+esac
 JARS=$(ls "$JARS_DIR"/*.jar | paste -sd, -)
 export PYSPARK_PYTHON=${PYSPARK_PYTHON:-$VENV/bin/python}
 export PYSPARK_DRIVER_PYTHON=${PYSPARK_DRIVER_PYTHON:-$VENV/bin/python}

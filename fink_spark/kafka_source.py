@@ -164,35 +164,47 @@ def subscribed_partitions(kafka: KafkaConfig, timeout: float = 15.0) -> dict[str
     return {topic: available[topic] for topic in kafka.topics}
 
 
-def newest_keys(kafka: KafkaConfig, partitions: dict[str, int], timeout: float = 10.0) -> list[bytes]:
-    """The key of the newest message of each subscribed partition (a bounded read)."""
+def newest_keys(
+    kafka: KafkaConfig, partitions: dict[str, int], timeout: float = 10.0,
+    starts: dict[str, dict[int, int]] | None = None,
+) -> list[bytes]:
+    """The key of the newest message of each subscribed partition (a bounded read), and of
+    the message at `starts` (where the job will begin reading) where given."""
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer(
         {**client_config(kafka), "group.id": kafka.group_id or "fink-spark-peek", "enable.auto.commit": False}
     )
-    keys: list[bytes] = []
+    newest, first = [], []
     try:
-        assignment = []
         for topic, count in partitions.items():
             for partition in range(count):
                 low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
                 if high > low:
-                    assignment.append(TopicPartition(topic, partition, high - 1))
-        if not assignment:
-            return keys
-        consumer.assign(assignment)
-        wanted = len(assignment)
-        while wanted:
-            message = consumer.poll(timeout)
-            if message is None:
-                break
-            if message.error() is None:
-                wanted -= 1
-                if message.key() is not None:
-                    keys.append(message.key())
+                    newest.append(TopicPartition(topic, partition, high - 1))
+                start = (starts or {}).get(topic, {}).get(partition)
+                if start is not None and low <= start < high - 1:
+                    first.append(TopicPartition(topic, partition, start))
+        return _keys_at(consumer, newest, timeout) + _keys_at(consumer, first, timeout)
     finally:
         consumer.close()
+
+
+def _keys_at(consumer: Any, positions: list[Any], timeout: float) -> list[bytes]:
+    """The keys of the messages at these positions (one per partition)."""
+    keys: list[bytes] = []
+    if not positions:
+        return keys
+    consumer.assign(positions)
+    wanted = len(positions)
+    while wanted:
+        message = consumer.poll(timeout)
+        if message is None:
+            break
+        if message.error() is None:
+            wanted -= 1
+            if message.key() is not None:
+                keys.append(message.key())
     return keys
 
 

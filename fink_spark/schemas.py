@@ -153,20 +153,17 @@ class WriterSchemas:
             self.rejected[key] = str(error)
         return True
 
-    def save(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        entries = {
+    def to_json(self) -> str:
+        return json.dumps({
             "known": [[key.hex(), schema] for key, schema in self.known.items()],
             "rejected": [[key.hex(), reason] for key, reason in self.rejected.items()],
-        }
-        (folder / WRITER_SCHEMAS_FILE).write_text(json.dumps(entries))
+        })
 
-    def load(self, folder: Path) -> None:
-        path = folder / WRITER_SCHEMAS_FILE
-        if path.exists():
-            entries = json.loads(path.read_text())
-            self.known.update({bytes.fromhex(key): text for key, text in entries["known"]})
-            self.rejected.update({bytes.fromhex(key): why for key, why in entries["rejected"]})
+    def add_json(self, text: str) -> None:
+        """Know what `to_json` wrote (by an earlier run of the job)."""
+        entries = json.loads(text)
+        self.known.update({bytes.fromhex(key): schema for key, schema in entries["known"]})
+        self.rejected.update({bytes.fromhex(key): why for key, why in entries["rejected"]})
 
     def add_bundled_versions(self) -> None:
         """Know every version-string key whose schema file is bundled for the survey."""

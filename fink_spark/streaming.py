@@ -16,7 +16,6 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TextIO
 
 from pyspark.errors import StreamingQueryException
@@ -30,6 +29,7 @@ from fink_spark.errors import ConfigError, KafkaAccessError
 from fink_spark.filters import Filter, apply_filters, check_filters, deduplicate, first_rejection
 from fink_spark.kafka_source import earliest_offsets, key_at, newest_keys, read_stream, subscribed_partitions
 from fink_spark.schemas import (
+    WRITER_SCHEMAS_FILE,
     SchemaKeyError,
     WriterSchemas,
     key_kind,
@@ -37,6 +37,7 @@ from fink_spark.schemas import (
     writer_schema_from_key,
 )
 from fink_spark.sinks import console_query, parquet_query
+from fink_spark.state import CheckpointFiles
 from fink_spark.surveys import Survey
 
 log = logging.getLogger(__name__)
@@ -45,29 +46,24 @@ READER_SCHEMA_FILE = "reader_schema.avsc"
 _WHERE = re.compile(UNKNOWN_SCHEMA + r" \(topic (?P<topic>.+?), partition (?P<partition>\d+), offset (?P<offset>\d+)\)")
 
 
-@dataclass(frozen=True)
-class JobState:
-    """What the job keeps beside its checkpoint: the reader schema and the writer schemas met."""
-
-    folder: Path
-
-    @classmethod
-    def for_config(cls, config: JobConfig) -> JobState:
-        checkpoint = config.parquet.checkpoint
-        if "://" in checkpoint and not checkpoint.startswith("file://"):
-            raise NotImplementedError("fink-spark keeps its schema state on a local checkpoint path for now")
-        return cls(Path(checkpoint.removeprefix("file://")) / "fink_spark")
+STATE = "fink_spark"
 
 
-def choose_reader_schema(config: JobConfig, state: JobState, newest: list[bytes]) -> str:
+def job_files(config: JobConfig) -> CheckpointFiles:
+    """The checkpoint folder: Spark's checkpoints, and fink_spark/ with the job's own state
+    (reader schema, writer schemas met, skipped offsets)."""
+    return CheckpointFiles.at(config.parquet.checkpoint)
+
+
+def choose_reader_schema(config: JobConfig, state: CheckpointFiles, newest: list[bytes]) -> str:
     """The output table's schema: the configured file; else the one this checkpoint already
     uses; else the writer schema of the newest message (of the richest, when the topics'
     newest messages differ); else the newest bundled one."""
-    saved = state.folder / READER_SCHEMA_FILE
+    saved = state.read(f"{STATE}/{READER_SCHEMA_FILE}")
     if config.schema:
         text = load_schema_text(config.schema)
-    elif saved.exists():
-        text = saved.read_text()
+    elif saved is not None:
+        text = saved
     else:
         candidates = []
         for key in newest:
@@ -79,8 +75,7 @@ def choose_reader_schema(config: JobConfig, state: JobState, newest: list[bytes]
         text = max(candidates, key=lambda schema: len(json.loads(schema)["fields"]), default=None)
         if text is None:
             text = load_schema_text(config.survey.latest_schema)
-    state.folder.mkdir(parents=True, exist_ok=True)
-    saved.write_text(text)
+    state.write(f"{STATE}/{READER_SCHEMA_FILE}", text)
     return text
 
 
@@ -169,7 +164,7 @@ class StreamPlan:
     config: JobConfig
     writers: WriterSchemas
     reader_schema: str
-    state: JobState
+    state: CheckpointFiles
 
 
 def prepare_stream(config: JobConfig) -> StreamPlan:
@@ -177,11 +172,17 @@ def prepare_stream(config: JobConfig) -> StreamPlan:
     if config.kafka is None:
         raise ConfigError("Missing required key 'kafka'.")
     partitions = subscribed_partitions(config.kafka)
-    newest = newest_keys(config.kafka, partitions)
-    state = JobState.for_config(config)
+    state = job_files(config)
+    # Where reading begins: after the last committed batch, or at the configured start.
+    starts = committed_offsets(state)
+    if not starts and config.kafka.starting_offsets == "earliest":
+        starts = earliest_offsets(config.kafka, partitions)
+    newest = newest_keys(config.kafka, partitions, starts=starts)
     writers = WriterSchemas(config.survey)
     writers.add_bundled_versions()
-    writers.load(state.folder)
+    saved = state.read(f"{STATE}/{WRITER_SCHEMAS_FILE}")
+    if saved is not None:
+        writers.add_json(saved)
     for key in newest:
         if key_kind(key) == "json":
             writers.learn(key)
@@ -189,18 +190,19 @@ def prepare_stream(config: JobConfig) -> StreamPlan:
         if topic.startswith(TRANSFER_PREFIX):
             writers.by_topic[topic] = topic_schema(config.kafka, topic, config.survey)
     reader_schema = choose_reader_schema(config, state, newest)
-    writers.save(state.folder)
+    state.write(f"{STATE}/{WRITER_SCHEMAS_FILE}", writers.to_json())
     if config.kafka.on_data_loss == "skip":
         record_skipped_offsets(config, partitions, state)
     return StreamPlan(config, writers, reader_schema, state)
 
 
-def committed_offsets(checkpoint: Path) -> dict[str, dict[int, int]]:
-    """Where the alerts query stopped: the end offsets of its last committed batch."""
-    commits = [int(p.name) for p in (checkpoint / "commits").glob("[0-9]*")] if (checkpoint / "commits").exists() else []
-    if not commits:
+def committed_offsets(state: CheckpointFiles, query: str = "alerts") -> dict[str, dict[int, int]]:
+    """Where a query stopped: the end offsets of its last committed batch."""
+    commits = [int(name) for name in state.names(f"{query}/commits") if name.isdigit()]
+    text = state.read(f"{query}/offsets/{max(commits)}") if commits else None
+    if text is None:
         return {}
-    lines = (checkpoint / "offsets" / str(max(commits))).read_text().splitlines()
+    lines = text.splitlines()
     offsets: dict[str, dict[int, int]] = {}
     for line in lines[2:]:
         for topic, parts in json.loads(line).items():
@@ -208,9 +210,9 @@ def committed_offsets(checkpoint: Path) -> dict[str, dict[int, int]]:
     return offsets
 
 
-def record_skipped_offsets(config: JobConfig, partitions: dict[str, int], state: JobState) -> None:
+def record_skipped_offsets(config: JobConfig, partitions: dict[str, int], state: CheckpointFiles) -> None:
     """With kafka.on_data_loss: skip, write down which offsets retention deleted before the job read them."""
-    done = committed_offsets(state.folder.parent / "alerts")
+    done = committed_offsets(state)
     earliest = earliest_offsets(config.kafka, partitions)
     gaps = [
         {"topic": topic, "partition": partition, "from_offset": done[topic][partition], "to_offset": first}
@@ -219,10 +221,10 @@ def record_skipped_offsets(config: JobConfig, partitions: dict[str, int], state:
         if partition in done.get(topic, {}) and done[topic][partition] < first
     ]
     if gaps:
-        path = state.folder / "skipped_offsets.json"
-        previous = json.loads(path.read_text()) if path.exists() else []
-        path.write_text(json.dumps(previous + [{"recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                                "gaps": gaps}], indent=1))
+        path = f"{STATE}/skipped_offsets.json"
+        previous = json.loads(state.read(path) or "[]")
+        state.write(path, json.dumps(previous + [{"recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                                   "gaps": gaps}], indent=1))
         for gap in gaps:
             log.warning("Skipping %s[%d] offsets %d to %d: deleted from the broker before the job read them (see %s)",
                         gap["topic"], gap["partition"], gap["from_offset"], gap["to_offset"] - 1, path)
@@ -264,13 +266,18 @@ def _run_until_done(spark: SparkSession, plan: StreamPlan, out: TextIO | None) -
             _await(spark, queries)
             return
         except StreamingQueryException as error:
-            where = _WHERE.search(str(error))
+            # The first query to fail may be one that another's failure interrupted: look at all of them.
+            failures = [str(error)] + [str(query.exception()) for query in queries if query.exception() is not None]
+            where = next((match for match in map(_WHERE.search, failures) if match), None)
             if where is None:
                 raise _explained(error, config) from None
+            for query in queries:  # a query stopped while writing its log leaves a temporary file there
+                state.remove_temporary_files(f"{query.name}/offsets")
+                state.remove_temporary_files(f"{query.name}/commits")
             key = key_at(config.kafka, where["topic"], int(where["partition"]), int(where["offset"]))
             if key is None or not writers.learn(key):
                 raise
-            writers.save(state.folder)
+            state.write(f"{STATE}/{WRITER_SCHEMAS_FILE}", writers.to_json())
             log.info(
                 "New writer schema met at %s[%s] offset %s: restarting the queries from the checkpoint",
                 where["topic"], where["partition"], where["offset"],

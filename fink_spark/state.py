@@ -1,0 +1,50 @@
+"""Small files the job keeps beside its checkpoint (schemas met, skipped offsets), on any
+storage the checkpoint can be on: a local path, HDFS or S3 (through pyarrow's file systems)."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+from pyarrow import fs
+
+
+@dataclass(frozen=True)
+class CheckpointFiles:
+    """Text files under a checkpoint folder (a local path or a URI)."""
+
+    filesystem: fs.FileSystem
+    root: str
+
+    @classmethod
+    def at(cls, location: str) -> CheckpointFiles:
+        uri = location.replace("s3a://", "s3://", 1).removeprefix("file://")
+        filesystem, root = fs.FileSystem.from_uri(uri if "://" in uri else posixpath.abspath(uri))
+        return cls(filesystem, root.rstrip("/"))
+
+    def _path(self, relative: str) -> str:
+        return f"{self.root}/{relative}"
+
+    def read(self, relative: str) -> str | None:
+        """The file's text, or None if there is no such file."""
+        if self.filesystem.get_file_info(self._path(relative)).type != fs.FileType.File:
+            return None
+        with self.filesystem.open_input_stream(self._path(relative)) as stream:
+            return stream.read().decode("utf-8")
+
+    def write(self, relative: str, text: str) -> None:
+        self.filesystem.create_dir(posixpath.dirname(self._path(relative)), recursive=True)
+        with self.filesystem.open_output_stream(self._path(relative)) as stream:
+            stream.write(text.encode("utf-8"))
+
+    def remove_temporary_files(self, relative: str) -> None:
+        """Remove the hidden temporary files a stopped writer left in a folder (`.0.<uuid>.tmp`):
+        Spark would take the folder for a used one, and they hold nothing committed."""
+        for name in self.names(relative):
+            if name.startswith(".") and name.endswith(".tmp"):
+                self.filesystem.delete_file(self._path(f"{relative}/{name}"))
+
+    def names(self, relative: str) -> list[str]:
+        """The names of the files in a folder (none if it does not exist)."""
+        selector = fs.FileSelector(self._path(relative), allow_not_found=True)
+        return [posixpath.basename(info.path) for info in self.filesystem.get_file_info(selector)]
