@@ -258,12 +258,24 @@ def _explained(error: StreamingQueryException, config: JobConfig) -> Exception:
     return error
 
 
+def _log_totals(query: StreamingQuery) -> None:
+    """How many records a finished query read, in how much micro-batch time (start-up excluded)."""
+    batches = [progress for progress in query.recentProgress if progress["numInputRows"]]
+    records = sum(progress["numInputRows"] for progress in batches)
+    seconds = sum(progress["durationMs"].get("triggerExecution", 0) for progress in batches) / 1000
+    if records:
+        log.info("%s done: %d records in %.1f s of micro-batches (%.0f records/s)",
+                 query.name, records, seconds, records / seconds if seconds else 0.0)
+
+
 def _run_until_done(spark: SparkSession, plan: StreamPlan, out: TextIO | None) -> None:
     config, writers, state = plan.config, plan.writers, plan.state
     while True:
         queries = start_queries(spark, config, writers, plan.reader_schema, out)
         try:
             _await(spark, queries)
+            for query in queries:
+                _log_totals(query)
             return
         except StreamingQueryException as error:
             # The first query to fail may be one that another's failure interrupted: look at all of them.

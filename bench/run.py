@@ -1,0 +1,327 @@
+"""Benchmark fink-spark against fink-client, a lean Python consumer and Kafka's own consumer.
+
+    .venv/bin/pip install -e ".[bench]"
+    .venv/bin/python bench/run.py            # the full workload (about an hour)
+    .venv/bin/python bench/run.py --quick    # small N, to check the harness (a few minutes)
+
+All contenders read the same topics of one local broker, one after another, on this
+machine; everything is published before any clock starts. Real alerts from data/sample
+are replicated with new ids. Results go to bench/RESULTS.md (linked from the README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import fastavro  # noqa: E402
+import psutil  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+from confluent_kafka import Producer  # noqa: E402
+
+from fink_spark.local_broker import LocalKafka  # noqa: E402
+from fink_spark.paths import SAMPLE_DIR, kafka_jars  # noqa: E402
+from fink_spark.publisher import read_saved_alerts, replicate  # noqa: E402
+from fink_spark.surveys import LSST, ZTF, Survey  # noqa: E402
+
+USER, PASSWORD = "bench_user", "bench-password"
+WORK = ROOT / ".work" / "bench"
+PYTHON = sys.executable
+
+
+@dataclass
+class Result:
+    contender: str
+    workload: str
+    alerts: int
+    seconds: float
+    seconds_no_startup: float | None
+    megabytes: float
+    peak_rss_mb: float
+    output_mb: float
+
+    @property
+    def rate(self) -> float:
+        return self.alerts / self.seconds
+
+    @property
+    def rate_no_startup(self) -> float | None:
+        return self.alerts / self.seconds_no_startup if self.seconds_no_startup else None
+
+
+# --- workload ---------------------------------------------------------------------------
+
+def _encode_copies(args: tuple[str, str, int, int]) -> list[tuple[bytes, bytes]]:
+    """Encoded messages of copies [first, last) of every sample alert (run in worker processes)."""
+    survey_name, folder, first, last = args
+    survey = ZTF if survey_name == "ztf" else LSST
+    messages = []
+    for saved in read_saved_alerts([SAMPLE_DIR / folder]):
+        parsed = fastavro.parse_schema(json.loads(saved.schema_text))
+        for copy in range(first, last):
+            for record in saved.records:
+                buffer = io.BytesIO()
+                fastavro.schemaless_writer(buffer, parsed, replicate(record, survey, copy))
+                messages.append((saved.schema_text.encode(), buffer.getvalue()))
+    return messages
+
+
+def publish_workload(broker: LocalKafka, topic: str, survey: Survey, folder: str, count: int, partitions: int) -> float:
+    """Publish `count` replicated real alerts; returns their total size in MB."""
+    broker.create_topics([topic], partitions)
+    per_copy = sum(len(saved.records) for saved in read_saved_alerts([SAMPLE_DIR / folder]))
+    copies = -(-count // per_copy)
+    chunks = [(survey.name, folder, first, min(first + 50, copies)) for first in range(0, copies, 50)]
+    producer = Producer({**broker.client_config(USER), "linger.ms": 50, "batch.size": 1_000_000,
+                         "message.max.bytes": 16_000_000, "queue.buffering.max.kbytes": 1_000_000})
+    sent, size = 0, 0
+    with multiprocessing.Pool(2) as pool:
+        for messages in pool.imap(_encode_copies, chunks):
+            for key, value in messages:
+                if sent == count:
+                    break
+                while True:
+                    try:
+                        producer.produce(topic, value=value, key=key, partition=sent % partitions)
+                        break
+                    except BufferError:
+                        producer.poll(0.5)
+                sent += 1
+                size += len(value) + len(key)
+            producer.poll(0)
+    producer.flush(600)
+    return size / 1e6
+
+
+# --- measuring --------------------------------------------------------------------------
+
+def run_measured(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    """Run a command; returns wall seconds, peak resident memory of its process tree (MB), output."""
+    started = time.monotonic()
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "BENCH_PASSWORD": PASSWORD, **(env or {})})
+    peak = 0.0
+    watched = psutil.Process(process.pid)
+    chunks: list[str] = []
+    import threading
+
+    reader = threading.Thread(target=lambda: chunks.append(process.stdout.read()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    while process.poll() is None:
+        try:
+            tree = [watched, *watched.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()) / 1e6)
+        except psutil.Error:
+            pass
+        time.sleep(0.2)
+    reader.join()
+    elapsed = time.monotonic() - started
+    output = "".join(chunks)
+    if process.returncode != 0:
+        raise RuntimeError(f"{command[:3]} failed:\n{output[-3000:]}")
+    return elapsed, peak, output
+
+
+def folder_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+
+
+def fink_client(broker: LocalKafka, topic: str, survey: Survey, count: int, size: float) -> Result:
+    out = WORK / "out" / f"fink_client_{topic}"
+    shutil.rmtree(out, ignore_errors=True)
+    seconds, peak, _ = run_measured([PYTHON, "bench/fink_client_consumer.py", broker.bootstrap, topic, str(count),
+                                     str(out), USER, "BENCH_PASSWORD", survey.name])
+    return Result("fink-client (poll_and_write)", topic, count, seconds, None, size, peak, folder_mb(out))
+
+
+def lean_python(broker: LocalKafka, topic: str, survey: Survey, count: int, size: float) -> Result:
+    out = WORK / "out" / f"lean_{topic}"
+    shutil.rmtree(out, ignore_errors=True)
+    seconds, peak, _ = run_measured([PYTHON, "bench/lean_consumer.py", broker.bootstrap, topic, str(count),
+                                     str(out), USER, "BENCH_PASSWORD"])
+    return Result("lean Python (confluent-kafka+fastavro+pyarrow)", topic, count, seconds, None, size, peak,
+                  folder_mb(out))
+
+
+def fink_spark(broker: LocalKafka, topic: str, survey: Survey, count: int, size: float, master: str = "local[2]",
+               filters: list | None = None) -> Result:
+    out = WORK / "out" / f"spark_{topic}_{master}"
+    shutil.rmtree(out, ignore_errors=True)
+    config = out / "job.yaml"
+    out.mkdir(parents=True)
+    config.write_text(json.dumps({
+        "survey": survey.name,
+        "kafka": {"servers": broker.bootstrap, "username": USER, "password_env": "BENCH_PASSWORD",
+                  "group_id": "bench_spark", "topics": [topic], "max_offsets_per_trigger": 20000},
+        "output": {"parquet": {"path": str(out / "alerts"), "checkpoint": str(out / "chk")},
+                   "console": {"enabled": False}},
+        "filters": filters or [],
+        "trigger": {"available_now": True},
+    }))
+    seconds, peak, output = run_measured([
+        str(ROOT / "spark-submit.sh"), "--master", master, "--driver-memory", "4g",
+        "--conf", "spark.sql.streaming.numRecentProgressUpdates=100000",
+        "jobs/stream.py", "--config", str(config)])
+    done = re.search(r"alerts done: (\d+) records in ([\d.]+) s of micro-batches", output)
+    processed = float(done.group(2)) if done else None
+    alerts = int(done.group(1)) if done else 0
+    return Result(f"fink-spark {master}", topic, alerts, seconds, processed, size, peak, folder_mb(out / "alerts"))
+
+
+def kafka_limit(broker: LocalKafka, topic: str, survey: Survey, count: int, size: float) -> Result:
+    properties = WORK / "consumer.properties"
+    properties.write_text(broker.java_client_properties(USER))
+    classpath = os.pathsep.join(str(jar) for jar in kafka_jars())
+    seconds, peak, output = run_measured([
+        "java", "-Xmx1g", "-cp", classpath, "org.apache.kafka.tools.ConsumerPerformance",
+        "--bootstrap-server", broker.bootstrap, "--topic", topic, "--messages", str(count),
+        "--consumer.config", str(properties), "--timeout", "60000"])
+    line = [row for row in output.splitlines() if re.match(r"^\d{4}-", row)][-1].split(", ")
+    fetch_seconds = count / float(line[9])  # fetch.nMsg.sec: the tool's own clock, without start-up
+    return Result("Kafka ConsumerPerformance (no decoding)", topic, count, seconds, fetch_seconds, size, peak, 0.0)
+
+
+# --- latency ------------------------------------------------------------------------------
+
+def latency(broker: LocalKafka, rate: int, seconds: int) -> tuple[float, float, int]:
+    """Publish at a steady rate into a topic the job is reading with a 1 s trigger; returns
+    p50 and p99 of (Parquet commit time - Kafka timestamp) in seconds."""
+    topic = "bench_latency_ztf"
+    broker.create_topics([topic])
+    out = WORK / "out" / "latency"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    config = out / "job.yaml"
+    config.write_text(json.dumps({
+        "survey": "ztf",
+        "kafka": {"servers": broker.bootstrap, "username": USER, "password_env": "BENCH_PASSWORD",
+                  "group_id": "bench_latency", "topics": [topic], "starting_offsets": "earliest"},
+        "output": {"parquet": {"path": str(out / "alerts"), "checkpoint": str(out / "chk")},
+                   "console": {"enabled": False}},
+        "trigger": {"processing_time": "1 second"},
+    }))
+    # the job must know the schema before the stream starts: one alert first
+    messages = _encode_copies(("ztf", "ztf-2026", 0, -(-rate * seconds // 31)))[: rate * seconds]
+    producer = Producer(broker.client_config(USER))
+    producer.produce(topic, value=messages[0][1], key=messages[0][0])
+    producer.flush(30)
+    job = subprocess.Popen([str(ROOT / "spark-submit.sh"), "--master", "local[2]", "jobs/stream.py",
+                            "--config", str(config)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           env={**os.environ, "BENCH_PASSWORD": PASSWORD}, start_new_session=True)
+    log = out / "alerts" / "_spark_metadata"
+    while not (log.exists() and any(p.name.isdigit() for p in log.iterdir())):
+        time.sleep(0.2)
+    started = time.monotonic()
+    for index, (key, value) in enumerate(messages[1:]):
+        delay = started + index / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        producer.produce(topic, value=value, key=key)
+        producer.poll(0)
+    producer.flush(30)
+    time.sleep(10)
+    os.killpg(job.pid, 15)
+    job.wait()
+    delays = []
+    for batch in sorted((p for p in log.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)):
+        committed = batch.stat().st_mtime
+        for line in batch.read_text().splitlines()[1:]:
+            path = json.loads(line)["path"].removeprefix("file:")
+            stamps = pq.read_table(path, columns=["kafka_timestamp"]).column(0).to_pylist()
+            delays += [committed - stamp.timestamp() for stamp in stamps]
+    delays = sorted(delays[1:])
+    return delays[len(delays) // 2], delays[int(len(delays) * 0.99)], len(delays)
+
+
+# --- report -------------------------------------------------------------------------------
+
+def report(results: list[Result], lat: tuple[float, float, int] | None, rate: int, args: argparse.Namespace) -> str:
+    lines = [
+        "# fink-spark benchmark",
+        "",
+        f"`bench/run.py{' --quick' if args.quick else ''}` on this machine ({os.cpu_count()} cores), "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Real Fink alerts replicated with new ids, published",
+        "to the local broker before any clock starts; every contender reads the same topic from its start.",
+        "End to end = process start to exit (Spark's start-up included); processing = without start-up",
+        "(fink-spark: the sum of its micro-batches; Kafka's tool: its own clock).",
+        "",
+        "| workload | contender | alerts | end to end (alerts/s) | MB/s | processing (alerts/s) | peak RSS (MB) | output (MB) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        processing = f"{r.rate_no_startup:.0f}" if r.rate_no_startup else "—"
+        lines.append(f"| {r.workload} | {r.contender} | {r.alerts} | {r.rate:.0f} | {r.megabytes / r.seconds:.1f} | "
+                     f"{processing} | {r.peak_rss_mb:.0f} | {r.output_mb:.0f} |")
+    lines += ["", "## Ratios (end to end, same workload)", "", "| workload | fink-spark / fink-client | "
+              "fink-spark / lean Python | fink-spark / Kafka limit |", "|---|---:|---:|---:|"]
+    by = {(r.workload, r.contender.split(" ")[0]): r for r in results}
+    for workload in dict.fromkeys(r.workload for r in results):
+        spark = next((r for r in results if r.workload == workload and r.contender == "fink-spark local[2]"), None)
+        if spark is None:
+            continue
+
+        ratios = []
+        for name in ("fink-client", "lean", "Kafka"):
+            other = by.get((workload, name))
+            ratios.append(f"{spark.rate / other.rate:.2f}x" if other else "—")
+        lines.append(f"| {workload} | {' | '.join(ratios)} |")
+    if lat:
+        lines += ["", f"## Latency at {rate} alerts/s, 1 s trigger", "",
+                  f"Kafka timestamp to Parquet commit, {lat[2]} alerts: p50 {lat[0]:.2f} s, p99 {lat[1]:.2f} s."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small workloads, to check the harness")
+    parser.add_argument("--output", default=str(ROOT / "bench" / "RESULTS.md"))
+    args = parser.parse_args()
+    if args.quick:
+        ztf_sizes, lsst_sizes, all_contenders_at, rate, seconds = [2000, 10000], [1000], 10000, 100, 30
+    else:
+        ztf_sizes, lsst_sizes, all_contenders_at, rate, seconds = [10000, 50000, 200000], [2000, 10000], 50000, 200, 60
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    results: list[Result] = []
+    with LocalKafka(users={USER: PASSWORD}, heap="2g", workdir=WORK / "kafka") as broker:
+        plan = [(ZTF, "ztf-2026", n, 1) for n in ztf_sizes] + [(ZTF, "ztf-2026", all_contenders_at, 4)]
+        plan += [(LSST, "lsst-2026", n, 1) for n in lsst_sizes] + [(LSST, "lsst-2026", lsst_sizes[-1], 4)]
+        topics = []
+        for survey, folder, count, partitions in plan:
+            topic = f"bench_{survey.name}_{count}_p{partitions}"
+            size = publish_workload(broker, topic, survey, folder, count, partitions)
+            topics.append((survey, topic, count, partitions, size))
+            print(f"published {count} alerts ({size:.0f} MB) to {topic}", flush=True)
+        for survey, topic, count, partitions, size in topics:
+            everyone = count == all_contenders_at or survey is LSST
+            contenders = [kafka_limit, fink_spark] + ([lean_python, fink_client] if everyone else [])
+            for contender in contenders:
+                result = contender(broker, topic, survey, count, size)
+                results.append(result)
+                print(f"{topic}: {result.contender}: {result.rate:.0f} alerts/s end to end, "
+                      f"peak {result.peak_rss_mb:.0f} MB", flush=True)
+            if count == all_contenders_at and partitions == 1:
+                result = fink_spark(broker, topic, survey, count, size, master="local[1]")
+                results.append(result)
+                print(f"{topic}: {result.contender}: {result.rate:.0f} alerts/s", flush=True)
+        lat = latency(broker, rate, seconds)
+        print(f"latency at {rate} alerts/s: p50 {lat[0]:.2f} s, p99 {lat[1]:.2f} s", flush=True)
+    Path(args.output).write_text(report(results, lat, rate, args))
+    print(f"results in {args.output}")
+
+
+if __name__ == "__main__":
+    main()
