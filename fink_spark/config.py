@@ -71,6 +71,7 @@ class ParquetOutput:
     quarantine_path: str | None = None
     rejected_path: str | None = None
     deduplicate_gap: str | None = None
+    compression: str = "zstd"
 
     @property
     def quarantine(self) -> str:
@@ -113,6 +114,9 @@ class JobConfig:
         return config
 
 
+# zstd: measured about twice as fast as snappy on alerts (cutouts are gzipped FITS, which
+# snappy spends time on for nothing), and smaller.
+CODECS = ("zstd", "lz4_raw", "snappy", "gzip", "uncompressed")
 _INTERVAL = re.compile(r"^\s*\d+(\.\d+)?\s*(ms|millisecond|second|minute|hour)s?\s*$", re.I)
 
 
@@ -262,7 +266,8 @@ def _outputs(root: _Section, base: Path) -> tuple[ParquetOutput, ConsoleOutput]:
     if "output" not in root.data:
         raise ConfigError("Missing required key 'output'.")
     parquet = output.section(
-        "parquet", {"path", "checkpoint", "partition_by", "quarantine_path", "rejected_path", "deduplicate"}
+        "parquet",
+        {"path", "checkpoint", "partition_by", "quarantine_path", "rejected_path", "deduplicate", "compression"},
     )
     if "parquet" not in output.data:
         raise ConfigError("Missing required key 'output.parquet'.")
@@ -277,6 +282,9 @@ def _outputs(root: _Section, base: Path) -> tuple[ParquetOutput, ConsoleOutput]:
     rows = console.get("rows", int, default=20)
     if rows <= 0:
         raise ConfigError("'output.console.rows' must be a positive number.")
+    compression = parquet.get("compression", str, default="zstd")
+    if compression not in CODECS:
+        raise ConfigError(f"'output.parquet.compression' must be one of {', '.join(CODECS)}, not {compression!r}.")
     quarantine = parquet.get("quarantine_path", str)
     rejected = parquet.get("rejected_path", str)
     gap = parquet.get("deduplicate", str)
@@ -292,6 +300,7 @@ def _outputs(root: _Section, base: Path) -> tuple[ParquetOutput, ConsoleOutput]:
             quarantine_path=_resolve(quarantine, base) if quarantine else None,
             rejected_path=_resolve(rejected, base) if rejected else None,
             deduplicate_gap=gap,
+            compression=compression,
         ),
         ConsoleOutput(enabled=console.get("enabled", bool, default=True), rows=rows),
     )

@@ -57,17 +57,18 @@ def spark_kafka_options(kafka: KafkaConfig) -> dict[str, str]:
     return options
 
 
-def read_stream(spark: SparkSession, kafka: KafkaConfig, query: str = "alerts") -> DataFrame:
+def read_stream(spark: SparkSession, kafka: KafkaConfig, query: str = "alerts", min_partitions: int = 1) -> DataFrame:
     """The live stream of raw Kafka records (key, value, topic, partition, offset, timestamp).
 
     Spark pools its Kafka consumers by group id: queries that run side by side must not
     share one, so every query but `alerts` (which keeps the configured group id) reads as
     `<group id>-<query>`. The queries assign partitions and never join their group.
+    `min_partitions` splits the offsets of busy Kafka partitions over several tasks.
     """
     options = spark_kafka_options(kafka)
     if kafka.group_id and query != "alerts":
         options["kafka.group.id"] = f"{kafka.group_id}-{query}"
-    reader = spark.readStream.format("kafka").options(**options)
+    reader = spark.readStream.format("kafka").options(**options).option("minPartitions", str(min_partitions))
     reader = reader.option("startingOffsets", kafka.starting_offsets)
     reader = reader.option("failOnDataLoss", str(kafka.on_data_loss == "fail").lower())
     if kafka.max_offsets_per_trigger:

@@ -290,7 +290,8 @@ def reprocess(
     spark.streams.addListener(listener)
     try:
         query: StreamingQuery = parquet_query(
-            table, config.parquet.path, f"{checkpoint}/reprocess", config.parquet.partition_by, config.trigger, "reprocess"
+            table, config.parquet.path, f"{checkpoint}/reprocess", config.parquet.partition_by, config.trigger, "reprocess",
+            config.parquet.compression,
         )
         query.awaitTermination()
         return sum(progress["numInputRows"] for progress in query.recentProgress)

@@ -23,11 +23,11 @@ def trigger_options(trigger: TriggerConfig) -> dict[str, Any]:
 
 def parquet_query(
     frame: DataFrame, path: str, checkpoint: str, partition_by: tuple[str, ...],
-    trigger: TriggerConfig, name: str,
+    trigger: TriggerConfig, name: str, compression: str = "zstd",
 ) -> StreamingQuery:
     """Append a stream to a Parquet folder; the checkpoint and the sink's metadata log
     make each record land exactly once, across restarts and crashes."""
-    writer = frame.writeStream.format("parquet").queryName(name).outputMode("append")
+    writer = frame.writeStream.format("parquet").queryName(name).outputMode("append").option("compression", compression)
     writer = writer.option("checkpointLocation", checkpoint).trigger(**trigger_options(trigger))
     if partition_by:
         writer = writer.partitionBy(*partition_by)

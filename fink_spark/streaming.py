@@ -112,8 +112,11 @@ def start_queries(
     """Start the alerts, quarantine and console queries with the writer schemas known now."""
     survey, parquet, checkpoint = config.survey, config.parquet, config.parquet.checkpoint.rstrip("/")
 
-    def decoded(query: str) -> DataFrame:
-        return read_stream(spark, config.kafka, query).transform(decode_records(writers, reader_schema, survey))
+    parallelism = spark.sparkContext.defaultParallelism
+
+    def decoded(query: str, checks_only: bool = False) -> DataFrame:
+        records = read_stream(spark, config.kafka, query, min_partitions=parallelism)
+        return records.transform(decode_records(writers, reader_schema, survey, checks_only))
 
     kept = kept_alerts(survey, config.filters)
     check_filters(config.filters, decoded("alerts").transform(alerts(survey)))
@@ -121,9 +124,10 @@ def start_queries(
     if parquet.deduplicate_gap:
         table = table.transform(deduplicate(survey, parquet.deduplicate_gap))
     queries = [
-        parquet_query(table, parquet.path, f"{checkpoint}/alerts", parquet.partition_by, config.trigger, "alerts"),
+        parquet_query(table, parquet.path, f"{checkpoint}/alerts", parquet.partition_by, config.trigger, "alerts",
+                      parquet.compression),
         parquet_query(
-            quarantined(decoded("quarantine")), parquet.quarantine, f"{checkpoint}/quarantine",
+            quarantined(decoded("quarantine", checks_only=True)), parquet.quarantine, f"{checkpoint}/quarantine",
             tuple(column for column in parquet.partition_by if column == "topic"),
             config.trigger, "quarantine",
         ),

@@ -86,6 +86,20 @@ def job_config(
     return parse_config(data)
 
 
+def stream_samples(
+    spark: SparkSession, broker: LocalKafka, folder: Path, topic: str, samples: list[str], survey: str = "ztf",
+    **overrides: Any,
+) -> Path:
+    """Publish sample folders to a new topic and run the job over it: the Parquet output."""
+    from fink_spark.publisher import publish
+    from fink_spark.surveys import get_survey
+
+    broker.create_topics([topic])
+    publish(broker.client_config(USER), topic, [sample(name) for name in samples], get_survey(survey))
+    run_job(spark, job_config(broker, folder, [topic], survey=survey, **overrides))
+    return folder / "alerts"
+
+
 def run_job(spark: SparkSession, config: JobConfig) -> str:
     """Run the streaming job to the end of the topics; returns what it printed."""
     out = io.StringIO()

@@ -11,12 +11,11 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pytest
-from conftest import USER, job_config, run_job, sample
+from conftest import sample, stream_samples
 from reference import read_alerts
 
 from fink_spark.explore import main as explore
 from fink_spark.plots import lightcurve_points
-from fink_spark.publisher import publish
 from fink_spark.surveys import LSST, ZTF
 
 ZTF_ALERTS = read_alerts(sample("ztf-2026"))
@@ -27,14 +26,10 @@ LSST_ALERTS = read_alerts(sample("lsst-2026"))
 def outputs(spark, broker, tmp_path_factory):  # noqa: ANN001, ANN201
     """Parquet outputs of the job for the ZTF and the LSST samples."""
     folder = tmp_path_factory.mktemp("explore")
-    paths = {}
-    for name, survey, samples in (("ztf", ZTF, "ztf-2026"), ("lsst", LSST, "lsst-2026")):
-        topic = f"fink_explore_{name}"
-        broker.create_topics([topic])
-        publish(broker.client_config(USER), topic, [sample(samples)], survey)
-        run_job(spark, job_config(broker, folder / name, [topic], survey=name))
-        paths[name] = str(folder / name / "alerts")
-    return paths
+    return {
+        name: str(stream_samples(spark, broker, folder / name, f"fink_explore_{name}", [f"{name}-2026"], survey=name))
+        for name in ("ztf", "lsst")
+    }
 
 
 def run(spark, *argv: str) -> str:  # noqa: ANN001

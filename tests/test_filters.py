@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import USER, job_config, run_job, sample
+from conftest import USER, job_config, run_job, sample, stream_samples
 from reference import read_alerts
 
 from fink_spark.errors import ConfigError
@@ -23,12 +23,10 @@ ALERTS = read_alerts(sample("ztf-2026")) + read_alerts(sample("ztf-0p2"))
 @pytest.fixture(scope="module")
 def kept(spark, broker, tmp_path_factory):  # noqa: ANN001, ANN201
     """The sample ZTF alerts as the streaming job keeps them (no filter)."""
-    folder = tmp_path_factory.mktemp("filters")
-    topic = "fink_filters_ztf"
-    broker.create_topics([topic])
-    publish(broker.client_config(USER), topic, [sample("ztf-2026"), sample("ztf-0p2")], ZTF)
-    run_job(spark, job_config(broker, folder, [topic], schema=str(SCHEMAS_DIR / "ztf" / "fink_ztf_transfer_2026-03.avsc")))
-    return spark.read.parquet(str(folder / "alerts"))
+    schema = str(SCHEMAS_DIR / "ztf" / "fink_ztf_transfer_2026-03.avsc")
+    output = stream_samples(spark, broker, tmp_path_factory.mktemp("filters"), "fink_filters_ztf",
+                            ["ztf-2026", "ztf-0p2"], schema=schema)
+    return spark.read.parquet(str(output))
 
 
 def selected(kept, items: list) -> set[int]:  # noqa: ANN001
@@ -200,12 +198,9 @@ LSST_ALERTS = read_alerts(sample("lsst-2026")) + read_alerts(sample("lsst-rubin-
 @pytest.fixture(scope="module")
 def kept_lsst(spark, broker, tmp_path_factory):  # noqa: ANN001, ANN201
     """The sample LSST alerts (Fink 2026 and Rubin 9.0 schemas) as the job keeps them."""
-    folder = tmp_path_factory.mktemp("filters_lsst")
-    topic = "fink_filters_lsst"
-    broker.create_topics([topic])
-    publish(broker.client_config(USER), topic, [sample("lsst-2026"), sample("lsst-rubin-9.0")], LSST)
-    run_job(spark, job_config(broker, folder, [topic], survey="lsst"))
-    return spark.read.parquet(str(folder / "alerts"))
+    output = stream_samples(spark, broker, tmp_path_factory.mktemp("filters_lsst"), "fink_filters_lsst",
+                            ["lsst-2026", "lsst-rubin-9.0"], survey="lsst")
+    return spark.read.parquet(str(output))
 
 
 @pytest.mark.parametrize(
