@@ -76,21 +76,6 @@ def read_stream(spark: SparkSession, kafka: KafkaConfig, query: str = "alerts", 
     return reader.load().select(*KAFKA_COLUMNS)
 
 
-def read_range(
-    spark: SparkSession, kafka: KafkaConfig, starting: str = "earliest", ending: str = "latest"
-) -> DataFrame:
-    """A batch of raw Kafka records between two offset specs (JSON per topic, or earliest/latest)."""
-    options = spark_kafka_options(kafka)
-    return (
-        spark.read.format("kafka")
-        .options(**options)
-        .option("startingOffsets", starting)
-        .option("endingOffsets", ending)
-        .load()
-        .select(*KAFKA_COLUMNS)
-    )
-
-
 def client_config(kafka: KafkaConfig) -> dict[str, Any]:
     """librdkafka settings for the driver-side checks."""
     config: dict[str, Any] = {
