@@ -39,6 +39,18 @@ def _decoded(writers: WriterSchemas, reader: str) -> Column:
     return decoded
 
 
+def _decoded_once(alert: Column) -> Column:
+    """The decoded alert, made nondeterministic so that it is computed once per record.
+
+    Spark before 4.2 pushes a filter below the projection it reads by copying the
+    projection's expressions into it (SPARK-47672): a filter on `reject_reason` would
+    decode each record once more per reference to `alert`. Spark never pushes a filter
+    through a nondeterministic projection (SPARK-13473), and the partition id is a
+    nondeterministic expression that costs nothing.
+    """
+    return F.when(F.spark_partition_id() >= 0, alert)
+
+
 def _reject_reason(writers: WriterSchemas, survey: Survey) -> Column:
     """Why a record is not a genuine alert, or null if it is one."""
     where = F.concat(
@@ -93,7 +105,7 @@ def decode_records(
     reader = projected_reader(reader_schema, survey.checked_columns) if checks_only else lenient_reader(reader_schema)
 
     def transform(records: DataFrame) -> DataFrame:
-        decoded = records.withColumn("alert", _decoded(writers, reader))
+        decoded = records.withColumn("alert", _decoded_once(_decoded(writers, reader)))
         return decoded.withColumn("reject_reason", _reject_reason(writers, survey))
 
     return transform

@@ -28,19 +28,20 @@ from pathlib import Path
 
 import fastavro
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.avro.functions import from_avro
-from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
+from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import StructType
 
 from fink_spark.config import JobConfig, TriggerConfig
 from fink_spark.decode import alerts, decode_records
 from fink_spark.errors import ConfigError
 from fink_spark.filters import check_filters
+from fink_spark.kafka_source import key_at, offsets_json, spark_kafka_options
 from fink_spark.schemas import WriterSchemas, lenient_reader, load_schema_text
 from fink_spark.sinks import parquet_query
-from fink_spark.streaming import kept_alerts
+from fink_spark.streaming import BatchLog, kept_alerts
 from fink_spark.surveys import Survey
 
 log = logging.getLogger(__name__)
@@ -106,17 +107,29 @@ def count_files(path: str, kind: str) -> int | None:
     return sum(1 for _ in Path("/").glob(path.lstrip("/"))) if path.startswith("/") else sum(1 for _ in Path().glob(path))
 
 
-def _as_records(decoded_alerts: DataFrame, topic: str) -> DataFrame:
-    """Alerts already decoded by a file reader -> the decoded-record shape of the live job."""
-    fields = [F.col(f"`{name}`") for name in decoded_alerts.columns]
-    return decoded_alerts.select(
-        F.struct(*fields).alias("alert"),
-        F.lit(topic).alias("topic"),
-        F.lit(None).cast("int").alias("partition"),
-        F.lit(None).cast("long").alias("offset"),
-        F.lit(None).cast("timestamp").alias("timestamp"),
-        F.lit(None).cast("string").alias("reject_reason"),
+# What every input becomes: the decoded-record shape of the live job, without the raw bytes.
+RECORD_COLUMNS = ("alert", "reject_reason", "topic", "partition", "offset", "timestamp")
+
+
+def _with_kafka_metadata(frame: DataFrame, topic: str, *columns: Column | str, saved: bool = False) -> DataFrame:
+    """`columns` and the Kafka metadata of a live record. A fink-spark table keeps that
+    metadata in its own columns (`saved`); files have none: the given topic and nulls."""
+
+    def kept_or(column: str, fallback: Column) -> Column:
+        return F.col(column) if saved and column in frame.columns else fallback
+
+    return frame.select(
+        *columns,
+        kept_or("topic", F.lit(topic)).alias("topic"),
+        kept_or("kafka_partition", F.lit(None).cast("int")).alias("partition"),
+        kept_or("kafka_offset", F.lit(None).cast("long")).alias("offset"),
+        kept_or("kafka_timestamp", F.lit(None).cast("timestamp")).alias("timestamp"),
     )
+
+
+def _accepted(alert: Column) -> list[Column]:
+    """An alert a file reader decoded: it is genuine (files hold no poison records)."""
+    return [alert.alias("alert"), F.lit(None).cast("string").alias("reject_reason")]
 
 
 def _reader_spark_schema(spark: SparkSession, reader: str) -> StructType:
@@ -146,7 +159,7 @@ def read_input(
     spark: SparkSession, path: str, kind: str, config: JobConfig, reader_schema: str, topic: str,
     files_per_batch: int = FILES_PER_BATCH,
 ) -> DataFrame:
-    """A stream of decoded records (the shape `decode_records` gives) from one input path."""
+    """A stream of decoded records (RECORD_COLUMNS) from one input path."""
     survey = config.survey
     reader = lenient_reader(reader_schema)
     if kind == AVRO:
@@ -155,19 +168,15 @@ def read_input(
             .option("avroSchema", reader).option("maxFilesPerTrigger", files_per_batch)
             .load(path)
         )
-        return _as_records(frame, topic)
+        return _with_kafka_metadata(frame, topic, *_accepted(F.struct(*[F.col(f"`{name}`") for name in frame.columns])))
     if kind == AVRO_GZ:
         files = (
             spark.readStream.format("binaryFile").schema(BINARY_FILE_SCHEMA).option("pathGlobFilter", "*.avro.gz")
             .option("maxFilesPerTrigger", files_per_batch).load(path).select("content")
         )
-        pairs = files.mapInPandas(_gzip_records, "key binary, value binary")
-        records = pairs.select(
-            "key", "value", F.lit(topic).alias("topic"), F.lit(None).cast("int").alias("partition"),
-            F.lit(None).cast("long").alias("offset"), F.lit(None).cast("timestamp").alias("timestamp"),
-        )
-        writers = gz_writer_schemas(path, survey)
-        return records.transform(decode_records(writers, reader_schema, survey))
+        pairs = _with_kafka_metadata(files.mapInPandas(_gzip_records, "key binary, value binary"), topic, "key", "value")
+        decoded = pairs.transform(decode_records(gz_writer_schemas(path, survey), reader_schema, survey))
+        return decoded.select(*RECORD_COLUMNS)
     if kind == PARQUET:
         schema = spark.read.parquet(path).schema
         frame = spark.readStream.schema(schema).option("maxFilesPerTrigger", files_per_batch).parquet(path)
@@ -176,14 +185,7 @@ def read_input(
             (F.col(f"`{field.name}`") if field.name in frame.columns else F.lit(None)).cast(field.dataType).alias(field.name)
             for field in alert_type.fields
         ]
-        return frame.select(
-            F.struct(*fields).alias("alert"),
-            (F.col("topic") if "topic" in frame.columns else F.lit(topic)).alias("topic"),
-            (F.col("kafka_partition") if "kafka_partition" in frame.columns else F.lit(None).cast("int")).alias("partition"),
-            (F.col("kafka_offset") if "kafka_offset" in frame.columns else F.lit(None).cast("long")).alias("offset"),
-            (F.col("kafka_timestamp") if "kafka_timestamp" in frame.columns else F.lit(None).cast("timestamp")).alias("timestamp"),
-            F.lit(None).cast("string").alias("reject_reason"),
-        )
+        return _with_kafka_metadata(frame, topic, *_accepted(F.struct(*fields)), saved=True)
     raise ConfigError(f"Unknown input kind {kind}")
 
 
@@ -201,8 +203,6 @@ def gz_writer_schemas(path: str, survey: Survey) -> WriterSchemas:
 def read_kafka_range(spark: SparkSession, config: JobConfig, span: KafkaRange, writers: WriterSchemas,
                      reader_schema: str) -> DataFrame:
     """Decoded records of a Kafka offset range (the stream starts at the range, offsets past its end are dropped)."""
-    from fink_spark.kafka_source import offsets_json, spark_kafka_options
-
     if config.kafka is None:
         raise ConfigError("--kafka-range needs a 'kafka' section (servers, credentials) in the configuration.")
     options = {k: v for k, v in spark_kafka_options(config.kafka).items() if k not in ("subscribe", "subscribePattern")}
@@ -216,10 +216,10 @@ def read_kafka_range(spark: SparkSession, config: JobConfig, span: KafkaRange, w
     inside = F.lit(False)
     for partition, end in span.end.items():
         inside = inside | ((F.col("partition") == partition) & (F.col("offset") < end))
-    return frame.where(inside).transform(decode_records(writers, reader_schema, config.survey))
+    return frame.where(inside).transform(decode_records(writers, reader_schema, config.survey)).select(*RECORD_COLUMNS)
 
 
-class _Progress(StreamingQueryListener):
+class _Progress(BatchLog):
     """Files and alerts done, rate and time left, one line per micro-batch."""
 
     def __init__(self, total_files: int | None, files_per_batch: int) -> None:
@@ -227,9 +227,6 @@ class _Progress(StreamingQueryListener):
         self.files_per_batch = files_per_batch
         self.alerts = 0
         self.started = time.monotonic()
-
-    def onQueryStarted(self, event) -> None:  # noqa: N802, ANN001
-        pass
 
     def onQueryProgress(self, event) -> None:  # noqa: N802, ANN001
         progress = event.progress
@@ -244,12 +241,6 @@ class _Progress(StreamingQueryListener):
             left = (self.total_files - files) / rate if rate else 0
             line += f", files {files}/{self.total_files}, {rate:.0f} files/s, about {left:.0f} s left"
         log.info(line)
-
-    def onQueryIdle(self, event) -> None:  # noqa: N802, ANN001
-        pass
-
-    def onQueryTerminated(self, event) -> None:  # noqa: N802, ANN001
-        pass
 
 
 def reprocess(
@@ -269,8 +260,6 @@ def reprocess(
     if kafka_ranges:
         writers = WriterSchemas(survey)
         writers.add_bundled_versions()
-        from fink_spark.kafka_source import key_at
-
         for span in kafka_ranges:
             for partition, start in span.start.items():
                 if span.end[partition] > start:

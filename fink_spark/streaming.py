@@ -79,7 +79,7 @@ def choose_reader_schema(config: JobConfig, state: CheckpointFiles, newest: list
     return text
 
 
-class _Progress(StreamingQueryListener):
+class BatchLog(StreamingQueryListener):
     """One line per micro-batch on the job's log: how many records, how fast."""
 
     def onQueryStarted(self, event) -> None:  # noqa: N802, ANN001 - Spark's names
@@ -236,7 +236,7 @@ def record_skipped_offsets(config: JobConfig, partitions: dict[str, int], state:
 
 def run_stream(spark: SparkSession, plan: StreamPlan, out: TextIO | None = None) -> None:
     """Run the job until it is stopped (processing-time trigger) or has read everything (available now)."""
-    progress = _Progress()
+    progress = BatchLog()
     spark.streams.addListener(progress)
     try:
         _run_until_done(spark, plan, out)

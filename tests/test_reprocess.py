@@ -55,8 +55,10 @@ def test_lsst_parts_and_gzipped_files(spark, tmp_path: Path) -> None:  # noqa: A
     zipped.mkdir()
     for path in sample("ztf-0p2").glob("*.avro"):
         (zipped / (path.name + ".gz")).write_bytes(gzip.compress(path.read_bytes()))
-    assert reprocess(spark, config_for(tmp_path / "ztf"), [str(zipped)], [], "gz") == 4
-    check_alerts(rows_of(spark, tmp_path / "ztf"), read_alerts(sample("ztf-0p2")), "candid", "gz", ZTF_MJD)
+    # gzipped files and plain Avro folders in one run
+    assert reprocess(spark, config_for(tmp_path / "ztf"), [str(zipped), str(sample("ztf-2026"))], [], "gz") == 4 + 31
+    check_alerts(rows_of(spark, tmp_path / "ztf"), read_alerts(sample("ztf-0p2")) + read_alerts(sample("ztf-2026")),
+                 "candid", "gz", ZTF_MJD)
     assert reprocess(spark, config_for(tmp_path / "lsst", survey="lsst"), [str(sample("lsst-2026"))], [], "lsst") == 7
     check_alerts(rows_of(spark, tmp_path / "lsst"), read_alerts(sample("lsst-2026")), "diaSourceId", "lsst",
                  lambda a: a["diaSource"]["midpointMjdTai"])

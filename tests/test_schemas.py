@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import fastavro
@@ -14,9 +15,11 @@ from confluent_kafka import Producer
 from conftest import PASSWORD, USER, job_config, run_job, sample
 from reference import assert_same_value, read_alerts
 
+from fink_spark.decode import alerts, decode_records
+from fink_spark.filters import apply_filters, parse_filters
 from fink_spark.local_broker import LocalKafka
 from fink_spark.paths import PROJECT_ROOT, SCHEMAS_DIR
-from fink_spark.publisher import encode, publish
+from fink_spark.publisher import encode, publish, read_saved_alerts
 from fink_spark.schemas import WriterSchemas, lenient_reader, schema_fingerprint
 from fink_spark.surveys import ZTF
 
@@ -120,3 +123,23 @@ def test_bundled_version_keys_and_lenient_reader() -> None:
     assert all(field["type"][0] == "null" and field["default"] is None for field in reader["fields"])
     assert not writers.learn(b"2.7_3.10.1") and writers.learn(b"8.8_1.0.0")
     assert "does not bundle" in writers.rejected[b"8.8_1.0.0"]
+
+
+def test_each_record_is_decoded_once_whatever_reads_the_alert(spark) -> None:
+    """The reject reason, the alert columns and a filter all read the decoded struct; the
+    plan must still run one decoder per writer schema, not one per reference."""
+    writers = WriterSchemas(ZTF)
+    writers.add_bundled_versions()
+    writers.learn(SCHEMA_2026.encode())
+    saved = next(read_saved_alerts([sample("ztf-2026")]))
+    parsed = fastavro.parse_schema(json.loads(saved.schema_text))
+    records = spark.createDataFrame(
+        [(SCHEMA_2026.encode(), encode(record, parsed), "t", 0, offset, datetime(2026, 3, 22))
+         for offset, record in enumerate(saved.records)],
+        "key binary, value binary, topic string, partition int, offset long, timestamp timestamp",
+    )
+    kept = records.transform(decode_records(writers, SCHEMA_2026, ZTF)).transform(alerts(ZTF))
+    kept = kept.transform(apply_filters(parse_filters(["candidate.magpsf < 19"], ZTF)))
+    plan = kept._jdf.queryExecution().optimizedPlan().toString()  # noqa: SLF001 - the plan Spark will run
+    assert plan.count("from_avro(") == len(writers.known) == 2
+    assert kept.count() == sum(record["candidate"]["magpsf"] < 19 for record in saved.records) > 0
