@@ -278,6 +278,7 @@ def report(results: list[Result], lat: tuple[float, float, int] | None, rate: in
             other = by.get((workload, name))
             ratios.append(f"{spark.rate / other.rate:.2f}x" if other else "—")
         lines.append(f"| {workload} | {' | '.join(ratios)} |")
+    lines += scaling(results)
     if lat:
         lines += ["", f"## Latency at {rate} alerts/s, 1 s trigger", "",
                   f"Kafka timestamp to Parquet commit, {lat[2]} alerts: p50 {lat[0]:.2f} s, p99 {lat[1]:.2f} s."]
@@ -290,6 +291,19 @@ def report(results: list[Result], lat: tuple[float, float, int] | None, rate: in
         lines += ["", "A `--quick` run: its workloads are smaller than those the targets name (ZTF N=50k,",
                   "LSST N=10k, 200 alerts/s), so Spark's start-up weighs more in the end-to-end figures."]
     return "\n".join(lines) + "\n"
+
+
+def scaling(results: list[Result]) -> list[str]:
+    """fink-spark's cost per alert and memory as N grows (1 partition), and with 1 or 2 cores."""
+    lines = ["", "## Scaling (fink-spark, 1 partition)", "",
+             "| workload | master | alerts | processing (ms per alert) | end to end (ms per alert) | peak RSS (MB) |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in results:
+        if r.contender.startswith("fink-spark") and r.workload.endswith("_p1") and r.seconds_no_startup:
+            lines.append(f"| {r.workload} | {r.contender.split()[-1]} | {r.alerts} | "
+                         f"{1000 * r.seconds_no_startup / r.alerts:.2f} | {1000 * r.seconds / r.alerts:.2f} | "
+                         f"{r.peak_rss_mb:.0f} |")
+    return lines
 
 
 def targets(results: list[Result], lat: tuple[float, float, int] | None) -> list[tuple[str, float | None, float]]:
@@ -316,17 +330,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small workloads, to check the harness")
     parser.add_argument("--output", default=str(ROOT / "bench" / "RESULTS.md"))
+    parser.add_argument("--ztf-sizes", help="comma-separated ZTF workloads instead of 10000,50000,200000")
     args = parser.parse_args()
+    # The one-process contenders read a workload of each survey, on 1 and on 4 partitions:
+    # fink-client takes about 10 minutes per 10,000 LSST alerts, so theirs is the smaller one.
     if args.quick:
-        ztf_sizes, lsst_sizes, all_contenders_at, rate, seconds = [2000, 10000], [1000], 10000, 100, 30
+        ztf_sizes, lsst_sizes, everyone_ztf, everyone_lsst, rate, seconds = [2000, 10000], [1000], 10000, 1000, 100, 30
     else:
-        ztf_sizes, lsst_sizes, all_contenders_at, rate, seconds = [10000, 50000, 200000], [2000, 10000], 50000, 200, 60
+        ztf_sizes, lsst_sizes, everyone_ztf, everyone_lsst, rate, seconds = [10000, 50000, 200000], [2000, 10000], 50000, 2000, 200, 60
+    if args.ztf_sizes:
+        ztf_sizes = [int(size) for size in args.ztf_sizes.split(",")]
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     results: list[Result] = []
     with LocalKafka(users={USER: PASSWORD}, heap="2g", workdir=WORK / "kafka") as broker:
-        plan = [(ZTF, "ztf-2026", n, 1) for n in ztf_sizes] + [(ZTF, "ztf-2026", all_contenders_at, 4)]
-        plan += [(LSST, "lsst-2026", n, 1) for n in lsst_sizes] + [(LSST, "lsst-2026", lsst_sizes[-1], 4)]
+        plan = [(ZTF, "ztf-2026", n, 1) for n in ztf_sizes] + [(ZTF, "ztf-2026", everyone_ztf, 4)]
+        plan += [(LSST, "lsst-2026", n, 1) for n in lsst_sizes] + [(LSST, "lsst-2026", everyone_lsst, 4)]
         topics = []
         for survey, folder, count, partitions in plan:
             topic = f"bench_{survey.name}_{count}_p{partitions}"
@@ -334,14 +353,14 @@ def main() -> None:
             topics.append((survey, topic, count, partitions, size))
             print(f"published {count} alerts ({size:.0f} MB) to {topic}", flush=True)
         for survey, topic, count, partitions, size in topics:
-            everyone = count == all_contenders_at or survey is LSST
+            everyone = count == (everyone_ztf if survey is ZTF else everyone_lsst)
             contenders = [kafka_limit, fink_spark] + ([lean_python, fink_client] if everyone else [])
             for contender in contenders:
                 result = contender(broker, topic, survey, count, size)
                 results.append(result)
                 print(f"{topic}: {result.contender}: {result.rate:.0f} alerts/s end to end, "
                       f"peak {result.peak_rss_mb:.0f} MB", flush=True)
-            if count == all_contenders_at and partitions == 1:
+            if survey is ZTF and count == everyone_ztf and partitions == 1:
                 result = fink_spark(broker, topic, survey, count, size, master="local[1]")
                 results.append(result)
                 print(f"{topic}: {result.contender}: {result.rate:.0f} alerts/s", flush=True)

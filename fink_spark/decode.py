@@ -40,13 +40,13 @@ def _decoded(writers: WriterSchemas, reader: str) -> Column:
 
 
 def _decoded_once(alert: Column) -> Column:
-    """The decoded alert, made nondeterministic so that it is computed once per record.
+    """The decoded alert, made nondeterministic so that each record is decoded once.
 
-    Spark before 4.2 pushes a filter below the projection it reads by copying the
-    projection's expressions into it (SPARK-47672): a filter on `reject_reason` would
-    decode each record once more per reference to `alert`. Spark never pushes a filter
-    through a nondeterministic projection (SPARK-13473), and the partition id is a
-    nondeterministic expression that costs nothing.
+    Spark pushes filters below the projection they read by copying the projection's
+    expressions into them: a filter on `reject_reason` or on an alert column would run
+    `from_avro` once more per reference (Spark 4.1 for every filter, 4.2 still for a
+    user's filter on alert columns). Spark never pushes a filter through a
+    nondeterministic projection (SPARK-13473), and the partition id costs nothing.
     """
     return F.when(F.spark_partition_id() >= 0, alert)
 
