@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +39,7 @@ from fink_spark.surveys import LSST, ZTF, Survey  # noqa: E402
 
 USER, PASSWORD = "bench_user", "bench-password"
 WORK = ROOT / ".work" / "bench"
+RAW_RESULTS = ROOT / "bench" / "results.json"  # the figures behind RESULTS.md
 PYTHON = sys.executable
 
 
@@ -232,18 +233,37 @@ def latency(broker: LocalKafka, rate: int, seconds: int) -> tuple[float, float, 
         producer.produce(topic, value=value, key=key)
         producer.poll(0)
     producer.flush(30)
-    time.sleep(10)
+    # Wait for the last alert (a job that falls behind shows here), then stop the job.
+    deadline = time.monotonic() + 180
+    while len(_committed_delays(log)) < len(messages) and time.monotonic() < deadline:
+        time.sleep(1)
     os.killpg(job.pid, 15)
     job.wait()
-    delays = []
-    for batch in sorted((p for p in log.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)):
+    delays = _committed_delays(log)[1:]
+    # An alert not committed by the deadline counts as infinitely late.
+    delays = sorted(delays) + [float("inf")] * (len(messages) - 1 - len(delays))
+    return delays[len(delays) // 2], delays[int(len(delays) * 0.99)], len(delays)
+
+
+def _committed_delays(log: Path) -> list[float]:
+    """Parquet commit time - Kafka timestamp of each alert committed so far, in commit order.
+
+    Every tenth batch of the sink's log is written as `N.compact`, which lists the files
+    of all batches so far: a file counts at the first batch that lists it.
+    """
+    delays: list[float] = []
+    seen: set[str] = set()
+    batches = [p for p in log.iterdir() if p.name.split(".")[0].isdigit() and not p.name.endswith(".tmp")]
+    for batch in sorted(batches, key=lambda p: int(p.name.split(".")[0])):
         committed = batch.stat().st_mtime
         for line in batch.read_text().splitlines()[1:]:
             path = json.loads(line)["path"].removeprefix("file:")
+            if path in seen:
+                continue
+            seen.add(path)
             stamps = pq.read_table(path, columns=["kafka_timestamp"]).column(0).to_pylist()
             delays += [committed - stamp.timestamp() for stamp in stamps]
-    delays = sorted(delays[1:])
-    return delays[len(delays) // 2], delays[int(len(delays) * 0.99)], len(delays)
+    return delays
 
 
 # --- report -------------------------------------------------------------------------------
@@ -257,6 +277,7 @@ def report(results: list[Result], lat: tuple[float, float, int] | None, rate: in
         "to the local broker before any clock starts; every contender reads the same topic from its start.",
         "End to end = process start to exit (Spark's start-up included); processing = without start-up",
         "(fink-spark: the sum of its micro-batches; Kafka's tool: its own clock).",
+        *([f"Throughput figures: {args.note}; latency measured again on its own."] if args.note else []),
         "",
         "| workload | contender | alerts | end to end (alerts/s) | MB/s | processing (alerts/s) | peak RSS (MB) | output (MB) |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
@@ -331,6 +352,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small workloads, to check the harness")
     parser.add_argument("--output", default=str(ROOT / "bench" / "RESULTS.md"))
     parser.add_argument("--ztf-sizes", help="comma-separated ZTF workloads instead of 10000,50000,200000")
+    parser.add_argument("--latency-only", action="store_true",
+                        help="measure the latency again; keep the throughput figures of the last run (bench/results.json)")
     args = parser.parse_args()
     # The one-process contenders read a workload of each survey, on 1 and on 4 partitions:
     # fink-client takes about 10 minutes per 10,000 LSST alerts, so theirs is the smaller one.
@@ -343,31 +366,47 @@ def main() -> None:
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     results: list[Result] = []
+    args.note = ""
+    if args.latency_only:
+        saved = json.loads(RAW_RESULTS.read_text())
+        results, args.quick, args.note = [Result(**item) for item in saved["results"]], saved["quick"], saved.get("note", "")
+        print(f"throughput figures from {RAW_RESULTS} {args.note}", flush=True)
     with LocalKafka(users={USER: PASSWORD}, heap="2g", workdir=WORK / "kafka") as broker:
-        plan = [(ZTF, "ztf-2026", n, 1) for n in ztf_sizes] + [(ZTF, "ztf-2026", everyone_ztf, 4)]
-        plan += [(LSST, "lsst-2026", n, 1) for n in lsst_sizes] + [(LSST, "lsst-2026", everyone_lsst, 4)]
-        topics = []
-        for survey, folder, count, partitions in plan:
-            topic = f"bench_{survey.name}_{count}_p{partitions}"
-            size = publish_workload(broker, topic, survey, folder, count, partitions)
-            topics.append((survey, topic, count, partitions, size))
-            print(f"published {count} alerts ({size:.0f} MB) to {topic}", flush=True)
-        for survey, topic, count, partitions, size in topics:
-            everyone = count == (everyone_ztf if survey is ZTF else everyone_lsst)
-            contenders = [kafka_limit, fink_spark] + ([lean_python, fink_client] if everyone else [])
-            for contender in contenders:
-                result = contender(broker, topic, survey, count, size)
-                results.append(result)
-                print(f"{topic}: {result.contender}: {result.rate:.0f} alerts/s end to end, "
-                      f"peak {result.peak_rss_mb:.0f} MB", flush=True)
-            if survey is ZTF and count == everyone_ztf and partitions == 1:
-                result = fink_spark(broker, topic, survey, count, size, master="local[1]")
-                results.append(result)
-                print(f"{topic}: {result.contender}: {result.rate:.0f} alerts/s", flush=True)
+        if not args.latency_only:
+            results = throughput(broker, ztf_sizes, lsst_sizes, everyone_ztf, everyone_lsst)
         lat = latency(broker, rate, seconds)
         print(f"latency at {rate} alerts/s: p50 {lat[0]:.2f} s, p99 {lat[1]:.2f} s", flush=True)
+    RAW_RESULTS.write_text(json.dumps({"results": [asdict(r) for r in results], "quick": args.quick, "note": args.note},
+                                      indent=1))
     Path(args.output).write_text(report(results, lat, rate, args))
     print(f"results in {args.output}")
+
+
+def throughput(broker: LocalKafka, ztf_sizes: list[int], lsst_sizes: list[int], everyone_ztf: int,
+               everyone_lsst: int) -> list[Result]:
+    """Publish every workload, then run the contenders on each, one after another."""
+    results: list[Result] = []
+    plan = [(ZTF, "ztf-2026", n, 1) for n in ztf_sizes] + [(ZTF, "ztf-2026", everyone_ztf, 4)]
+    plan += [(LSST, "lsst-2026", n, 1) for n in lsst_sizes] + [(LSST, "lsst-2026", everyone_lsst, 4)]
+    topics = []
+    for survey, folder, count, partitions in plan:
+        topic = f"bench_{survey.name}_{count}_p{partitions}"
+        size = publish_workload(broker, topic, survey, folder, count, partitions)
+        topics.append((survey, topic, count, partitions, size))
+        print(f"published {count} alerts ({size:.0f} MB) to {topic}", flush=True)
+    for survey, topic, count, partitions, size in topics:
+        everyone = count == (everyone_ztf if survey is ZTF else everyone_lsst)
+        contenders = [kafka_limit, fink_spark] + ([lean_python, fink_client] if everyone else [])
+        for contender in contenders:
+            result = contender(broker, topic, survey, count, size)
+            results.append(result)
+            print(f"{topic}: {result.contender}: {result.rate:.0f} alerts/s end to end, "
+                  f"peak {result.peak_rss_mb:.0f} MB", flush=True)
+        if survey is ZTF and count == everyone_ztf and partitions == 1:
+            result = fink_spark(broker, topic, survey, count, size, master="local[1]")
+            results.append(result)
+            print(f"{topic}: {result.contender}: {result.rate:.0f} alerts/s", flush=True)
+    return results
 
 
 if __name__ == "__main__":
