@@ -1,7 +1,7 @@
 """Benchmark fink-spark against fink-client, a lean Python consumer and Kafka's own consumer.
 
     .venv/bin/pip install -e ".[bench]"
-    .venv/bin/python bench/run.py            # the full workload (about an hour)
+    .venv/bin/python bench/run.py            # the full workload (about an hour; --ztf-sizes to choose)
     .venv/bin/python bench/run.py --quick    # small N, to check the harness (a few minutes)
 
 All contenders read the same topics of one local broker, one after another, on this
@@ -20,6 +20,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -117,8 +118,6 @@ def run_measured(command: list[str], env: dict[str, str] | None = None) -> tuple
     peak = 0.0
     watched = psutil.Process(process.pid)
     chunks: list[str] = []
-    import threading
-
     reader = threading.Thread(target=lambda: chunks.append(process.stdout.read()), daemon=True)  # type: ignore[union-attr]
     reader.start()
     while process.poll() is None:
@@ -157,8 +156,7 @@ def lean_python(broker: LocalKafka, topic: str, survey: Survey, count: int, size
                   folder_mb(out))
 
 
-def fink_spark(broker: LocalKafka, topic: str, survey: Survey, count: int, size: float, master: str = "local[2]",
-               filters: list | None = None) -> Result:
+def fink_spark(broker: LocalKafka, topic: str, survey: Survey, count: int, size: float, master: str = "local[2]") -> Result:
     out = WORK / "out" / f"spark_{topic}_{master}"
     shutil.rmtree(out, ignore_errors=True)
     config = out / "job.yaml"
@@ -169,7 +167,7 @@ def fink_spark(broker: LocalKafka, topic: str, survey: Survey, count: int, size:
                   "group_id": "bench_spark", "topics": [topic], "max_offsets_per_trigger": 20000},
         "output": {"parquet": {"path": str(out / "alerts"), "checkpoint": str(out / "chk")},
                    "console": {"enabled": False}},
-        "filters": filters or [],
+        "filters": [],
         "trigger": {"available_now": True},
     }))
     seconds, peak, output = run_measured([
