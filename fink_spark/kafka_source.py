@@ -57,23 +57,33 @@ def spark_kafka_options(kafka: KafkaConfig) -> dict[str, str]:
     return options
 
 
-def read_stream(spark: SparkSession, kafka: KafkaConfig, query: str = "alerts", min_partitions: int = 1) -> DataFrame:
-    """The live stream of raw Kafka records (key, value, topic, partition, offset, timestamp).
+def stream_options(kafka: KafkaConfig, query: str = "alerts", min_partitions: int = 1) -> dict[str, str]:
+    """Options of one streaming query's Kafka source.
 
     Spark pools its Kafka consumers by group id: queries that run side by side must not
     share one, so every query but `alerts` (which keeps the configured group id) reads as
     `<group id>-<query>`. The queries assign partitions and never join their group.
-    `min_partitions` splits the offsets of busy Kafka partitions over several tasks.
+    `min_partitions` splits the offsets of busy Kafka partitions over several tasks, except
+    when deleted offsets are skipped: Spark 4.2's reader then hands its consumer back to the
+    pool and goes on using it (`KafkaDataConsumer.get`), so a second task on the same Kafka
+    partition may borrow it and fail with "KafkaConsumer is not safe for multi-threaded access".
     """
     options = spark_kafka_options(kafka)
     if kafka.group_id and query != "alerts":
         options["kafka.group.id"] = f"{kafka.group_id}-{query}"
-    reader = spark.readStream.format("kafka").options(**options).option("minPartitions", str(min_partitions))
-    reader = reader.option("startingOffsets", kafka.starting_offsets)
-    reader = reader.option("failOnDataLoss", str(kafka.on_data_loss == "fail").lower())
+    skip_losses = kafka.on_data_loss == "skip"
+    options["minPartitions"] = str(1 if skip_losses else min_partitions)
+    options["failOnDataLoss"] = str(not skip_losses).lower()
+    options["startingOffsets"] = kafka.starting_offsets
     if kafka.max_offsets_per_trigger:
-        reader = reader.option("maxOffsetsPerTrigger", str(kafka.max_offsets_per_trigger))
-    return reader.load().select(*KAFKA_COLUMNS)
+        options["maxOffsetsPerTrigger"] = str(kafka.max_offsets_per_trigger)
+    return options
+
+
+def read_stream(spark: SparkSession, kafka: KafkaConfig, query: str = "alerts", min_partitions: int = 1) -> DataFrame:
+    """The live stream of raw Kafka records (key, value, topic, partition, offset, timestamp)."""
+    options = stream_options(kafka, query, min_partitions)
+    return spark.readStream.format("kafka").options(**options).load().select(*KAFKA_COLUMNS)
 
 
 def client_config(kafka: KafkaConfig) -> dict[str, Any]:

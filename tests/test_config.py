@@ -9,6 +9,7 @@ import pytest
 
 from fink_spark.config import Secret, load_config, parse_config
 from fink_spark.errors import ConfigError
+from fink_spark.kafka_source import stream_options
 
 VALID = {
     "survey": "ztf",
@@ -77,3 +78,13 @@ def test_password_from_file(tmp_path: Path) -> None:
     (tmp_path / "pw").write_text("from-file\n")
     data = config_with(lambda d: (d["kafka"].pop("password_env"), d["kafka"].update(password_file=str(tmp_path / "pw"))))
     assert parse_config(data, base=tmp_path).kafka.password == Secret("from-file")
+
+
+def test_skipping_lost_offsets_reads_each_kafka_partition_in_one_task(tmp_path: Path) -> None:
+    failing = parse_config(VALID, base=tmp_path).kafka
+    skipping = parse_config(config_with(lambda data: data["kafka"].update(on_data_loss="skip")), base=tmp_path).kafka
+    alerts = stream_options(failing, "alerts", min_partitions=4)
+    assert (alerts["minPartitions"], alerts["failOnDataLoss"], alerts["kafka.group.id"]) == ("4", "true", "g")
+    quarantine = stream_options(skipping, "quarantine", min_partitions=4)
+    assert (quarantine["minPartitions"], quarantine["failOnDataLoss"]) == ("1", "false")
+    assert quarantine["kafka.group.id"] == "g-quarantine"
