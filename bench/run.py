@@ -81,12 +81,17 @@ def _encode_copies(args: tuple[str, str, int, int]) -> list[tuple[bytes, bytes]]
     return messages
 
 
+def _copy_chunks(survey: Survey, folder: str, copies: int) -> list[tuple[str, str, int, int]]:
+    """Arguments of `_encode_copies` for copies 0 to `copies`, 50 copies a worker task."""
+    return [(survey.name, folder, first, min(first + 50, copies)) for first in range(0, copies, 50)]
+
+
 def publish_workload(broker: LocalKafka, topic: str, survey: Survey, folder: str, count: int, partitions: int) -> float:
     """Publish `count` replicated real alerts; returns their total size in MB."""
     broker.create_topics([topic], partitions)
     per_copy = sum(len(saved.records) for saved in read_saved_alerts([SAMPLE_DIR / folder]))
     copies = -(-count // per_copy)
-    chunks = [(survey.name, folder, first, min(first + 50, copies)) for first in range(0, copies, 50)]
+    chunks = _copy_chunks(survey, folder, copies)
     producer = Producer({**broker.client_config(USER), "linger.ms": 50, "batch.size": 1_000_000,
                          "message.max.bytes": 16_000_000, "queue.buffering.max.kbytes": 1_000_000})
     sent, size = 0, 0
@@ -244,8 +249,7 @@ def latency(broker: LocalKafka, rate: int, seconds: int) -> Latency:
     # the job must know the schema before the stream starts: one alert first
     copies = -(-rate * seconds // 31)
     with multiprocessing.Pool(2) as pool:
-        chunks = pool.map(_encode_copies, [("ztf", "ztf-2026", first, min(first + 50, copies))
-                                           for first in range(0, copies, 50)])
+        chunks = pool.map(_encode_copies, _copy_chunks(ZTF, "ztf-2026", copies))
     messages = [message for chunk in chunks for message in chunk][: rate * seconds]
     producer = Producer(broker.client_config(USER))
     producer.produce(topic, value=messages[0][1], key=messages[0][0])
