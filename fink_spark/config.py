@@ -44,6 +44,14 @@ class Secret:
         return hash(self._value)
 
 
+# A micro-batch of about 500 MB: 10,000 ZTF or 2,200 LSST alerts. The job streams each batch
+# through (no batch is held in memory), so this bounds the work between two checkpoints,
+# not the heap; larger batches amortise each batch's fixed cost.
+DEFAULT_BATCH_BYTES = 500_000_000
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|kB|KB|KiB|MB|MiB|GB|GiB)?\s*$")
+_UNITS = {None: 1, "B": 1, "kB": 10**3, "KB": 10**3, "KiB": 2**10, "MB": 10**6, "MiB": 2**20, "GB": 10**9, "GiB": 2**30}
+
+
 @dataclass(frozen=True)
 class KafkaConfig:
     servers: str
@@ -54,6 +62,7 @@ class KafkaConfig:
     group_id: str | None = None
     starting_offsets: str = "earliest"
     max_offsets_per_trigger: int | None = None
+    max_bytes_per_trigger: int = DEFAULT_BATCH_BYTES
     on_data_loss: str = "fail"
     ssl_ca: str | None = None
 
@@ -195,8 +204,8 @@ def _kafka(root: _Section, base: Path, required: bool) -> KafkaConfig | None:
         "kafka",
         {
             "servers", "topics", "topic_pattern", "username", "password", "password_env",
-            "password_file", "group_id", "starting_offsets", "max_offsets_per_trigger", "on_data_loss",
-            "ssl_ca",
+            "password_file", "group_id", "starting_offsets", "max_offsets_per_trigger", "max_bytes_per_trigger",
+            "on_data_loss", "ssl_ca",
         },
     )
     if "kafka" not in root.data:
@@ -229,6 +238,8 @@ def _kafka(root: _Section, base: Path, required: bool) -> KafkaConfig | None:
     max_offsets = kafka.get("max_offsets_per_trigger", int)
     if max_offsets is not None and max_offsets <= 0:
         raise ConfigError("'kafka.max_offsets_per_trigger' must be a positive number.")
+    max_bytes = _size(kafka.get("max_bytes_per_trigger", (str, int), default=DEFAULT_BATCH_BYTES),
+                      "kafka.max_bytes_per_trigger")
     username = kafka.get("username", str)
     password = _password(kafka, base)
     if bool(username) != bool(password):
@@ -245,9 +256,19 @@ def _kafka(root: _Section, base: Path, required: bool) -> KafkaConfig | None:
         group_id=kafka.get("group_id", str),
         starting_offsets=starting,
         max_offsets_per_trigger=max_offsets,
+        max_bytes_per_trigger=max_bytes,
         on_data_loss=on_data_loss,
         ssl_ca=_ssl_ca(kafka, base),
     )
+
+
+def _size(value: str | int, name: str) -> int:
+    """A size in bytes from a number or a string such as '500 MB' or '1 GiB'."""
+    match = _SIZE.match(str(value))
+    size = int(float(match.group(1)) * _UNITS[match.group(2)]) if match else 0
+    if size <= 0:
+        raise ConfigError(f"{name!r} must be a size such as '500 MB' or '1 GiB', not {value!r}.")
+    return size
 
 
 def _ssl_ca(kafka: _Section, base: Path) -> str | None:

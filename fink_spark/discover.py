@@ -16,7 +16,7 @@ from pathlib import Path
 from fink_spark.cli import run_cli
 from fink_spark.config import KafkaConfig, load_config
 from fink_spark.errors import KafkaAccessError
-from fink_spark.kafka_source import key_at, newest_keys, subscribed_partitions
+from fink_spark.kafka_source import key_at, newest, subscribed_partitions
 from fink_spark.schemas import schema_fingerprint, writer_schema_from_key
 from fink_spark.surveys import Survey
 
@@ -47,7 +47,7 @@ def topic_schema(config_kafka: KafkaConfig, topic: str, survey: Survey) -> str:
             raise KafkaAccessError(f"The first message of {side} has no key: no schema to read.")
         return writer_schema_from_key(key, survey)
     kafka = replace(config_kafka, topics=(topic,), topic_pattern=None)
-    keys = newest_keys(kafka, subscribed_partitions(kafka))
+    keys = [message.key for message in newest(kafka, subscribed_partitions(kafka)) if message.key is not None]
     if not keys:
         raise KafkaAccessError(f"Topic {topic} holds no message with a key yet: nothing to discover.")
     return writer_schema_from_key(keys[0], survey)

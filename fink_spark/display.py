@@ -5,11 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import DataType, StructType
 
 from fink_spark.surveys import Survey
+
+
+def console_values(survey: Survey, schema: StructType) -> list[Column]:
+    """The survey's console columns as strings named by their labels (null where the
+    table's schema lacks the column)."""
+    return [
+        (F.expr(expression) if has_column(schema, column) else F.lit(None)).cast("string").alias(label)
+        for label, expression, column in survey.console_columns
+    ]
 
 
 def console_columns(survey: Survey) -> Callable[[DataFrame], DataFrame]:
@@ -17,12 +26,7 @@ def console_columns(survey: Survey) -> Callable[[DataFrame], DataFrame]:
 
     def transform(alerts: DataFrame) -> DataFrame:
         ordered = alerts.orderBy("topic", "kafka_partition", "kafka_offset")
-        return ordered.select(
-            *[
-                (F.expr(expression) if has_column(alerts.schema, column) else F.lit(None)).cast("string").alias(label)
-                for label, expression, column in survey.console_columns
-            ]
-        )
+        return ordered.select(*console_values(survey, alerts.schema))
 
     return transform
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -57,14 +58,17 @@ def spark_kafka_options(kafka: KafkaConfig) -> dict[str, str]:
     return options
 
 
-def stream_options(kafka: KafkaConfig, query: str = "alerts", min_partitions: int = 1) -> dict[str, str]:
+def stream_options(
+    kafka: KafkaConfig, query: str = "alerts", min_partitions: int = 1, max_offsets: int | None = None
+) -> dict[str, str]:
     """Options of one streaming query's Kafka source.
 
     Spark pools its Kafka consumers by group id: queries that run side by side must not
     share one, so every query but `alerts` (which keeps the configured group id) reads as
     `<group id>-<query>`. The queries assign partitions and never join their group.
+    `max_offsets` bounds a micro-batch (default: `kafka.max_offsets_per_trigger`).
     `min_partitions` splits the offsets of busy Kafka partitions over several tasks, except
-    when deleted offsets are skipped: Spark 4.2's reader then hands its consumer back to the
+    when deleted offsets are skipped: Spark's reader (4.2's source, read) then hands its consumer back to the
     pool and goes on using it (`KafkaDataConsumer.get`), so a second task on the same Kafka
     partition may borrow it and fail with "KafkaConsumer is not safe for multi-threaded access".
     """
@@ -75,14 +79,18 @@ def stream_options(kafka: KafkaConfig, query: str = "alerts", min_partitions: in
     options["minPartitions"] = str(1 if skip_losses else min_partitions)
     options["failOnDataLoss"] = str(not skip_losses).lower()
     options["startingOffsets"] = kafka.starting_offsets
-    if kafka.max_offsets_per_trigger:
-        options["maxOffsetsPerTrigger"] = str(kafka.max_offsets_per_trigger)
+    max_offsets = max_offsets or kafka.max_offsets_per_trigger
+    if max_offsets:
+        options["maxOffsetsPerTrigger"] = str(max_offsets)
     return options
 
 
-def read_stream(spark: SparkSession, kafka: KafkaConfig, query: str = "alerts", min_partitions: int = 1) -> DataFrame:
+def read_stream(
+    spark: SparkSession, kafka: KafkaConfig, query: str = "alerts", min_partitions: int = 1,
+    max_offsets: int | None = None,
+) -> DataFrame:
     """The live stream of raw Kafka records (key, value, topic, partition, offset, timestamp)."""
-    options = stream_options(kafka, query, min_partitions)
+    options = stream_options(kafka, query, min_partitions, max_offsets)
     return spark.readStream.format("kafka").options(**options).load().select(*KAFKA_COLUMNS)
 
 
@@ -160,48 +168,54 @@ def subscribed_partitions(kafka: KafkaConfig, timeout: float = 15.0) -> dict[str
     return {topic: available[topic] for topic in kafka.topics}
 
 
-def newest_keys(
+@dataclass(frozen=True)
+class Message:
+    """What the job peeks at before it starts: a message's key (its writer schema) and size."""
+
+    key: bytes | None
+    size: int
+
+
+def newest(
     kafka: KafkaConfig, partitions: dict[str, int], timeout: float = 10.0,
     starts: dict[str, dict[int, int]] | None = None,
-) -> list[bytes]:
-    """The key of the newest message of each subscribed partition (a bounded read), and of
-    the message at `starts` (where the job will begin reading) where given."""
+) -> list[Message]:
+    """The newest message of each subscribed partition (a bounded read), and the message at
+    `starts` (where the job will begin reading) where given."""
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer(
         {**client_config(kafka), "group.id": kafka.group_id or "fink-spark-peek", "enable.auto.commit": False}
     )
-    newest, first = [], []
+    last, first = [], []
     try:
         for topic, count in partitions.items():
             for partition in range(count):
                 low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
                 if high > low:
-                    newest.append(TopicPartition(topic, partition, high - 1))
+                    last.append(TopicPartition(topic, partition, high - 1))
                 start = (starts or {}).get(topic, {}).get(partition)
                 if start is not None and low <= start < high - 1:
                     first.append(TopicPartition(topic, partition, start))
-        return _keys_at(consumer, newest, timeout) + _keys_at(consumer, first, timeout)
+        return _messages_at(consumer, last, timeout) + _messages_at(consumer, first, timeout)
     finally:
         consumer.close()
 
 
-def _keys_at(consumer: Any, positions: list[Any], timeout: float) -> list[bytes]:
-    """The keys of the messages at these positions (one per partition)."""
-    keys: list[bytes] = []
+def _messages_at(consumer: Any, positions: list[Any], timeout: float) -> list[Message]:
+    """The messages at these positions (one per partition)."""
+    messages: list[Message] = []
     if not positions:
-        return keys
+        return messages
     consumer.assign(positions)
-    wanted = len(positions)
-    while wanted:
+    while len(messages) < len(positions):
         message = consumer.poll(timeout)
         if message is None:
             break
         if message.error() is None:
-            wanted -= 1
-            if message.key() is not None:
-                keys.append(message.key())
-    return keys
+            key, value = message.key(), message.value()
+            messages.append(Message(bytes(key) if key is not None else None, len(value or b"") + len(key or b"")))
+    return messages
 
 
 def earliest_offsets(kafka: KafkaConfig, partitions: dict[str, int], timeout: float = 10.0) -> dict[str, dict[int, int]]:

@@ -1,18 +1,38 @@
-"""Where decoded alerts go: checkpointed Parquet (exactly once), the quarantine, the console."""
+"""Where decoded alerts go: checkpointed Parquet (exactly once), the quarantine, the console.
+
+The live job feeds all of them from one micro-batch, read from Kafka and decoded once
+(`MicroBatchOutputs`): the Parquet table is written by Spark's own file sink, the
+quarantine and the rejected ids by the same sink at their own paths, and the console
+gets its counts and lines from metrics gathered during the table's write.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TextIO
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from fink_spark.config import ConsoleOutput, TriggerConfig
-from fink_spark.display import batch_header, console_columns, format_table
+from fink_spark.display import batch_header, console_values, format_table
+from fink_spark.state import CheckpointFiles
 from fink_spark.surveys import Survey
+
+log = logging.getLogger(__name__)
+
+# Parquet row groups of 64 MB (Parquet's default is 128 MB): each task buffers one per open
+# file, and the job must fit spark-submit's default 1 GB driver in local mode.
+ROW_GROUP_BYTES = str(64 * 1024 * 1024)
+# Files of different partitions (topic, night) written side by side by one task instead of
+# sorting the whole task's rows by partition first (a sort that spills nested alerts to disk).
+CONCURRENT_FILE_WRITERS = "4"
+SINK_CONF = {"spark.sql.maxConcurrentOutputFileWriters": CONCURRENT_FILE_WRITERS}
 
 
 def trigger_options(trigger: TriggerConfig) -> dict[str, Any]:
@@ -28,41 +48,146 @@ def parquet_query(
     """Append a stream to a Parquet folder; the checkpoint and the sink's metadata log
     make each record land exactly once, across restarts and crashes."""
     writer = frame.writeStream.format("parquet").queryName(name).outputMode("append").option("compression", compression)
-    writer = writer.option("checkpointLocation", checkpoint).trigger(**trigger_options(trigger))
+    writer = writer.option("checkpointLocation", checkpoint).option("parquet.block.size", ROW_GROUP_BYTES)
+    writer = writer.trigger(**trigger_options(trigger))
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     return writer.start(path)
 
 
-def console_query(
-    decoded: DataFrame, survey: Survey, kept: Callable[[DataFrame], DataFrame], console: ConsoleOutput,
-    checkpoint: str, trigger: TriggerConfig, out: TextIO | None = None,
-) -> StreamingQuery:
-    """Print each micro-batch: a header with its counts, then one aligned line per kept alert."""
+class ParquetLog:
+    """A Parquet folder written batch by batch, exactly once, from inside `foreachBatch`.
 
-    def show(batch: DataFrame, batch_id: int) -> None:
-        batch = batch.persist()
-        try:
-            counts = {
-                row["good"]: row["count"]
-                for row in batch.groupBy(F.col("reject_reason").isNull().alias("good")).count().collect()
-            }
-            good, bad = counts.get(True, 0), counts.get(False, 0)
-            if good == 0 and bad == 0:
-                return
-            passed = batch.transform(kept)
-            passing = passed.count()
-            rows = passed.transform(console_columns(survey)).limit(console.rows).collect()
-            labels = [label for label, _, _ in survey.console_columns]
-            lines = [batch_header(batch_id, passing, bad, len(rows), rejected=good - passing)]
+    It is Spark's own streaming file sink (`FileStreamSink`), the one `writeStream.format
+    ("parquet")` uses: each batch's files are listed in `<path>/_spark_metadata/<batch id>`
+    when, and only when, they are all written, and a batch id already listed is skipped.
+    A micro-batch replayed after a crash therefore adds nothing twice, and `spark.read`
+    of the folder sees only committed files. The sink has no Python API: it is built
+    through the session's JVM gateway.
+    """
+
+    def __init__(self, spark: SparkSession, path: str, partition_by: tuple[str, ...], compression: str) -> None:
+        jvm = spark._jvm  # type: ignore[attr-defined]
+        options = {"compression": compression, "parquet.block.size": ROW_GROUP_BYTES}
+        self.path = path
+        self._sink = jvm.org.apache.spark.sql.execution.streaming.sinks.FileStreamSink(
+            spark._jsparkSession,  # type: ignore[attr-defined]
+            path,
+            jvm.org.apache.spark.sql.execution.datasources.parquet.ParquetFileFormat(),
+            jvm.PythonUtils.toSeq(list(partition_by)),
+            jvm.PythonUtils.toScalaMap(options),
+        )
+        self._log = CheckpointFiles.at(path.rstrip("/") + "/_spark_metadata")
+
+    def has(self, batch_id: int) -> bool:
+        """Whether this batch is committed already (written before a crash or a stop)."""
+        ids = [int(name.split(".")[0]) for name in self._log.names("") if name.split(".")[0].isdigit()]
+        return bool(ids) and max(ids) >= batch_id
+
+    def write(self, batch_id: int, frame: DataFrame) -> dict[str, Any]:
+        """Append the batch unless it is committed already; returns the metrics that
+        `frame.observe(...)` gathered while writing it."""
+        self._sink.addBatch(batch_id, frame._jdf)
+        return observed_metrics(frame)
+
+
+def observed_metrics(frame: DataFrame) -> dict[str, Any]:
+    """The metrics `frame.observe(name, ...)` gathered when the frame's plan last ran, by name."""
+    metrics = frame._jdf.queryExecution().observedMetrics()
+    names, iterator = [], metrics.keysIterator()
+    while iterator.hasNext():
+        names.append(iterator.next())
+    return {name: json.loads(metrics.get(name).get().json()) for name in names}
+
+
+def run_observed(frame: DataFrame) -> dict[str, Any]:
+    """Run the frame's plan once, for its observed metrics only (nothing is kept)."""
+    frame._jdf.queryExecution().toRdd().count()
+    return observed_metrics(frame)
+
+
+@dataclass(frozen=True)
+class MicroBatchOutputs:
+    """Everything one micro-batch of decoded records feeds (the body of `foreachBatch`).
+
+    The table is written first, in one pass over the records, which also counts the
+    quarantined, filtered and kept records and picks the console's lines (Spark's
+    `observe`). The quarantine and the rejected ids are then written only when that pass
+    counted some, each batch id being committed in every folder either way so that the
+    folders' logs stay complete; after a crash, a replayed batch writes only what the
+    crash left unwritten.
+    """
+
+    survey: Survey
+    kept: Callable[[DataFrame], DataFrame]
+    quarantined: Callable[[DataFrame], DataFrame]
+    table: ParquetLog | None
+    quarantine: ParquetLog
+    rejected: tuple[ParquetLog, Callable[[DataFrame], DataFrame]] | None = None
+    console: ConsoleOutput | None = None
+    out: TextIO | None = None
+
+    def __call__(self, decoded: DataFrame, batch_id: int) -> None:
+        counts = self._write_table(decoded, batch_id)
+        self._write_side(self.quarantine, self.quarantined(decoded), batch_id, counts, "quarantined")
+        if self.rejected is not None:
+            sink, rejections = self.rejected
+            self._write_side(sink, rejections(decoded), batch_id, counts, "filtered")
+        if self.console is not None:
+            self._print(batch_id, counts)
+
+    def _write_table(self, decoded: DataFrame, batch_id: int) -> dict[str, Any] | None:
+        """Write the kept alerts; returns the batch's counts and console lines (None for a
+        batch committed before a restart, whose records are not read again)."""
+        records = decoded.observe(
+            "records",
+            F.count(F.lit(1)).alias("records"),
+            F.count_if(F.col("reject_reason").isNotNull()).alias("quarantined"),
+        )
+        kept = records.transform(self.kept)
+        kept_metrics = [F.count(F.lit(1)).alias("kept")]
+        if self.console is not None:
+            kept_metrics.append(_first_lines(kept, self.survey, self.console.rows).alias("lines"))
+        kept = kept.observe("kept", *kept_metrics)
+        if self.table is not None:
+            if self.table.has(batch_id):
+                return None
+            metrics = self.table.write(batch_id, kept)
+        else:  # the table is written by another query (de-duplication): count here
+            metrics = run_observed(kept)
+        counts = {**metrics["records"], **metrics["kept"]}
+        counts["filtered"] = counts["records"] - counts["quarantined"] - counts["kept"]
+        return counts
+
+    @staticmethod
+    def _write_side(sink: ParquetLog, frame: DataFrame, batch_id: int, counts: dict[str, Any] | None, count: str) -> None:
+        if sink.has(batch_id):
+            return
+        if counts is not None and counts[count] == 0:
+            frame = frame.limit(0)  # commit the batch id without reading the records again
+        sink.write(batch_id, frame)
+
+    def _print(self, batch_id: int, counts: dict[str, Any] | None) -> None:
+        if counts is None:
+            lines = [f"--- batch {batch_id}: written before the restart, not shown again ---"]
+        elif counts["records"] == 0:
+            return
+        else:
+            labels = [label for label, _, _ in self.survey.console_columns]
+            rows = [[line[label] for label in labels] for line in counts["lines"]]
+            lines = [batch_header(batch_id, counts["kept"], counts["quarantined"], len(rows), rejected=counts["filtered"])]
             if rows:
                 lines += format_table(labels, rows)
-            stream = out or sys.stdout
-            stream.write("\n".join(lines) + "\n")
-            stream.flush()
-        finally:
-            batch.unpersist()
+        stream = self.out or sys.stdout
+        stream.write("\n".join(lines) + "\n")
+        stream.flush()
 
-    writer = decoded.writeStream.queryName("console").foreachBatch(show)
-    writer = writer.option("checkpointLocation", checkpoint).trigger(**trigger_options(trigger))
-    return writer.start()
+
+def _first_lines(kept: DataFrame, survey: Survey, rows: int) -> Column:
+    """The console lines of the first `rows` kept alerts in Kafka order, as an aggregate
+    that `observe` computes while the table is written (a few short strings per alert)."""
+    ordered = F.struct(
+        F.col("topic").alias("~topic"), F.col("kafka_partition").alias("~partition"),
+        F.col("kafka_offset").alias("~offset"), *console_values(survey, kept.schema),
+    )
+    return F.slice(F.array_sort(F.collect_list(ordered)), 1, rows)

@@ -1,11 +1,11 @@
 """The streaming job: Kafka -> decode -> filters -> Parquet, quarantine and console.
 
-It runs three Spark streaming queries over the same topics, each with its own
-checkpoint under the configured checkpoint folder: `alerts` (Parquet, exactly once),
-`quarantine` (Parquet, the records that are not alerts) and `console`. When a record's
-key carries a writer schema the job has not met, the queries stop; the job learns the
-schema, saves it beside the checkpoint and starts them again from the checkpoint, so
-that nothing is skipped and nothing lands twice.
+One Spark streaming query, `alerts`, reads each Kafka record once and decodes it once;
+each micro-batch then feeds the Parquet table (exactly once), the quarantine (the records
+that are not alerts) and the console. Its checkpoint is `<checkpoint>/alerts`. When a
+record's key carries a writer schema the job has not met, the query stops; the job
+learns the schema, saves it beside the checkpoint and starts again from the checkpoint,
+so that nothing is skipped and nothing lands twice.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
-from fink_spark.config import JobConfig
+from fink_spark.config import JobConfig, KafkaConfig
 from fink_spark.decode import UNKNOWN_SCHEMA, alerts, decode_records, quarantined
 from fink_spark.discover import TRANSFER_PREFIX, topic_schema
 from fink_spark.errors import ConfigError, KafkaAccessError
 from fink_spark.filters import Filter, apply_filters, check_filters, deduplicate, first_rejection
-from fink_spark.kafka_source import earliest_offsets, key_at, newest_keys, read_stream, subscribed_partitions
+from fink_spark.kafka_source import Message, earliest_offsets, key_at, newest, read_stream, subscribed_partitions
 from fink_spark.schemas import (
     WRITER_SCHEMAS_FILE,
     SchemaKeyError,
@@ -36,7 +36,7 @@ from fink_spark.schemas import (
     load_schema_text,
     writer_schema_from_key,
 )
-from fink_spark.sinks import console_query, parquet_query
+from fink_spark.sinks import SINK_CONF, MicroBatchOutputs, ParquetLog, parquet_query, trigger_options
 from fink_spark.state import CheckpointFiles
 from fink_spark.surveys import Survey
 
@@ -55,7 +55,7 @@ def job_files(config: JobConfig) -> CheckpointFiles:
     return CheckpointFiles.at(config.parquet.checkpoint)
 
 
-def choose_reader_schema(config: JobConfig, state: CheckpointFiles, newest: list[bytes]) -> str:
+def choose_reader_schema(config: JobConfig, state: CheckpointFiles, newest_keys: list[bytes]) -> str:
     """The output table's schema: the configured file; else the one this checkpoint already
     uses; else the writer schema of the newest message (of the richest, when the topics'
     newest messages differ); else the newest bundled one."""
@@ -66,7 +66,7 @@ def choose_reader_schema(config: JobConfig, state: CheckpointFiles, newest: list
         text = saved
     else:
         candidates = []
-        for key in newest:
+        for key in newest_keys:
             try:
                 candidates.append(writer_schema_from_key(key, config.survey))
             except SchemaKeyError:
@@ -80,7 +80,12 @@ def choose_reader_schema(config: JobConfig, state: CheckpointFiles, newest: list
 
 
 class BatchLog(StreamingQueryListener):
-    """One line per micro-batch on the job's log: how many records, how fast."""
+    """One line per micro-batch on the job's log (how many records, how fast), and the
+    totals of each query over all its batches (start-up excluded)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.totals: dict[str, list[float]] = {}  # query name -> [records, seconds of micro-batches]
 
     def onQueryStarted(self, event) -> None:  # noqa: N802, ANN001 - Spark's names
         pass
@@ -88,6 +93,9 @@ class BatchLog(StreamingQueryListener):
     def onQueryProgress(self, event) -> None:  # noqa: N802, ANN001
         progress = event.progress
         if progress.numInputRows:
+            total = self.totals.setdefault(progress.name, [0, 0.0])
+            total[0] += progress.numInputRows
+            total[1] += progress.durationMs.get("triggerExecution", 0) / 1000
             log.info(
                 "%s: batch %d, %d records, %.0f records/s",
                 progress.name, progress.batchId, progress.numInputRows, progress.processedRowsPerSecond,
@@ -99,49 +107,67 @@ class BatchLog(StreamingQueryListener):
     def onQueryTerminated(self, event) -> None:  # noqa: N802, ANN001
         pass
 
+    def log_totals(self) -> None:
+        for name, (records, seconds) in self.totals.items():
+            log.info("%s done: %d records in %.1f s of micro-batches (%.0f records/s)",
+                     name, records, seconds, records / seconds if seconds else 0.0)
+
 
 def kept_alerts(survey: Survey, filters: tuple[Filter, ...]) -> Callable[[DataFrame], DataFrame]:
     """Decoded records -> the alerts that pass the filters: what the sinks see."""
     return lambda decoded: decoded.transform(alerts(survey)).transform(apply_filters(filters))
 
 
-def start_queries(
-    spark: SparkSession, config: JobConfig, writers: WriterSchemas, reader_schema: str,
-    out: TextIO | None = None,
-) -> list[StreamingQuery]:
-    """Start the alerts, quarantine and console queries with the writer schemas known now."""
-    survey, parquet, checkpoint = config.survey, config.parquet, config.parquet.checkpoint.rstrip("/")
+def start_queries(spark: SparkSession, plan: StreamPlan, out: TextIO | None = None) -> list[StreamingQuery]:
+    """Start the job's query with the writer schemas known now.
 
-    parallelism = spark.sparkContext.defaultParallelism
+    One query, `alerts`, reads each record from Kafka once and decodes it once; each of its
+    micro-batches feeds the Parquet table, the quarantine, the rejected ids and the console
+    (`MicroBatchOutputs`). With de-duplication, a second query, `deduplicated`, writes the
+    table: merging copies across batches needs Spark's streaming state, which only a
+    query of its own keeps.
+    """
+    config, survey, parquet = plan.config, plan.config.survey, plan.config.parquet
+    checkpoint = parquet.checkpoint.rstrip("/")
+    for key, value in SINK_CONF.items():
+        spark.conf.set(key, value)
 
-    def decoded(query: str, checks_only: bool = False) -> DataFrame:
-        records = read_stream(spark, config.kafka, query, min_partitions=parallelism)
-        return records.transform(decode_records(writers, reader_schema, survey, checks_only))
+    def decoded(query: str) -> DataFrame:
+        records = read_stream(spark, config.kafka, query, min_partitions=spark.sparkContext.defaultParallelism,
+                              max_offsets=plan.max_offsets_per_trigger)
+        return records.transform(decode_records(plan.writers, plan.reader_schema, survey))
 
     kept = kept_alerts(survey, config.filters)
-    check_filters(config.filters, decoded("alerts").transform(alerts(survey)))
-    table = decoded("alerts").transform(kept)
+    records = decoded("alerts")
+    check_filters(config.filters, records.transform(alerts(survey)))
+    queries = []
+    table = None
     if parquet.deduplicate_gap:
-        table = table.transform(deduplicate(survey, parquet.deduplicate_gap))
-    queries = [
-        parquet_query(table, parquet.path, f"{checkpoint}/alerts", parquet.partition_by, config.trigger, "alerts",
-                      parquet.compression),
-        parquet_query(
-            quarantined(decoded("quarantine", checks_only=True)), parquet.quarantine, f"{checkpoint}/quarantine",
-            tuple(column for column in parquet.partition_by if column == "topic"),
-            config.trigger, "quarantine",
-        ),
-    ]
+        deduplicated = decoded("deduplicated").transform(kept).transform(deduplicate(survey, parquet.deduplicate_gap))
+        queries.append(parquet_query(deduplicated, parquet.path, f"{checkpoint}/deduplicated", parquet.partition_by,
+                                     config.trigger, "deduplicated", parquet.compression))
+    else:
+        table = ParquetLog(spark, parquet.path, parquet.partition_by, parquet.compression)
+    rejected = None
     if parquet.rejected_path:
-        rejected = decoded("rejected").transform(alerts(survey)).transform(first_rejection(config.filters, survey))
-        queries.append(
-            parquet_query(rejected, parquet.rejected_path, f"{checkpoint}/rejected", ("topic",), config.trigger, "rejected")
+        rejected = (
+            ParquetLog(spark, parquet.rejected_path, ("topic",), parquet.compression),
+            lambda batch: batch.transform(alerts(survey)).transform(first_rejection(config.filters, survey)),
         )
-    if config.console.enabled:
-        queries.append(
-            console_query(decoded("console"), survey, kept, config.console, f"{checkpoint}/console", config.trigger, out)
-        )
-    return queries
+    outputs = MicroBatchOutputs(
+        survey=survey,
+        kept=kept,
+        quarantined=quarantined,
+        table=table,
+        quarantine=ParquetLog(spark, parquet.quarantine, tuple(c for c in parquet.partition_by if c == "topic"),
+                              parquet.compression),
+        rejected=rejected,
+        console=config.console if config.console.enabled else None,
+        out=out,
+    )
+    writer = records.writeStream.queryName("alerts").foreachBatch(outputs)
+    writer = writer.option("checkpointLocation", f"{checkpoint}/alerts").trigger(**trigger_options(config.trigger))
+    return [writer.start(), *queries]
 
 
 def _await(spark: SparkSession, queries: list[StreamingQuery]) -> None:
@@ -169,6 +195,7 @@ class StreamPlan:
     writers: WriterSchemas
     reader_schema: str
     state: CheckpointFiles
+    max_offsets_per_trigger: int | None = None
 
 
 def prepare_stream(config: JobConfig) -> StreamPlan:
@@ -181,23 +208,38 @@ def prepare_stream(config: JobConfig) -> StreamPlan:
     starts = committed_offsets(state)
     if not starts and config.kafka.starting_offsets == "earliest":
         starts = earliest_offsets(config.kafka, partitions)
-    newest = newest_keys(config.kafka, partitions, starts=starts)
+    newest_messages = newest(config.kafka, partitions, starts=starts)
+    newest_keys = [message.key for message in newest_messages if message.key is not None]
     writers = WriterSchemas(config.survey)
     writers.add_bundled_versions()
     saved = state.read(f"{STATE}/{WRITER_SCHEMAS_FILE}")
     if saved is not None:
         writers.add_json(saved)
-    for key in newest:
+    for key in newest_keys:
         if key_kind(key) == "json":
             writers.learn(key)
     for topic in partitions:
         if topic.startswith(TRANSFER_PREFIX):
             writers.by_topic[topic] = topic_schema(config.kafka, topic, config.survey)
-    reader_schema = choose_reader_schema(config, state, newest)
+    reader_schema = choose_reader_schema(config, state, newest_keys)
     state.write(f"{STATE}/{WRITER_SCHEMAS_FILE}", writers.to_json())
     if config.kafka.on_data_loss == "skip":
         record_skipped_offsets(config, partitions, state)
-    return StreamPlan(config, writers, reader_schema, state)
+    return StreamPlan(config, writers, reader_schema, state, batch_size(config.kafka, newest_messages))
+
+
+def batch_size(kafka: KafkaConfig, newest_messages: list[Message]) -> int | None:
+    """The most records a micro-batch reads: `kafka.max_bytes_per_trigger` over the size of
+    the topics' newest messages, within `kafka.max_offsets_per_trigger`. A backlog is so
+    drained in batches of bounded size whatever its length (ZTF alerts weigh about 50 kB,
+    LSST alerts about 230 kB)."""
+    sizes = [message.size for message in newest_messages]
+    by_bytes = max(1, kafka.max_bytes_per_trigger * len(sizes) // sum(sizes)) if sizes and sum(sizes) else None
+    limits = [limit for limit in (by_bytes, kafka.max_offsets_per_trigger) if limit]
+    if by_bytes:
+        log.info("Micro-batches of at most %d records (%s MB at %.0f kB per message)", min(limits),
+                 kafka.max_bytes_per_trigger // 1_000_000, sum(sizes) / len(sizes) / 1000)
+    return min(limits) if limits else None
 
 
 def committed_offsets(state: CheckpointFiles, query: str = "alerts") -> dict[str, dict[int, int]]:
@@ -239,7 +281,7 @@ def run_stream(spark: SparkSession, plan: StreamPlan, out: TextIO | None = None)
     progress = BatchLog()
     spark.streams.addListener(progress)
     try:
-        _run_until_done(spark, plan, out)
+        _run_until_done(spark, plan, out, progress)
     finally:
         spark.streams.removeListener(progress)
 
@@ -262,24 +304,13 @@ def _explained(error: StreamingQueryException, config: JobConfig) -> Exception:
     return error
 
 
-def _log_totals(query: StreamingQuery) -> None:
-    """How many records a finished query read, in how much micro-batch time (start-up excluded)."""
-    batches = [progress for progress in query.recentProgress if progress["numInputRows"]]
-    records = sum(progress["numInputRows"] for progress in batches)
-    seconds = sum(progress["durationMs"].get("triggerExecution", 0) for progress in batches) / 1000
-    if records:
-        log.info("%s done: %d records in %.1f s of micro-batches (%.0f records/s)",
-                 query.name, records, seconds, records / seconds if seconds else 0.0)
-
-
-def _run_until_done(spark: SparkSession, plan: StreamPlan, out: TextIO | None) -> None:
+def _run_until_done(spark: SparkSession, plan: StreamPlan, out: TextIO | None, progress: BatchLog) -> None:
     config, writers, state = plan.config, plan.writers, plan.state
     while True:
-        queries = start_queries(spark, config, writers, plan.reader_schema, out)
+        queries = start_queries(spark, plan, out)
         try:
             _await(spark, queries)
-            for query in queries:
-                _log_totals(query)
+            progress.log_totals()
             return
         except StreamingQueryException as error:
             # The first query to fail may be one that another's failure interrupted: look at all of them.

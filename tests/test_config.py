@@ -9,7 +9,8 @@ import pytest
 
 from fink_spark.config import Secret, load_config, parse_config
 from fink_spark.errors import ConfigError
-from fink_spark.kafka_source import stream_options
+from fink_spark.kafka_source import Message, stream_options
+from fink_spark.streaming import batch_size
 
 VALID = {
     "survey": "ztf",
@@ -57,6 +58,10 @@ def test_valid_config_keeps_the_password_secret(tmp_path: Path) -> None:
          "'trigger.processing_time' must be an interval such as '10 seconds', not 'often'."),
         (lambda d: d["kafka"].update(topic_pattern="fink_.*"),
          "Give exactly one of 'kafka.topics' (a list) or 'kafka.topic_pattern'."),
+        (lambda d: d["kafka"].update(max_bytes_per_trigger="lots"),
+         "'kafka.max_bytes_per_trigger' must be a size such as '500 MB' or '1 GiB', not 'lots'."),
+        (lambda d: d["kafka"].update(max_bytes_per_trigger=0),
+         "'kafka.max_bytes_per_trigger' must be a size such as '500 MB' or '1 GiB', not 0."),
     ],
 )
 def test_errors_name_the_field(change, message: str, tmp_path: Path) -> None:  # noqa: ANN001
@@ -85,6 +90,26 @@ def test_skipping_lost_offsets_reads_each_kafka_partition_in_one_task(tmp_path: 
     skipping = parse_config(config_with(lambda data: data["kafka"].update(on_data_loss="skip")), base=tmp_path).kafka
     alerts = stream_options(failing, "alerts", min_partitions=4)
     assert (alerts["minPartitions"], alerts["failOnDataLoss"], alerts["kafka.group.id"]) == ("4", "true", "g")
-    quarantine = stream_options(skipping, "quarantine", min_partitions=4)
-    assert (quarantine["minPartitions"], quarantine["failOnDataLoss"]) == ("1", "false")
-    assert quarantine["kafka.group.id"] == "g-quarantine"
+    deduplicated = stream_options(skipping, "deduplicated", min_partitions=4)
+    assert (deduplicated["minPartitions"], deduplicated["failOnDataLoss"]) == ("1", "false")
+    assert deduplicated["kafka.group.id"] == "g-deduplicated"
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [("500 MB", 500_000_000), ("1 GiB", 2**30), ("64kB", 64_000), (1_000_000, 1_000_000), ("2.5 GB", 2_500_000_000)],
+)
+def test_batch_bytes_take_units(setting: str | int, expected: int, tmp_path: Path) -> None:
+    data = config_with(lambda d: d["kafka"].update(max_bytes_per_trigger=setting))
+    assert parse_config(data, base=tmp_path).kafka.max_bytes_per_trigger == expected
+
+
+def test_micro_batches_are_sized_by_the_bytes_of_the_newest_messages(tmp_path: Path) -> None:
+    kafka = parse_config(VALID, base=tmp_path).kafka  # 500 MB by default
+    ztf, lsst = [Message(b"{}", 50_000)] * 2, [Message(b"{}", 250_000), Message(None, 230_000)]
+    assert batch_size(kafka, ztf) == 10_000
+    assert batch_size(kafka, lsst) == 2083
+    capped = parse_config(config_with(lambda d: d["kafka"].update(max_offsets_per_trigger=500)), base=tmp_path).kafka
+    assert batch_size(capped, ztf) == 500
+    assert stream_options(kafka, max_offsets=batch_size(kafka, ztf))["maxOffsetsPerTrigger"] == "10000"
+    assert batch_size(kafka, []) is None and "maxOffsetsPerTrigger" not in stream_options(kafka)

@@ -1,0 +1,105 @@
+"""One micro-batch feeds the table, the quarantine, the rejected ids and the console, each
+batch id once per folder, also when a crash makes Spark replay it (no broker: the batch is
+an in-memory DataFrame of real alerts in Kafka's record shape)."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+from pathlib import Path
+
+import fastavro
+from conftest import sample
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, StructField, StructType, TimestampType
+
+from fink_spark.config import ConsoleOutput
+from fink_spark.decode import decode_records, quarantined
+from fink_spark.filters import first_rejection, parse_filters
+from fink_spark.publisher import encode, read_saved_alerts
+from fink_spark.schemas import WriterSchemas
+from fink_spark.sinks import MicroBatchOutputs, ParquetLog
+from fink_spark.streaming import kept_alerts
+from fink_spark.surveys import ZTF
+
+KAFKA_RECORD = StructType([
+    StructField("key", BinaryType()), StructField("value", BinaryType()), StructField("topic", StringType()),
+    StructField("partition", IntegerType()), StructField("offset", LongType()), StructField("timestamp", TimestampType()),
+])
+TOPIC = "fink_sn_candidates_ztf"
+
+
+def kafka_batch(spark: SparkSession) -> tuple[DataFrame, WriterSchemas, str, list[dict]]:
+    """The 31 ZTF alerts of 2026 as Fink publishes them, then 2 poison messages."""
+    saved = next(read_saved_alerts([sample("ztf-2026")]))
+    parsed = fastavro.parse_schema(json.loads(saved.schema_text))
+    key = saved.schema_text.encode()
+    values = [encode(record, parsed) for record in saved.records] + [b"\x00\x01not avro", b""]
+    stamp = datetime.datetime(2026, 3, 22, tzinfo=datetime.timezone.utc)
+    rows = [(key, value, TOPIC, 0, offset, stamp) for offset, value in enumerate(values)]
+    writers = WriterSchemas(ZTF)
+    writers.learn(key)
+    return spark.createDataFrame(rows, KAFKA_RECORD), writers, saved.schema_text, saved.records
+
+
+def outputs(spark: SparkSession, root: Path, writers: WriterSchemas, out: io.StringIO) -> MicroBatchOutputs:
+    filters = parse_filters(["candidate.magpsf < 18.5"], ZTF)
+    return MicroBatchOutputs(
+        survey=ZTF,
+        kept=kept_alerts(ZTF, filters),
+        quarantined=quarantined,
+        table=ParquetLog(spark, str(root / "alerts"), ("topic",), "zstd"),
+        quarantine=ParquetLog(spark, str(root / "quarantine"), ("topic",), "zstd"),
+        rejected=(ParquetLog(spark, str(root / "rejected"), ("topic",), "zstd"),
+                  lambda batch: batch.transform(kept_alerts(ZTF, ())).transform(first_rejection(filters, ZTF))),
+        console=ConsoleOutput(enabled=True, rows=3),
+        out=out,
+    )
+
+
+def test_a_batch_and_its_replays_land_once_in_every_folder(spark: SparkSession, tmp_path: Path) -> None:
+    records, writers, schema, alerts = kafka_batch(spark)
+    decoded = records.transform(decode_records(writers, schema, ZTF))
+    out = io.StringIO()
+    write = outputs(spark, tmp_path, writers, out)
+    passing = sorted(a["candid"] for a in alerts if a["candidate"]["magpsf"] < 18.5)
+    assert 0 < len(passing) < len(alerts)
+
+    write(decoded, 0)
+    # The job restarts and Spark replays the batch (a crash before the query's own commit).
+    outputs(spark, tmp_path, writers, out)(decoded, 0)
+    # A crash after the table's commit, before the quarantine's: its files may be written but
+    # are not listed in its log. The replay writes the quarantine again, and only it.
+    for name in ("0", ".0.crc"):  # as if the commit had never happened
+        (tmp_path / "quarantine" / "_spark_metadata" / name).unlink()
+    outputs(spark, tmp_path, writers, out)(decoded, 0)
+
+    table = spark.read.parquet(str(tmp_path / "alerts"))
+    assert sorted(row.candid for row in table.collect()) == passing
+    reasons = [row.reject_reason for row in spark.read.parquet(str(tmp_path / "quarantine")).orderBy("kafka_offset").collect()]
+    assert reasons == ["value does not decode as a ZTF alert with the schema its key names", "empty value"]
+    rejected = spark.read.parquet(str(tmp_path / "rejected")).collect()
+    assert sorted(row.candid for row in rejected) == sorted(set(a["candid"] for a in alerts) - set(passing))
+    assert {row.rejected_by for row in rejected} == {"filters[0] (candidate.magpsf < 18.5)"}
+
+    printed = out.getvalue().splitlines()
+    filtered = len(alerts) - len(passing)
+    assert printed[0] == f"--- batch 0: {len(passing)} alerts, showing 3, {filtered} rejected by filters, 2 quarantined ---"
+    assert [cell.strip() for cell in printed[1].split(" | ")] == [label for label, _, _ in ZTF.console_columns]
+    first_kept = [a for a in alerts if a["candid"] in passing][:3]  # Kafka order
+    assert [line.split(" | ")[2].strip() for line in printed[2:5]] == [a["objectId"] for a in first_kept]
+    assert printed[5:] == ["--- batch 0: written before the restart, not shown again ---"] * 2
+
+
+def test_a_batch_without_poison_still_commits_its_id_in_the_quarantine(spark: SparkSession, tmp_path: Path) -> None:
+    """Spark's sink log needs every batch id: an empty batch is committed (from no rows, not
+    from a second pass over the records)."""
+    records, writers, schema, _ = kafka_batch(spark)
+    clean = records.where("length(value) > 100").transform(decode_records(writers, schema, ZTF))
+    write = outputs(spark, tmp_path, writers, io.StringIO())
+    for batch_id in range(3):
+        write(clean, batch_id)
+    assert sorted(p.name for p in (tmp_path / "quarantine" / "_spark_metadata").glob("[0-9]*")) == ["0", "1", "2"]
+    log = tmp_path / "quarantine" / "_spark_metadata"
+    assert [(log / name).read_text().splitlines() for name in ("0", "1", "2")] == [["v1"]] * 3  # no file listed
