@@ -86,12 +86,14 @@ class BatchLog(StreamingQueryListener):
     def __init__(self) -> None:
         super().__init__()
         self.totals: dict[str, list[float]] = {}  # query name -> [records, seconds of micro-batches]
+        self.last_batch: dict[str, int] = {}
 
     def onQueryStarted(self, event) -> None:  # noqa: N802, ANN001 - Spark's names
         pass
 
     def onQueryProgress(self, event) -> None:  # noqa: N802, ANN001
         progress = event.progress
+        self.last_batch[progress.name] = progress.batchId
         if progress.numInputRows:
             total = self.totals.setdefault(progress.name, [0, 0.0])
             total[0] += progress.numInputRows
@@ -107,7 +109,14 @@ class BatchLog(StreamingQueryListener):
     def onQueryTerminated(self, event) -> None:  # noqa: N802, ANN001
         pass
 
-    def log_totals(self) -> None:
+    def log_totals(self, queries: list[StreamingQuery], wait: float = 10.0) -> None:
+        """Log each finished query's totals, once its last progress event has arrived
+        (Spark delivers them asynchronously)."""
+        deadline = time.monotonic() + wait
+        for query in queries:
+            last = (query.lastProgress or {}).get("batchId", -1)
+            while self.last_batch.get(query.name, -1) < last and time.monotonic() < deadline:
+                time.sleep(0.1)
         for name, (records, seconds) in self.totals.items():
             log.info("%s done: %d records in %.1f s of micro-batches (%.0f records/s)",
                      name, records, seconds, records / seconds if seconds else 0.0)
@@ -310,7 +319,7 @@ def _run_until_done(spark: SparkSession, plan: StreamPlan, out: TextIO | None, p
         queries = start_queries(spark, plan, out)
         try:
             _await(spark, queries)
-            progress.log_totals()
+            progress.log_totals(queries)
             return
         except StreamingQueryException as error:
             # The first query to fail may be one that another's failure interrupted: look at all of them.
