@@ -17,7 +17,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.avro.functions import from_avro
 
-from fink_spark.schemas import WriterSchemas, lenient_reader, projected_reader
+from fink_spark.schemas import WriterSchemas, lenient_reader
 from fink_spark.surveys import Survey
 
 UNKNOWN_SCHEMA = "FINK_SPARK_UNKNOWN_WRITER_SCHEMA"
@@ -94,15 +94,9 @@ def _reject_reason(writers: WriterSchemas, survey: Survey) -> Column:
     )
 
 
-def decode_records(
-    writers: WriterSchemas, reader_schema: str, survey: Survey, checks_only: bool = False
-) -> Callable[[DataFrame], DataFrame]:
-    """Raw Kafka records -> the same records with `alert` (struct) and `reject_reason`.
-
-    With `checks_only`, `alert` holds only the columns the checks read (for the quarantine,
-    which needs the verdict, not the alert).
-    """
-    reader = projected_reader(reader_schema, survey.checked_columns) if checks_only else lenient_reader(reader_schema)
+def decode_records(writers: WriterSchemas, reader_schema: str, survey: Survey) -> Callable[[DataFrame], DataFrame]:
+    """Raw Kafka records -> the same records with `alert` (struct) and `reject_reason`."""
+    reader = lenient_reader(reader_schema)
 
     def transform(records: DataFrame) -> DataFrame:
         decoded = records.withColumn("alert", _decoded_once(_decoded(writers, reader)))

@@ -73,7 +73,7 @@ def stream_options(
     `<group id>-<query>`. The queries assign partitions and never join their group.
     `max_offsets` bounds a micro-batch (default: `kafka.max_offsets_per_trigger`).
     `min_partitions` splits the offsets of busy Kafka partitions over several tasks, except
-    when deleted offsets are skipped: Spark's reader (4.2's source, read) then hands its consumer back to the
+    when deleted offsets are skipped: Spark's Kafka reader then hands its consumer back to the
     pool and goes on using it (`KafkaDataConsumer.get`), so a second task on the same Kafka
     partition may borrow it and fail with "KafkaConsumer is not safe for multi-threaded access".
     """

@@ -89,27 +89,6 @@ def lenient_reader(schema_text: str) -> str:
     return json.dumps(_lenient(json.loads(schema_text)))
 
 
-def _project(schema: Any, paths: list[list[str]]) -> Any:
-    if isinstance(schema, list):
-        return [_project(branch, paths) for branch in schema]
-    if not isinstance(schema, dict) or schema.get("type") != "record":
-        return schema
-    fields = []
-    for item in schema["fields"]:
-        below = [path[1:] for path in paths if path[0] == item["name"]]
-        if below:
-            keep_all = any(not path for path in below)
-            fields.append(item if keep_all else {**item, "type": _project(item["type"], below)})
-    return {**schema, "fields": fields}
-
-
-def projected_reader(schema_text: str, columns: tuple[str, ...]) -> str:
-    """The lenient reader schema keeping only some (dotted) columns: Avro then skips the rest
-    of each alert instead of building it, which makes checking an alert much cheaper than
-    decoding it."""
-    return json.dumps(_project(json.loads(lenient_reader(schema_text)), [column.split(".") for column in columns]))
-
-
 def key_kind(key: bytes | None) -> str:
     """'json', 'version' or 'invalid': what a message key looks like."""
     if not key:

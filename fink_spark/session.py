@@ -17,6 +17,9 @@ BASE_CONF = {
     "spark.redaction.regex": REDACTION,
     "spark.sql.redaction.options.regex": "(?i)url|" + REDACTION[4:],
     "spark.sql.streaming.forceDeleteTempCheckpointLocation": "true",
+    # A task writes the files of different partitions (topic, night) side by side instead of
+    # first sorting all its rows by partition (a sort that spills nested alerts to disk).
+    "spark.sql.maxConcurrentOutputFileWriters": "4",
 }
 
 

@@ -9,7 +9,6 @@ gets its counts and lines from metrics gathered during the table's write.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,15 +23,9 @@ from fink_spark.display import batch_header, console_values, format_table
 from fink_spark.state import CheckpointFiles
 from fink_spark.surveys import Survey
 
-log = logging.getLogger(__name__)
-
 # Parquet row groups of 64 MB (Parquet's default is 128 MB): each task buffers one per open
 # file, and the job must fit spark-submit's default 1 GB driver in local mode.
 ROW_GROUP_BYTES = str(64 * 1024 * 1024)
-# Files of different partitions (topic, night) written side by side by one task instead of
-# sorting the whole task's rows by partition first (a sort that spills nested alerts to disk).
-CONCURRENT_FILE_WRITERS = "4"
-SINK_CONF = {"spark.sql.maxConcurrentOutputFileWriters": CONCURRENT_FILE_WRITERS}
 
 
 def trigger_options(trigger: TriggerConfig) -> dict[str, Any]:

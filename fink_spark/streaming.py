@@ -36,7 +36,7 @@ from fink_spark.schemas import (
     load_schema_text,
     writer_schema_from_key,
 )
-from fink_spark.sinks import SINK_CONF, MicroBatchOutputs, ParquetLog, parquet_query, trigger_options
+from fink_spark.sinks import MicroBatchOutputs, ParquetLog, parquet_query, trigger_options
 from fink_spark.state import CheckpointFiles
 from fink_spark.surveys import Survey
 
@@ -138,8 +138,6 @@ def start_queries(spark: SparkSession, plan: StreamPlan, out: TextIO | None = No
     """
     config, survey, parquet = plan.config, plan.config.survey, plan.config.parquet
     checkpoint = parquet.checkpoint.rstrip("/")
-    for key, value in SINK_CONF.items():
-        spark.conf.set(key, value)
 
     def decoded(query: str) -> DataFrame:
         records = read_stream(spark, config.kafka, query, min_partitions=spark.sparkContext.defaultParallelism,

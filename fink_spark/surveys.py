@@ -35,8 +35,6 @@ class Survey:
         SQL conditions over the decoded `alert` struct that every genuine alert meets:
         bytes that happen to parse with the wrong schema give ids and times out of
         range, and fail them.
-    checked_columns
-        Every column the required columns and sanity checks read.
     console_columns
         (label, SQL expression, column it reads) triples, shown one line per alert in
         the terminal; blank where the table's schema lacks the column.
@@ -54,7 +52,6 @@ class Survey:
     mjd_expression: str
     required_columns: tuple[str, ...]
     sanity_checks: tuple[str, ...]
-    checked_columns: tuple[str, ...]
     console_columns: tuple[tuple[str, str, str], ...]
     version_schema_pattern: str
     class_column: str
@@ -92,7 +89,6 @@ ZTF = Survey(
         "alert.candidate.jd BETWEEN 2450000 AND 2500000",
         "alert.candidate.candid = alert.candid",
     ),
-    checked_columns=("candid", "objectId", "candidate.jd", "candidate.candid"),
     console_columns=(
         ("timestamp", _time_of(f"candidate.jd - {JD_MINUS_MJD}"), "candidate.jd"),
         ("topic", "topic", "topic"),
@@ -116,7 +112,6 @@ LSST = Survey(
         "alert.diaSource.midpointMjdTai BETWEEN 50000 AND 80000",
         "alert.diaSource.diaSourceId = alert.diaSourceId",
     ),
-    checked_columns=("diaSourceId", "diaSource.midpointMjdTai", "diaSource.diaSourceId"),
     console_columns=(
         ("timestamp", _time_of("diaSource.midpointMjdTai"), "diaSource.midpointMjdTai"),
         ("topic", "topic", "topic"),

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import os
 import sys
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import fastavro
 import pytest
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from fink_spark.config import JobConfig, parse_config
 from fink_spark.local_broker import LocalKafka
 from fink_spark.paths import SAMPLE_DIR
+from fink_spark.publisher import encode, read_saved_alerts
 from fink_spark.session import build_session, local_conf
 from fink_spark.streaming import prepare_stream, run_stream
 
@@ -51,6 +55,20 @@ def new_topic(broker: LocalKafka):  # noqa: ANN201
 
 def sample(folder: str) -> Path:
     return SAMPLE_DIR / folder
+
+
+def kafka_records(spark: SparkSession, folder: str, topic: str, extra_values: tuple[bytes, ...] = ()) -> DataFrame:
+    """A sample folder's alerts as Fink publishes them (value: schemaless datum, key: writer
+    schema), then `extra_values` with the same key, as an in-memory DataFrame in the shape of
+    Spark's Kafka source: for tests of transformations that need no broker."""
+    saved = next(read_saved_alerts([sample(folder)]))
+    parsed = fastavro.parse_schema(json.loads(saved.schema_text))
+    values = [encode(record, parsed) for record in saved.records] + list(extra_values)
+    stamp = datetime(2026, 3, 22, tzinfo=timezone.utc)
+    return spark.createDataFrame(
+        [(saved.schema_text.encode(), value, topic, 0, offset, stamp) for offset, value in enumerate(values)],
+        "key binary, value binary, topic string, partition int, offset long, timestamp timestamp",
+    )
 
 
 def job_config(

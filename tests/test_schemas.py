@@ -7,12 +7,11 @@ import io
 import json
 import subprocess
 import sys
-from datetime import datetime
 from pathlib import Path
 
 import fastavro
 from confluent_kafka import Producer
-from conftest import PASSWORD, USER, job_config, run_job, sample
+from conftest import PASSWORD, USER, job_config, kafka_records, run_job, sample
 from reference import assert_same_value, read_alerts
 
 from fink_spark.decode import alerts, decode_records
@@ -133,12 +132,8 @@ def test_each_record_is_decoded_once_whatever_reads_the_alert(spark) -> None:
     writers.add_bundled_versions()
     writers.learn(SCHEMA_2026.encode())
     saved = next(read_saved_alerts([sample("ztf-2026")]))
-    parsed = fastavro.parse_schema(json.loads(saved.schema_text))
-    records = spark.createDataFrame(
-        [(SCHEMA_2026.encode(), encode(record, parsed), "t", 0, offset, datetime(2026, 3, 22))
-         for offset, record in enumerate(saved.records)],
-        "key binary, value binary, topic string, partition int, offset long, timestamp timestamp",
-    )
+    assert saved.schema_text == SCHEMA_2026
+    records = kafka_records(spark, "ztf-2026", "t")
     kept = records.transform(decode_records(writers, SCHEMA_2026, ZTF)).transform(alerts(ZTF))
     kept = kept.transform(apply_filters(parse_filters(["candidate.magpsf < 19"], ZTF)))
     plan = kept._jdf.queryExecution().optimizedPlan().toString()  # noqa: SLF001 - the plan Spark will run

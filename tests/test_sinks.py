@@ -4,46 +4,34 @@ an in-memory DataFrame of real alerts in Kafka's record shape)."""
 
 from __future__ import annotations
 
-import datetime
 import io
-import json
 from pathlib import Path
 
-import fastavro
-from conftest import sample
+from conftest import kafka_records, sample
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, StructField, StructType, TimestampType
 
 from fink_spark.config import ConsoleOutput
 from fink_spark.decode import decode_records, quarantined
 from fink_spark.filters import first_rejection, parse_filters
-from fink_spark.publisher import encode, read_saved_alerts
+from fink_spark.publisher import read_saved_alerts
 from fink_spark.schemas import WriterSchemas
 from fink_spark.sinks import MicroBatchOutputs, ParquetLog
 from fink_spark.streaming import kept_alerts
 from fink_spark.surveys import ZTF
 
-KAFKA_RECORD = StructType([
-    StructField("key", BinaryType()), StructField("value", BinaryType()), StructField("topic", StringType()),
-    StructField("partition", IntegerType()), StructField("offset", LongType()), StructField("timestamp", TimestampType()),
-])
 TOPIC = "fink_sn_candidates_ztf"
+POISON = (b"\x00\x01not avro", b"")
 
 
 def kafka_batch(spark: SparkSession) -> tuple[DataFrame, WriterSchemas, str, list[dict]]:
     """The 31 ZTF alerts of 2026 as Fink publishes them, then 2 poison messages."""
     saved = next(read_saved_alerts([sample("ztf-2026")]))
-    parsed = fastavro.parse_schema(json.loads(saved.schema_text))
-    key = saved.schema_text.encode()
-    values = [encode(record, parsed) for record in saved.records] + [b"\x00\x01not avro", b""]
-    stamp = datetime.datetime(2026, 3, 22, tzinfo=datetime.timezone.utc)
-    rows = [(key, value, TOPIC, 0, offset, stamp) for offset, value in enumerate(values)]
     writers = WriterSchemas(ZTF)
-    writers.learn(key)
-    return spark.createDataFrame(rows, KAFKA_RECORD), writers, saved.schema_text, saved.records
+    writers.learn(saved.schema_text.encode())
+    return kafka_records(spark, "ztf-2026", TOPIC, POISON), writers, saved.schema_text, saved.records
 
 
-def outputs(spark: SparkSession, root: Path, writers: WriterSchemas, out: io.StringIO) -> MicroBatchOutputs:
+def outputs(spark: SparkSession, root: Path, out: io.StringIO) -> MicroBatchOutputs:
     filters = parse_filters(["candidate.magpsf < 18.5"], ZTF)
     return MicroBatchOutputs(
         survey=ZTF,
@@ -62,18 +50,18 @@ def test_a_batch_and_its_replays_land_once_in_every_folder(spark: SparkSession, 
     records, writers, schema, alerts = kafka_batch(spark)
     decoded = records.transform(decode_records(writers, schema, ZTF))
     out = io.StringIO()
-    write = outputs(spark, tmp_path, writers, out)
+    write = outputs(spark, tmp_path, out)
     passing = sorted(a["candid"] for a in alerts if a["candidate"]["magpsf"] < 18.5)
     assert 0 < len(passing) < len(alerts)
 
     write(decoded, 0)
     # The job restarts and Spark replays the batch (a crash before the query's own commit).
-    outputs(spark, tmp_path, writers, out)(decoded, 0)
+    outputs(spark, tmp_path, out)(decoded, 0)
     # A crash after the table's commit, before the quarantine's: its files may be written but
     # are not listed in its log. The replay writes the quarantine again, and only it.
     for name in ("0", ".0.crc"):  # as if the commit had never happened
         (tmp_path / "quarantine" / "_spark_metadata" / name).unlink()
-    outputs(spark, tmp_path, writers, out)(decoded, 0)
+    outputs(spark, tmp_path, out)(decoded, 0)
 
     table = spark.read.parquet(str(tmp_path / "alerts"))
     assert sorted(row.candid for row in table.collect()) == passing
@@ -97,7 +85,7 @@ def test_a_batch_without_poison_still_commits_its_id_in_the_quarantine(spark: Sp
     from a second pass over the records)."""
     records, writers, schema, _ = kafka_batch(spark)
     clean = records.where("length(value) > 100").transform(decode_records(writers, schema, ZTF))
-    write = outputs(spark, tmp_path, writers, io.StringIO())
+    write = outputs(spark, tmp_path, io.StringIO())
     for batch_id in range(3):
         write(clean, batch_id)
     assert sorted(p.name for p in (tmp_path / "quarantine" / "_spark_metadata").glob("[0-9]*")) == ["0", "1", "2"]
