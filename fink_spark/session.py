@@ -20,6 +20,13 @@ BASE_CONF = {
     # A task writes the files of different partitions (topic, night) side by side instead of
     # first sorting all its rows by partition (a sort that spills nested alerts to disk).
     "spark.sql.maxConcurrentOutputFileWriters": "4",
+    # Parquet writer settings, set on the Hadoop configuration: the streaming file sink
+    # passes only the codec from its options to Parquet. Row groups of 64 MB (Parquet's
+    # default 128 MB is buffered per open file and task: too much for a 1 GB driver).
+    "spark.hadoop.parquet.block.size": str(64 * 1024 * 1024),
+    # No dictionary encoding: alert values are mostly unique floats and cutouts, where the
+    # dictionary is built, then dropped; writing took 10 to 15% longer with it (bench/TUNING.md).
+    "spark.hadoop.parquet.enable.dictionary": "false",
 }
 
 

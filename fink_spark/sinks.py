@@ -23,10 +23,6 @@ from fink_spark.display import batch_header, console_values, format_table
 from fink_spark.state import CheckpointFiles
 from fink_spark.surveys import Survey
 
-# Parquet row groups of 64 MB (Parquet's default is 128 MB): each task buffers one per open
-# file, and the job must fit spark-submit's default 1 GB driver in local mode.
-ROW_GROUP_BYTES = str(64 * 1024 * 1024)
-
 
 def trigger_options(trigger: TriggerConfig) -> dict[str, Any]:
     if trigger.available_now:
@@ -41,7 +37,7 @@ def parquet_query(
     """Append a stream to a Parquet folder; the checkpoint and the sink's metadata log
     make each record land exactly once, across restarts and crashes."""
     writer = frame.writeStream.format("parquet").queryName(name).outputMode("append").option("compression", compression)
-    writer = writer.option("checkpointLocation", checkpoint).option("parquet.block.size", ROW_GROUP_BYTES)
+    writer = writer.option("checkpointLocation", checkpoint)
     writer = writer.trigger(**trigger_options(trigger))
     if partition_by:
         writer = writer.partitionBy(*partition_by)
@@ -61,7 +57,7 @@ class ParquetLog:
 
     def __init__(self, spark: SparkSession, path: str, partition_by: tuple[str, ...], compression: str) -> None:
         jvm = spark._jvm  # type: ignore[attr-defined]
-        options = {"compression": compression, "parquet.block.size": ROW_GROUP_BYTES}
+        options = {"compression": compression}
         self.path = path
         self._sink = jvm.org.apache.spark.sql.execution.streaming.sinks.FileStreamSink(
             spark._jsparkSession,  # type: ignore[attr-defined]

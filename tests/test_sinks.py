@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from conftest import kafka_records, sample
 from pyspark.sql import DataFrame, SparkSession
 
@@ -78,6 +79,14 @@ def test_a_batch_and_its_replays_land_once_in_every_folder(spark: SparkSession, 
     first_kept = [a for a in alerts if a["candid"] in passing][:3]  # Kafka order
     assert [line.split(" | ")[2].strip() for line in printed[2:5]] == [a["objectId"] for a in first_kept]
     assert printed[5:] == ["--- batch 0: written before the restart, not shown again ---"] * 2
+
+    # The session's Parquet settings reach Spark's file sink (which passes on only the codec
+    # from its own options): no column is dictionary-encoded.
+    for file in (tmp_path / "alerts").rglob("*.parquet"):
+        metadata = pq.ParquetFile(file).metadata
+        encodings = {encoding for group in range(metadata.num_row_groups) for column in range(metadata.num_columns)
+                     for encoding in metadata.row_group(group).column(column).encodings}
+        assert encodings and not encodings & {"PLAIN_DICTIONARY", "RLE_DICTIONARY"}, file
 
 
 def test_a_batch_without_poison_still_commits_its_id_in_the_quarantine(spark: SparkSession, tmp_path: Path) -> None:
