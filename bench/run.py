@@ -374,6 +374,8 @@ def report(results: list[Result], lat: Latency | None, args: argparse.Namespace)
         verdict = "not measured" if value is None else "met" if value >= goal else "missed"
         shown = "—" if value is None else f"{value:.2f}"
         lines.append(f"| {label} | {shown} | {verdict} |")
+    if any(value is None or value < goal for _, value, goal in targets(results, lat)):
+        lines += ["", "Why a target is missed, and where the time goes: bench/TUNING.md, \"Why the targets are missed\"."]
     if args.quick:
         lines += ["", "A `--quick` run: its workloads are smaller than those the targets name (ZTF N=50k,",
                   "LSST N=10k, 200 alerts/s), so Spark's start-up weighs more in the end-to-end figures."]

@@ -23,14 +23,29 @@ from pyspark.sql.types import ArrayType, StructType
 from fink_spark.errors import ConfigError
 from fink_spark.surveys import JD_MINUS_MJD, Survey
 
+# The fink-filters and fink-utils releases whose conditions the presets follow; the tests
+# run those releases' own code on the same alerts (tests/test_fink_filters.py).
+FINK_FILTERS_VERSION, FINK_UTILS_VERSION = "7.45", "0.79.0"
+
 # SIMBAD classes compatible with a host galaxy, as Fink defines them (fink-utils,
-# return_list_of_eg_host): unknown or failed cross-matches, supernovae, galaxies.
+# xmatch.simbad.return_list_of_eg_host): unknown or failed cross-matches, supernovae,
+# galaxies, AGN and clusters of galaxies.
 EXTRAGALACTIC_CLASSES = (
     "Unknown", "Candidate_SN*", "SN*_Candidate", "SN", "Transient", "Fail", "Fail 504",
     "galaxy", "Galaxy", "EmG", "Seyfert", "Seyfert_1", "Seyfert_2", "BlueCompG", "StarburstG",
     "LSB_G", "HII_G", "High_z_G", "GinPair", "GinGroup", "BClG", "GinCl", "PartofG",
     "Compact_Gr_G", "IG", "PairG", "GroupG", "ClG", "SuperClG", "Void",
+    "LINER", "Possible_ClG", "Possible_SClG", "GravLens_Candidate",
 )
+
+
+def above(column: str, value: float, inclusive: bool = False) -> str:
+    """`column > value` (or >=) as Fink's pandas code means it: NaN is above nothing.
+
+    Spark orders NaN above every number, so `NaN > 0.5` is true there; in pandas it is
+    false. Null stays null (rejected) either way.
+    """
+    return f"({column} {'>=' if inclusive else '>'} {value!r} AND NOT isnan({column}))"
 
 
 @dataclass(frozen=True)
@@ -122,7 +137,7 @@ def _range(column: str | None, params: _Params, survey: Survey, what: str) -> st
     low, high = params.optional("min"), params.optional("max")
     if low is None and high is None:
         raise ConfigError(f"{params.where}: give min, max or both.")
-    parts = ([f"{column} >= {low!r}"] if low is not None else []) + ([f"{column} <= {high!r}"] if high is not None else [])
+    parts = ([above(column, low, inclusive=True)] if low is not None else []) + ([f"{column} <= {high!r}"] if high is not None else [])
     return " AND ".join(parts)
 
 
@@ -159,7 +174,8 @@ def _preset(item: dict[str, Any], survey: Survey, where: str) -> Filter:
         return Filter(f"{where} (flux)", _range(columns.flux, _Params(item, where, {"min", "max"}), survey, "flux"))
     if name == "min_reliability":
         params = _Params(item, where, {"value"})
-        return Filter(f"{where} (min_reliability)", f"{columns.reliability} >= {params.number('value', low=0, high=1)!r}")
+        value = params.number("value", low=0, high=1)
+        return Filter(f"{where} (min_reliability)", above(columns.reliability, value, inclusive=True))
     if name == "extragalactic":
         _Params(item, where, set())
         return Filter(f"{where} (extragalactic)", _extragalactic(columns.cross_match))
@@ -181,14 +197,14 @@ def _extragalactic(column: str) -> str:
 # The conditions of Fink's ZTF livestream topics, as fink-filters publishes them
 # (fink_filters/ztf/livestream/filter_*/filter.py), as Spark SQL.
 _SN_LIKE = (
-    "(snn_snia_vs_nonia > 0.5 OR snn_sn_vs_all > 0.5) AND {extragalactic}"
-    " AND candidate.drb > 0.5 AND candidate.classtar > 0.4"
+    f"({above('snn_snia_vs_nonia', 0.5)} OR {above('snn_sn_vs_all', 0.5)}) AND {{extragalactic}}"
+    f" AND {above('candidate.drb', 0.5)} AND {above('candidate.classtar', 0.4)}"
 )
 LIVESTREAM = {
-    "early_sn_candidate": _SN_LIKE + " AND candidate.ndethist <= 20 AND rf_snia_vs_nonia > 0.5",
+    "early_sn_candidate": _SN_LIKE + f" AND candidate.ndethist <= 20 AND {above('rf_snia_vs_nonia', 0.5)}",
     "sn_candidate": _SN_LIKE + " AND candidate.jd - candidate.jdstarthist <= 90"
     " AND candidate.ndethist > 1 AND coalesce(roid, 0) != 3",
-    "kn_candidate": "rf_kn_vs_nonkn > 0.5 AND candidate.drb > 0.5 AND candidate.classtar > 0.4"
+    "kn_candidate": f"{above('rf_kn_vs_nonkn', 0.5)} AND {above('candidate.drb', 0.5)} AND {above('candidate.classtar', 0.4)}"
     " AND candidate.jd - candidate.jdstarthist < 5 AND candidate.ndethist < 20"
     " AND coalesce(roid, 0) != 3 AND {extragalactic}",
     "sso_ztf_candidate": "roid = 3",

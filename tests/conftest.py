@@ -62,11 +62,18 @@ def kafka_records(spark: SparkSession, folder: str, topic: str, extra_values: tu
     schema), then `extra_values` with the same key, as an in-memory DataFrame in the shape of
     Spark's Kafka source: for tests of transformations that need no broker."""
     saved = next(read_saved_alerts([sample(folder)]))
-    parsed = fastavro.parse_schema(json.loads(saved.schema_text))
-    values = [encode(record, parsed) for record in saved.records] + list(extra_values)
+    return kafka_messages(spark, saved.schema_text, saved.records, topic, extra_values)
+
+
+def kafka_messages(spark: SparkSession, schema_text: str, records: list[dict[str, Any]], topic: str,
+                   extra_values: tuple[bytes, ...] = ()) -> DataFrame:
+    """`records` encoded with `schema_text` and keyed by it, then `extra_values`, as Spark's
+    Kafka source gives them (one partition, offsets from 0)."""
+    parsed = fastavro.parse_schema(json.loads(schema_text))
+    values = [encode(record, parsed) for record in records] + list(extra_values)
     stamp = datetime(2026, 3, 22, tzinfo=timezone.utc)
     return spark.createDataFrame(
-        [(saved.schema_text.encode(), value, topic, 0, offset, stamp) for offset, value in enumerate(values)],
+        [(schema_text.encode(), value, topic, 0, offset, stamp) for offset, value in enumerate(values)],
         "key binary, value binary, topic string, partition int, offset long, timestamp timestamp",
     )
 
