@@ -19,6 +19,7 @@ import gzip
 import io
 import json
 import logging
+import re
 import tempfile
 import time
 from collections.abc import Iterator
@@ -107,6 +108,16 @@ def count_files(path: str, kind: str) -> int | None:
     return sum(1 for _ in Path("/").glob(path.lstrip("/"))) if path.startswith("/") else sum(1 for _ in Path().glob(path))
 
 
+def spark_path(path: str) -> str:
+    """The path to give Spark's file stream sources, which read folders and globs but not a
+    file named alone: a local file becomes a glob that matches only it."""
+    local = Path(path)
+    if "://" in path or not local.is_file():
+        return path
+    escaped = re.sub(r"([{}\[\]*?,\\])", r"\\\1", local.name)
+    return str(local.parent / f"{{{escaped}}}")
+
+
 # What every input becomes: the decoded-record shape of the live job, without the raw bytes.
 RECORD_COLUMNS = ("alert", "reject_reason", "topic", "partition", "offset", "timestamp")
 
@@ -166,20 +177,20 @@ def read_input(
         frame = (
             spark.readStream.format("avro").schema(_reader_spark_schema(spark, reader))
             .option("avroSchema", reader).option("maxFilesPerTrigger", files_per_batch)
-            .load(path)
+            .load(spark_path(path))
         )
         return _with_kafka_metadata(frame, topic, *_accepted(F.struct(*[F.col(f"`{name}`") for name in frame.columns])))
     if kind == AVRO_GZ:
         files = (
             spark.readStream.format("binaryFile").schema(BINARY_FILE_SCHEMA).option("pathGlobFilter", "*.avro.gz")
-            .option("maxFilesPerTrigger", files_per_batch).load(path).select("content")
+            .option("maxFilesPerTrigger", files_per_batch).load(spark_path(path)).select("content")
         )
         pairs = _with_kafka_metadata(files.mapInPandas(_gzip_records, "key binary, value binary"), topic, "key", "value")
         decoded = pairs.transform(decode_records(gz_writer_schemas(path, survey), reader_schema, survey))
         return decoded.select(*RECORD_COLUMNS)
     if kind == PARQUET:
         schema = spark.read.parquet(path).schema
-        frame = spark.readStream.schema(schema).option("maxFilesPerTrigger", files_per_batch).parquet(path)
+        frame = spark.readStream.schema(schema).option("maxFilesPerTrigger", files_per_batch).parquet(spark_path(path))
         alert_type = _reader_spark_schema(spark, reader)
         fields = [
             (F.col(f"`{field.name}`") if field.name in frame.columns else F.lit(None)).cast(field.dataType).alias(field.name)

@@ -64,6 +64,21 @@ def test_lsst_parts_and_gzipped_files(spark, tmp_path: Path) -> None:  # noqa: A
                  lambda a: a["diaSource"]["midpointMjdTai"])
 
 
+def test_a_list_of_files(spark, tmp_path: Path) -> None:  # noqa: ANN001
+    """Files named one by one (`--input a.avro b.avro`), from several folders, gzipped or not,
+    with a name that is a glob pattern's syntax."""
+    old, new = sorted(sample("ztf-0p2").glob("*.avro")), sorted(sample("ztf-2026").glob("*.avro"))
+    odd = tmp_path / "in" / "night{1},[a]*.avro"
+    odd.parent.mkdir()
+    shutil.copy(old[1], odd)
+    zipped = tmp_path / "in" / (old[2].name + ".gz")
+    zipped.write_bytes(gzip.compress(old[2].read_bytes()))
+    inputs = [str(old[0]), str(odd), str(zipped), str(new[0])]
+    expected = [alert for path in (old[0], old[1], old[2], new[0]) for alert in fastavro.reader(path.open("rb"))]
+    assert reprocess(spark, config_for(tmp_path), inputs, [], "files") == len(expected)
+    check_alerts(rows_of(spark, tmp_path), expected, "candid", "files", ZTF_MJD)
+
+
 def test_parquet_of_the_live_job_and_a_kafka_offset_range(spark, broker, new_topic, tmp_path: Path) -> None:  # noqa: ANN001
     topic = new_topic("fink_replay_ztf")
     publish(broker.client_config(USER), topic, [sample("ztf-2026")], ZTF)
