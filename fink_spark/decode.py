@@ -3,8 +3,8 @@
 Each record's key selects its writer schema; Avro resolves it onto the one reader
 schema of the output table. Records that do not give a genuine alert get a
 `reject_reason` and go to the quarantine instead of the table:
-no or empty value, a key that names no usable schema, bytes that do not decode, or
-bytes that decode to an alert without its ids. A key that looks like a schema the
+no or empty value, a key that names no usable schema, bytes that do not decode,
+bytes that decode to an alert without its ids, or an alert whose ids disagree. A key that looks like a schema the
 job has not met yet stops the query with UNKNOWN_SCHEMA, so that the job learns
 that schema and starts again from its checkpoint (see `fink_spark.streaming`).
 """
@@ -66,6 +66,8 @@ def _reject_reason(writers: WriterSchemas, survey: Survey) -> Column:
         F.col("alert").isNull() | any_missing,
         F.lit(f"value does not decode as a {survey.name.upper()} alert with the schema its key names"),
     )
+    for check, why in survey.consistency_checks:
+        not_decoded = not_decoded.when(~F.coalesce(F.expr(check), F.lit(False)), F.lit(why))
     reason = (
         F.when(F.col("value").isNull(), F.lit("null value"))
         .when(F.length("value") == 0, F.lit("empty value"))

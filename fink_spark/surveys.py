@@ -35,6 +35,9 @@ class Survey:
         SQL conditions over the decoded `alert` struct that every genuine alert meets:
         bytes that happen to parse with the wrong schema give ids and times out of
         range, and fail them.
+    consistency_checks
+        (SQL condition, reason) pairs for alerts that decode but contradict themselves
+        (an id given twice with two values): quarantined with that reason.
     console_columns
         (label, SQL expression, column it reads) triples, shown one line per alert in
         the terminal; blank where the table's schema lacks the column.
@@ -52,6 +55,7 @@ class Survey:
     mjd_expression: str
     required_columns: tuple[str, ...]
     sanity_checks: tuple[str, ...]
+    consistency_checks: tuple[tuple[str, str], ...]
     console_columns: tuple[tuple[str, str, str], ...]
     version_schema_pattern: str
     class_column: str
@@ -87,8 +91,8 @@ ZTF = Survey(
         "alert.candid > 0",
         "alert.objectId RLIKE '^ZTF[0-9]{2}[a-z]{7}$'",
         "alert.candidate.jd BETWEEN 2450000 AND 2500000",
-        "alert.candidate.candid = alert.candid",
     ),
+    consistency_checks=(("alert.candidate.candid = alert.candid", "candidate.candid differs from candid"),),
     console_columns=(
         ("timestamp", _time_of(f"candidate.jd - {JD_MINUS_MJD}"), "candidate.jd"),
         ("topic", "topic", "topic"),
@@ -110,8 +114,8 @@ LSST = Survey(
     sanity_checks=(
         "alert.diaSourceId > 0",
         "alert.diaSource.midpointMjdTai BETWEEN 50000 AND 80000",
-        "alert.diaSource.diaSourceId = alert.diaSourceId",
     ),
+    consistency_checks=(("alert.diaSource.diaSourceId = alert.diaSourceId", "diaSource.diaSourceId differs from diaSourceId"),),
     console_columns=(
         ("timestamp", _time_of("diaSource.midpointMjdTai"), "diaSource.midpointMjdTai"),
         ("topic", "topic", "topic"),

@@ -132,8 +132,8 @@ def decoded_alerts(spark: SparkSession, survey: Survey, schema_text: str, record
     return messages.transform(decode_records(writers, schema_text, survey)).transform(alerts(survey)).cache()
 
 
-def selected_by(table: DataFrame, survey: Survey, preset: str) -> set[int]:
-    chosen = table.transform(apply_filters(parse_filters([{"preset": preset}], survey)))
+def selected_by(table: DataFrame, survey: Survey, preset: str, **parameters: float) -> set[int]:
+    chosen = table.transform(apply_filters(parse_filters([{"preset": preset, **parameters}], survey)))
     return {row[0] for row in chosen.select(survey.id_column).collect()}
 
 
@@ -189,3 +189,16 @@ def test_lsst_extragalactic_is_fink_rubin_galaxy_block(spark: SparkSession) -> N
     expected = {r["diaSourceId"] for r, keep in zip(records, b_xmatched_simbad_galaxy(otypes)) if keep}
     assert 0 < len(expected) < len(records)
     assert selected_by(table, LSST, "extragalactic") == expected
+
+
+def test_not_sso_says_yes_and_no(spark: SparkSession) -> None:
+    """not_sso has no fink-filters counterpart (Fink's SSO topics read roid only): checked on
+    variants across its radius, with null and NaN distances (unknown: kept, as null is)."""
+    saved = next(read_saved_alerts([sample("ztf-2026")]))
+    cases = [(-999.0, 0, True), (None, 0, True), (NAN, 0, True), (0.5, 0, False), (4.99, 0, False), (5.0, 0, False),
+             (5.01, 0, True), (12.0, 0, True), (12.0, 3, False), (-999.0, 2, True)]
+    records = renumbered(ZTF, [with_values(saved.records[i], {"candidate.ssdistnr": distance, "roid": roid})
+                               for i, (distance, roid, _) in enumerate(cases)])
+    table = decoded_alerts(spark, ZTF, saved.schema_text, records)
+    expected = {record["candid"] for record, (_, _, kept) in zip(records, cases) if kept}
+    assert selected_by(table, ZTF, "not_sso", radius=5) == expected

@@ -8,7 +8,7 @@ import io
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from conftest import kafka_records, sample
+from conftest import kafka_messages, kafka_records, sample
 from pyspark.sql import DataFrame, SparkSession
 
 from fink_spark.config import ConsoleOutput
@@ -100,3 +100,15 @@ def test_a_batch_without_poison_still_commits_its_id_in_the_quarantine(spark: Sp
     assert sorted(p.name for p in (tmp_path / "quarantine" / "_spark_metadata").glob("[0-9]*")) == ["0", "1", "2"]
     log = tmp_path / "quarantine" / "_spark_metadata"
     assert [(log / name).read_text().splitlines() for name in ("0", "1", "2")] == [["v1"]] * 3  # no file listed
+
+
+def test_an_alert_whose_ids_disagree_is_quarantined_with_that_reason(spark: SparkSession) -> None:
+    saved = next(read_saved_alerts([sample("ztf-2026")]))
+    record = saved.records[0]
+    disagreeing = {**record, "candidate": {**record["candidate"], "candid": record["candid"] + 1}}
+    writers = WriterSchemas(ZTF)
+    writers.learn(saved.schema_text.encode())
+    decoded = kafka_messages(spark, saved.schema_text, [record, disagreeing], TOPIC).transform(
+        decode_records(writers, saved.schema_text, ZTF))
+    reasons = [row.reject_reason for row in decoded.orderBy("offset").select("reject_reason").collect()]
+    assert reasons == [None, "candidate.candid differs from candid"]
