@@ -112,13 +112,16 @@ def _avro_scalar(value: int | str) -> bytes:
 
 
 def _changed_ids(original: dict[str, Any], copy: dict[str, Any]) -> dict[Any, Any]:
-    """{old: new} for every id `replicate` changed, at the top level and one record down
-    (it copies the other values as they are: the same objects)."""
+    """{old: new} for every id `replicate` changed. It copies every other value as it is
+    (the same object), and replaces a record only to change an id in it: only those are
+    looked into."""
     changed = {}
     for name, value in original.items():
+        if copy[name] is value:
+            continue
         if isinstance(value, dict):
             changed |= {v: copy[name][k] for k, v in value.items() if copy[name][k] is not v}
-        elif copy[name] is not value:
+        else:
             changed[value] = copy[name]
     return changed
 
@@ -136,8 +139,9 @@ class ReplicaEncoder:
     def __init__(self, record: dict[str, Any], parsed_schema: Any, survey: Survey) -> None:
         self.record, self.parsed_schema, self.survey = record, parsed_schema, survey
         self.original = encode(record, parsed_schema)
-        first_copy = _changed_ids(record, replicate(record, survey, 1))
-        expected = encode(replicate(record, survey, 1), parsed_schema)
+        copy_1 = replicate(record, survey, 1)
+        first_copy = _changed_ids(record, copy_1)
+        expected = encode(copy_1, parsed_schema)
         # An id's bytes may also stand where `replicate` keeps the old id (e.g. an LSST
         # alert's own source among its previous sources): keep only the places copy 1 changes.
         self.spans: list[tuple[int, int, int]] | None = []

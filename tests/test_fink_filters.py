@@ -170,9 +170,8 @@ def test_ztf_presets_select_what_fink_filters_selects(ztf: tuple[DataFrame, pd.D
 
 def test_nan_scores_reject_as_in_fink(ztf: tuple[DataFrame, pd.DataFrame]) -> None:
     """Spark orders NaN above every number: a NaN score must still fail `score > 0.5`."""
-    table, frame = ztf
-    nan_drb = set(frame.candid[frame.drb.isna() & ~frame.candid.isin(table.where("candidate.drb IS NULL")
-                                                                         .toPandas().candid)])
+    table, _ = ztf
+    nan_drb = {row.candid for row in table.where("isnan(candidate.drb)").select("candid").collect()}
     assert nan_drb, "some variants have drb = NaN"
     assert not nan_drb & selected_by(table, ZTF, "sn_candidate")
     reliable = table.transform(apply_filters(parse_filters([{"preset": "min_reliability", "value": 0.3}], ZTF)))
