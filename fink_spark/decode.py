@@ -1,12 +1,14 @@
 """Decoding Kafka records into alerts with Spark's built-in `from_avro` (no Python per alert).
 
-Each record's key selects its writer schema; Avro resolves it onto the one reader
-schema of the output table. Records that do not give a genuine alert get a
-`reject_reason` and go to the quarantine instead of the table:
+Each record's key selects its writer schema; Avro resolves it onto the output table's
+schema, through the reader schema the table gives that writer (`TableSchema.reader_for`).
+Records that do not give a genuine alert get a `reject_reason` and go to the quarantine
+instead of the table:
 no or empty value, a key that names no usable schema, bytes that do not decode,
-bytes that decode to an alert without its ids, or an alert whose ids disagree. A key that looks like a schema the
-job has not met yet stops the query with UNKNOWN_SCHEMA, so that the job learns
-that schema and starts again from its checkpoint (see `fink_spark.streaming`).
+bytes that decode to an alert without its ids, or an alert whose ids disagree. A key
+that names a schema the job has not met yet (JSON, or a bundled version) stops the query
+with UNKNOWN_SCHEMA, so that the job learns that schema, adds it to the table's and
+starts again from its checkpoint (see `fink_spark.streaming`).
 """
 
 from __future__ import annotations
@@ -17,25 +19,31 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.avro.functions import from_avro
 
-from fink_spark.schemas import WriterSchemas, lenient_reader
+from fink_spark.schemas import VERSION_KEY, WriterSchemas
 from fink_spark.surveys import Survey
+from fink_spark.table_schema import TableSchema
 
 UNKNOWN_SCHEMA = "FINK_SPARK_UNKNOWN_WRITER_SCHEMA"
 METADATA_COLUMNS = ("topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "ingest_time")
 NIGHT_COLUMNS = ("year", "month", "day")
 
 
-def _decoded(writers: WriterSchemas, reader: str) -> Column:
+def _decoded(writers: WriterSchemas, table: TableSchema) -> Column:
     """The alert struct, decoded with the writer schema its key names (null if none)."""
-    options = {"mode": "PERMISSIVE", "avroSchema": reader}
     branches = [(F.col("topic") == F.lit(topic), writer) for topic, writer in writers.by_topic.items()]
     branches += [(F.col("key") == F.lit(key), writer) for key, writer in writers.known.items()]
     if not branches:
         return F.lit(None)
+    readers: dict[str, str] = {}
+
+    def decode(writer: str) -> Column:
+        reader = readers.setdefault(writer, table.reader_for(writer))
+        return from_avro(F.col("value"), writer, {"mode": "PERMISSIVE", "avroSchema": reader})
+
     condition, writer = branches[0]
-    decoded = F.when(condition, from_avro(F.col("value"), writer, options))
+    decoded = F.when(condition, decode(writer))
     for condition, writer in branches[1:]:
-        decoded = decoded.when(condition, from_avro(F.col("value"), writer, options))
+        decoded = decoded.when(condition, decode(writer))
     return decoded
 
 
@@ -80,13 +88,14 @@ def _reject_reason(writers: WriterSchemas, survey: Survey) -> Column:
     for key, why in writers.rejected.items():
         reason = reason.when(F.col("key") == F.lit(key), F.lit(why))
     key_text = F.col("key").cast("string")
+    unknown = F.ltrim(key_text).startswith("{")
+    bundled = [F.lit(key) for key in writers.bundled_versions() if key not in writers.known]
+    if bundled:
+        unknown = unknown | F.col("key").isin(*bundled)
     return (
-        reason.when(
-            F.ltrim(key_text).startswith("{"),
-            F.raise_error(F.concat(F.lit(UNKNOWN_SCHEMA), where)),
-        )
+        reason.when(unknown, F.raise_error(F.concat(F.lit(UNKNOWN_SCHEMA), where)))
         .when(
-            key_text.rlike(r"^[0-9][0-9A-Za-z.]*_[0-9][0-9A-Za-z.]*(_replayed)?$"),
+            key_text.rlike(VERSION_KEY.pattern),
             F.concat(
                 F.lit("key names schema version "), key_text,
                 F.lit(", which fink-spark does not bundle"),
@@ -96,12 +105,11 @@ def _reject_reason(writers: WriterSchemas, survey: Survey) -> Column:
     )
 
 
-def decode_records(writers: WriterSchemas, reader_schema: str, survey: Survey) -> Callable[[DataFrame], DataFrame]:
+def decode_records(writers: WriterSchemas, table: TableSchema, survey: Survey) -> Callable[[DataFrame], DataFrame]:
     """Raw Kafka records -> the same records with `alert` (struct) and `reject_reason`."""
-    reader = lenient_reader(reader_schema)
 
     def transform(records: DataFrame) -> DataFrame:
-        decoded = records.withColumn("alert", _decoded_once(_decoded(writers, reader)))
+        decoded = records.withColumn("alert", _decoded_once(_decoded(writers, table)))
         return decoded.withColumn("reject_reason", _reject_reason(writers, survey))
 
     return transform

@@ -28,6 +28,7 @@ from fink_spark.errors import ConfigError
 from fink_spark.plots import card, cutouts, lightcurve, save_png, summarize, summary_figure
 from fink_spark.session import build_session, local_conf
 from fink_spark.surveys import LSST, ZTF, Survey
+from fink_spark.table_schema import read_table
 
 
 def survey_of(alerts: DataFrame) -> Survey:
@@ -117,7 +118,7 @@ def main(argv: Sequence[str] | None = None, spark: SparkSession | None = None, o
         parser.error(f"{args.command} needs --output FILE.png")
     spark = spark or build_session("fink-spark-explore", "local[2]", local_conf())
     try:
-        everything = spark.read.parquet(args.path)
+        everything = read_table(spark, args.path)
     except Exception as error:  # noqa: BLE001 - Spark's message is long; the cause is simple
         raise FileNotFoundError(f"{args.path} holds no fink-spark Parquet output ({type(error).__name__}).") from None
     survey = survey_of(everything)

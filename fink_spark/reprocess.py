@@ -4,11 +4,12 @@ Inputs are read by Spark streaming sources with "available now" and a checkpoint
 that a rerun over the same input adds nothing and an interrupted run resumes where it
 stopped, each alert landing once:
 
-- Avro container files (one or many alerts each, any writer schema): Spark's Avro
-  reader, each file's writer schema resolved onto the reader schema;
-- gzipped Avro files (`.avro.gz`): read whole, unzipped and re-keyed by their writer
-  schema in Python (one call per file), then decoded like Kafka records;
-- Parquet: fink-spark's own output or Fink's Data Transfer Parquet;
+- Avro container files, gzipped or not (one or many alerts each, any writer schema): read
+  whole, cut into one datum per alert keyed by the file's writer schema (in Python, one
+  call per file, no decoding for one-alert blocks), then decoded like Kafka records, so
+  that the table's schema follows the writer schemas met as the live job's does; a file
+  that cannot be read goes to the quarantine with its path;
+- Parquet: fink-spark's own output (read with its saved schema) or Fink's Parquet;
 - Kafka offset ranges: the Kafka source from the start offsets, keeping offsets below
   the end ones.
 """
@@ -32,18 +33,18 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.avro.functions import from_avro
-from pyspark.sql.streaming import StreamingQuery
-from pyspark.sql.types import StructType
+from pyspark.sql.types import ArrayType, DataType, StructType
 
 from fink_spark.config import JobConfig, TriggerConfig
-from fink_spark.decode import alerts, decode_records
+from fink_spark.decode import alerts, decode_records, quarantined
 from fink_spark.errors import ConfigError
 from fink_spark.filters import check_filters
 from fink_spark.kafka_source import key_at, offsets_json, spark_kafka_options
-from fink_spark.schemas import WriterSchemas, lenient_reader, load_schema_text
-from fink_spark.sinks import parquet_query
-from fink_spark.streaming import BatchLog, kept_alerts
-from fink_spark.surveys import Survey
+from fink_spark.schemas import WriterSchemas
+from fink_spark.sinks import MicroBatchOutputs, ParquetLog
+from fink_spark.state import CheckpointFiles
+from fink_spark.streaming import BatchLog, kept_alerts, table_schema
+from fink_spark.table_schema import OUTPUT_SCHEMA_FILE, TableSchema, read_table, save_table_schema
 
 log = logging.getLogger(__name__)
 
@@ -96,18 +97,6 @@ def input_kind(path: str) -> str:
     raise ConfigError(f"Cannot tell what {path} holds: name the files (*.avro, *.avro.gz, *.parquet).")
 
 
-def count_files(path: str, kind: str) -> int | None:
-    """How many input files a local path holds (None for remote storage: no total)."""
-    local = Path(path)
-    if "://" in path:
-        return None
-    if local.is_file():
-        return 1
-    if local.is_dir():
-        return sum(1 for _ in local.rglob("*." + kind))
-    return sum(1 for _ in Path("/").glob(path.lstrip("/"))) if path.startswith("/") else sum(1 for _ in Path().glob(path))
-
-
 def spark_path(path: str) -> str:
     """The path to give Spark's file stream sources, which read folders and globs but not a
     file named alone: a local file becomes a glob that matches only it."""
@@ -118,8 +107,9 @@ def spark_path(path: str) -> str:
     return str(local.parent / f"{{{escaped}}}")
 
 
-# What every input becomes: the decoded-record shape of the live job, without the raw bytes.
-RECORD_COLUMNS = ("alert", "reject_reason", "topic", "partition", "offset", "timestamp")
+# What every input becomes: the decoded-record shape of the live job.
+RECORD_COLUMNS = ("key", "value", "alert", "reject_reason", "topic", "partition", "offset", "timestamp")
+FILE_RECORD_SCHEMA = "key binary, value binary, unreadable string"
 
 
 def _with_kafka_metadata(frame: DataFrame, topic: str, *columns: Column | str, saved: bool = False) -> DataFrame:
@@ -138,81 +128,120 @@ def _with_kafka_metadata(frame: DataFrame, topic: str, *columns: Column | str, s
     )
 
 
-def _accepted(alert: Column) -> list[Column]:
-    """An alert a file reader decoded: it is genuine (files hold no poison records)."""
-    return [alert.alias("alert"), F.lit(None).cast("string").alias("reject_reason")]
-
-
-def _reader_spark_schema(spark: SparkSession, reader: str) -> StructType:
-    """The Spark schema of alerts decoded with the (lenient) reader schema."""
-    empty = spark.createDataFrame([], "value binary")
-    return empty.select(from_avro("value", reader).alias("a")).schema["a"].dataType  # type: ignore[return-value]
-
-
-def _gzip_records(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    """Each gzipped container file -> one (key = writer schema, value = datum) row per alert."""
+def _file_records(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """Each Avro container file (gzipped or not) -> one row per alert, as Fink puts it on
+    Kafka (key: the writer schema, value: the datum), or one row for a file that cannot be
+    read (its bytes, and why). A block of one alert (one alert per file, the usual case)
+    is its datum already; larger blocks are cut at each datum's end."""
     for batch in batches:
-        keys, values = [], []
-        for content in batch["content"]:
-            with io.BytesIO(gzip.decompress(content)) as handle:
-                reader = fastavro.reader(handle)
-                schema_text = reader.metadata["avro.schema"]
-                parsed = reader.writer_schema
-                for record in reader:
-                    buffer = io.BytesIO()
-                    fastavro.schemaless_writer(buffer, parsed, record)
-                    keys.append(schema_text.encode())
-                    values.append(buffer.getvalue())
-        yield pd.DataFrame({"key": keys, "value": values})
+        keys, values, unreadable = [], [], []
+        for path, content in zip(batch["path"], batch["content"]):
+            try:
+                data = gzip.decompress(content) if path.endswith(".gz") else content
+                reader = fastavro.block_reader(io.BytesIO(data))
+                key = reader.metadata["avro.schema"]
+                datums = [datum for block in reader for datum in _datums(block)]
+            except Exception as error:  # noqa: BLE001 - any failure: the file goes to the quarantine
+                keys.append(None)
+                values.append(content)
+                shown = path.removeprefix("file:")
+                unreadable.append(f"cannot read {shown} as an Avro file: {type(error).__name__}: {error}")
+                continue
+            keys += [key] * len(datums)
+            values += datums
+            unreadable += [None] * len(datums)
+        yield pd.DataFrame({"key": keys, "value": values, "unreadable": unreadable})
+
+
+def _datums(block: fastavro.block_reader) -> list[bytes]:
+    data = block.bytes_.getvalue()
+    if block.num_records == 1:
+        return [data]
+    stream, ends = io.BytesIO(data), []
+    for _ in range(block.num_records):
+        fastavro.schemaless_reader(stream, block.writer_schema, None)
+        ends.append(stream.tell())
+    return [data[start:end] for start, end in zip([0, *ends[:-1]], ends)]
+
+
+def _conformed(column: Column, have: DataType, want: DataType) -> Column:
+    """A column of one Spark type as another, field by field by name (missing ones null)."""
+    if have == want:
+        return column
+    if isinstance(have, StructType) and isinstance(want, StructType):
+        fields = {field.name: field.dataType for field in have.fields}
+        return F.when(column.isNotNull(), F.struct(*[
+            (_conformed(column[field.name], fields[field.name], field.dataType) if field.name in fields
+             else F.lit(None).cast(field.dataType)).alias(field.name)
+            for field in want.fields
+        ]))
+    if isinstance(have, ArrayType) and isinstance(want, ArrayType):
+        return F.transform(column, lambda item: _conformed(item, have.elementType, want.elementType))
+    return column.cast(want)
 
 
 def read_input(
-    spark: SparkSession, path: str, kind: str, config: JobConfig, reader_schema: str, topic: str,
-    files_per_batch: int = FILES_PER_BATCH,
+    spark: SparkSession, path: str, kind: str, config: JobConfig, writers: WriterSchemas, table: TableSchema,
+    topic: str, files_per_batch: int = FILES_PER_BATCH,
 ) -> DataFrame:
     """A stream of decoded records (RECORD_COLUMNS) from one input path."""
     survey = config.survey
-    reader = lenient_reader(reader_schema)
-    if kind == AVRO:
-        frame = (
-            spark.readStream.format("avro").schema(_reader_spark_schema(spark, reader))
-            .option("avroSchema", reader).option("maxFilesPerTrigger", files_per_batch)
-            .load(spark_path(path))
-        )
-        return _with_kafka_metadata(frame, topic, *_accepted(F.struct(*[F.col(f"`{name}`") for name in frame.columns])))
-    if kind == AVRO_GZ:
+    if kind in (AVRO, AVRO_GZ):
         files = (
-            spark.readStream.format("binaryFile").schema(BINARY_FILE_SCHEMA).option("pathGlobFilter", "*.avro.gz")
-            .option("maxFilesPerTrigger", files_per_batch).load(spark_path(path)).select("content")
+            spark.readStream.format("binaryFile").schema(BINARY_FILE_SCHEMA).option("pathGlobFilter", f"*.{kind}")
+            .option("maxFilesPerTrigger", files_per_batch).load(spark_path(path)).select("path", "content")
         )
-        pairs = _with_kafka_metadata(files.mapInPandas(_gzip_records, "key binary, value binary"), topic, "key", "value")
-        decoded = pairs.transform(decode_records(gz_writer_schemas(path, survey), reader_schema, survey))
-        return decoded.select(*RECORD_COLUMNS)
+        pairs = _with_kafka_metadata(files.mapInPandas(_file_records, FILE_RECORD_SCHEMA), topic, "key", "value", "unreadable")
+        decoded = pairs.transform(decode_records(writers, table, survey))
+        reason = F.coalesce(F.col("unreadable"), F.col("reject_reason")).alias("reject_reason")
+        return decoded.select(*[reason if name == "reject_reason" else name for name in RECORD_COLUMNS])
     if kind == PARQUET:
-        schema = spark.read.parquet(path).schema
-        frame = spark.readStream.schema(schema).option("maxFilesPerTrigger", files_per_batch).parquet(spark_path(path))
-        alert_type = _reader_spark_schema(spark, reader)
+        saved = read_table(spark, path)
+        frame = spark.readStream.schema(saved.schema).option("maxFilesPerTrigger", files_per_batch).parquet(spark_path(path))
+        alert_type = table_struct(spark, table)
         fields = [
-            (F.col(f"`{field.name}`") if field.name in frame.columns else F.lit(None)).cast(field.dataType).alias(field.name)
+            (_conformed(F.col(f"`{field.name}`"), frame.schema[field.name].dataType, field.dataType)
+             if field.name in frame.columns else F.lit(None).cast(field.dataType)).alias(field.name)
             for field in alert_type.fields
         ]
-        return _with_kafka_metadata(frame, topic, *_accepted(F.struct(*fields)), saved=True)
+        nothing = F.lit(None).cast("binary")
+        return _with_kafka_metadata(frame, topic, nothing.alias("key"), nothing.alias("value"), F.struct(*fields).alias("alert"),
+                                    F.lit(None).cast("string").alias("reject_reason"), saved=True)
     raise ConfigError(f"Unknown input kind {kind}")
 
 
-def gz_writer_schemas(path: str, survey: Survey) -> WriterSchemas:
-    """The writer schemas of gzipped container files (read from each local file's header)."""
-    writers = WriterSchemas(survey)
+def table_struct(spark: SparkSession, table: TableSchema) -> StructType:
+    """The Spark type of an alert in the table's schema."""
+    empty = spark.createDataFrame([], "value binary")
+    return empty.select(from_avro("value", table.table_reader()).alias("a")).schema["a"].dataType  # type: ignore[return-value]
+
+
+def input_files(path: str, kind: str) -> list[str]:
+    """The local files an input names (a file, a folder or a glob); none for remote storage."""
+    if "://" in path:
+        return []
     local = Path(path)
-    files = [local] if local.is_file() else sorted(local.rglob("*.avro.gz"))
+    if local.is_file():
+        return [str(local)]
+    if local.is_dir():
+        return sorted(str(file) for file in local.rglob(f"*.{kind}"))
+    root, pattern = (Path("/"), path.lstrip("/")) if path.startswith("/") else (Path(), path)
+    return sorted(str(file) for file in root.glob(pattern))
+
+
+def file_writer_schemas(files: list[str], writers: WriterSchemas) -> None:
+    """Learn the writer schemas of Avro container files from their headers (a file whose
+    header cannot be read is left for the run to quarantine)."""
     for file in files:
-        with gzip.open(file, "rb") as handle:
-            writers.learn(fastavro.reader(handle).metadata["avro.schema"].encode())
-    return writers
+        try:
+            with (gzip.open(file, "rb") if file.endswith(".gz") else open(file, "rb")) as handle:  # noqa: PTH123
+                writers.learn(fastavro.reader(handle).metadata["avro.schema"].encode())
+        except Exception:  # noqa: BLE001, S112 - unreadable: quarantined by the run, with the reason
+            continue
 
 
 def read_kafka_range(spark: SparkSession, config: JobConfig, span: KafkaRange, writers: WriterSchemas,
-                     reader_schema: str) -> DataFrame:
+                     table: TableSchema) -> DataFrame:
     """Decoded records of a Kafka offset range (the stream starts at the range, offsets past its end are dropped)."""
     if config.kafka is None:
         raise ConfigError("--kafka-range needs a 'kafka' section (servers, credentials) in the configuration.")
@@ -227,7 +256,7 @@ def read_kafka_range(spark: SparkSession, config: JobConfig, span: KafkaRange, w
     inside = F.lit(False)
     for partition, end in span.end.items():
         inside = inside | ((F.col("partition") == partition) & (F.col("offset") < end))
-    return frame.where(inside).transform(decode_records(writers, reader_schema, config.survey)).select(*RECORD_COLUMNS)
+    return frame.where(inside).transform(decode_records(writers, table, config.survey)).select(*RECORD_COLUMNS)
 
 
 class _Progress(BatchLog):
@@ -261,42 +290,55 @@ def reprocess(
     """Decode, filter and write (or only count) the inputs; returns how many alerts passed."""
     survey = config.survey
     config = replace(config, trigger=TriggerConfig(processing_time=None, available_now=True))
-    reader_schema = load_schema_text(config.schema or survey.latest_schema)
-    checkpoint = config.parquet.checkpoint.rstrip("/")
-    sources: list[tuple[str, DataFrame, int | None]] = []
-    for index, path in enumerate(inputs):
-        kind = input_kind(path)
-        frame = read_input(spark, path, kind, config, reader_schema, topic, files_per_batch)
-        sources.append((f"input{index}", frame, count_files(path, kind)))
-    if kafka_ranges:
-        writers = WriterSchemas(survey)
-        writers.add_bundled_versions()
-        for span in kafka_ranges:
-            for partition, start in span.start.items():
-                if span.end[partition] > start:
-                    key = key_at(config.kafka, span.topic, partition, start)
-                    if key is not None:
-                        writers.learn(key)
-        for span in kafka_ranges:
-            sources.append((f"kafka_{span.topic}", read_kafka_range(spark, config, span, writers, reader_schema), None))
+    parquet = config.parquet
+    checkpoint = parquet.checkpoint.rstrip("/")
+    state = CheckpointFiles.at(checkpoint)
+    kinds = {path: input_kind(path) for path in inputs}
+    files = {path: input_files(path, kind) for path, kind in kinds.items()}
+    writers = WriterSchemas(survey)
+    for path, kind in kinds.items():
+        if kind != PARQUET:
+            file_writer_schemas(files[path], writers)
+    for span in kafka_ranges:
+        for partition, start in span.start.items():
+            key = key_at(config.kafka, span.topic, partition, start) if span.end[partition] > start else None
+            if key is not None:
+                writers.learn(key)
+    table = table_schema(config, state, writers, list(writers.known))
+    for path, kind in kinds.items():
+        saved = CheckpointFiles.at(path).read(OUTPUT_SCHEMA_FILE) if kind == PARQUET else None
+        changes = table.merge(json.dumps(json.loads(saved)["schema"]), path) if saved else None
+        if changes:
+            log.info("Table schema: %s (the table saved in %s)", changes, path)
+    sources = [read_input(spark, path, kind, config, writers, table, topic, files_per_batch) for path, kind in kinds.items()]
+    sources += [read_kafka_range(spark, config, span, writers, table) for span in kafka_ranges]
     # One query over the union of the inputs: a Parquet sink folder takes one writer.
-    records = reduce(DataFrame.unionByName, [frame for _, frame, _ in sources])
+    records = reduce(DataFrame.unionByName, sources)
     check_filters(config.filters, records.transform(alerts(survey)))
-    table = records.transform(kept_alerts(survey, config.filters))
+    kept = kept_alerts(survey, config.filters)
     if count_only:
-        return _count(table)
-    files = [count for _, _, count in sources]
-    listener = _Progress(sum(files) if None not in files else None, files_per_batch)  # type: ignore[arg-type]
+        return _count(records.transform(kept))
+    save_table_schema(table, records.transform(kept).schema, state, parquet.path)
+    outputs = MicroBatchOutputs(
+        survey=survey, kept=kept, quarantined=quarantined,
+        table=ParquetLog(spark, parquet.path, parquet.partition_by, parquet.compression),
+        quarantine=ParquetLog(spark, parquet.quarantine, tuple(c for c in parquet.partition_by if c == "topic"),
+                              parquet.compression),
+    )
+    counts = [None if "://" in path else len(files[path]) for path in inputs]
+    listener = _Progress(None if None in counts or kafka_ranges else sum(counts), files_per_batch)  # type: ignore[arg-type]
     spark.streams.addListener(listener)
     try:
-        query: StreamingQuery = parquet_query(
-            table, config.parquet.path, f"{checkpoint}/reprocess", config.parquet.partition_by, config.trigger, "reprocess",
-            config.parquet.compression,
+        query = (
+            records.writeStream.queryName("reprocess").foreachBatch(outputs)
+            .option("checkpointLocation", f"{checkpoint}/reprocess").trigger(availableNow=True).start()
         )
         query.awaitTermination()
-        return sum(progress["numInputRows"] for progress in query.recentProgress)
     finally:
         spark.streams.removeListener(listener)
+    if outputs.totals.get("quarantined"):
+        log.warning("%d records could not be read or decoded: see %s", outputs.totals["quarantined"], parquet.quarantine)
+    return outputs.totals.get("kept", 0)
 
 
 def _count(table: DataFrame) -> int:

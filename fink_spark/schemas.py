@@ -1,9 +1,9 @@
-"""Avro schemas: the reader schema of the output table, and writer schemas from message keys.
+"""Avro schemas: schema files, and the writer schemas that message keys name.
 
 A Fink message's key is its writer schema as JSON, or (streams before 2023) a version
 string naming a bundled schema file. Each message is decoded with its own writer
-schema resolved onto one reader schema (Avro schema resolution), so that one table
-holds alerts of several schema versions.
+schema, resolved onto the output table's schema (`fink_spark.table_schema`), so that
+one table holds alerts of several schema versions.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from fastavro.schema import fingerprint as avro_fingerprint
 from fastavro.schema import parse_schema, to_parsing_canonical_form
@@ -45,48 +44,6 @@ def schema_fingerprint(schema_text: str) -> str:
     """The Avro CRC-64 fingerprint of a schema's canonical form, in hex."""
     canonical = to_parsing_canonical_form(parse_schema(json.loads(schema_text)))
     return str(avro_fingerprint(canonical, "CRC-64-AVRO"))
-
-
-def _nullable(schema: Any) -> Any:
-    """A field type that also admits null, with null first so that null can be the default."""
-    if isinstance(schema, list):
-        return ["null", *[branch for branch in schema if branch != "null"]]
-    if schema == "null":
-        return schema
-    return ["null", schema]
-
-
-def _lenient(schema: Any) -> Any:
-    if isinstance(schema, list):
-        return [_lenient(branch) for branch in schema]
-    if not isinstance(schema, dict):
-        return schema
-    kind = schema.get("type")
-    if kind == "record":
-        fields = [
-            {
-                **{key: value for key, value in item.items() if key != "default"},
-                "type": _nullable(_lenient(item["type"])),
-                "default": None,
-            }
-            for item in schema["fields"]
-        ]
-        return {**schema, "fields": fields}
-    if kind == "array":
-        return {**schema, "items": _lenient(schema["items"])}
-    if kind == "map":
-        return {**schema, "values": _lenient(schema["values"])}
-    return schema
-
-
-def lenient_reader(schema_text: str) -> str:
-    """The reader schema with every field nullable and defaulting to null.
-
-    Avro resolution fills a reader field that the writer lacks from its default; Fink's
-    schemas declare none, so without this an alert written before a field existed
-    could not be read into a table that has the field.
-    """
-    return json.dumps(_lenient(json.loads(schema_text)))
 
 
 def key_kind(key: bytes | None) -> str:
@@ -165,10 +122,13 @@ class WriterSchemas:
         self.known.update({bytes.fromhex(key): schema for key, schema in entries["known"]})
         self.rejected.update({bytes.fromhex(key): why for key, why in entries["rejected"]})
 
-    def add_bundled_versions(self) -> None:
-        """Know every version-string key whose schema file is bundled for the survey."""
+    def bundled_versions(self) -> dict[bytes, str]:
+        """The version-string keys whose schema file is bundled for the survey, with the schema.
+        They are learned, like JSON keys, when a message with one is met."""
         prefix, suffix = self.survey.version_schema_pattern.split("{version}")
+        versions = {}
         for path in sorted(self.survey.schema_dir.glob(f"{prefix}*{suffix}")):
             version = path.name[len(prefix) : len(path.name) - len(suffix)]
             if VERSION_KEY.match(version):
-                self.known.setdefault(version.encode("ascii"), path.read_text())
+                versions[version.encode("ascii")] = path.read_text()
+        return versions

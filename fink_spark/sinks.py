@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -115,9 +115,13 @@ class MicroBatchOutputs:
     rejected: tuple[ParquetLog, Callable[[DataFrame], DataFrame]] | None = None
     console: ConsoleOutput | None = None
     out: TextIO | None = None
+    totals: dict[str, int] = field(default_factory=dict)  # records, quarantined, kept, filtered: over all batches
 
     def __call__(self, decoded: DataFrame, batch_id: int) -> None:
         counts = self._write_table(decoded, batch_id)
+        for name, count in (counts or {}).items():
+            if isinstance(count, int):
+                self.totals[name] = self.totals.get(name, 0) + count
         self._write_side(self.quarantine, self.quarantined(decoded), batch_id, counts, "quarantined")
         if self.rejected is not None:
             sink, rejections = self.rejected

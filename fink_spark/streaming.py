@@ -4,8 +4,9 @@ One Spark streaming query, `alerts`, reads each Kafka record once and decodes it
 each micro-batch then feeds the Parquet table (exactly once), the quarantine (the records
 that are not alerts) and the console. Its checkpoint is `<checkpoint>/alerts`. When a
 record's key carries a writer schema the job has not met, the query stops; the job
-learns the schema, saves it beside the checkpoint and starts again from the checkpoint,
-so that nothing is skipped and nothing lands twice.
+learns the schema, adds it to the table's (`fink_spark.table_schema`), saves both
+beside the checkpoint and the output, and starts again from the checkpoint, so that
+nothing is skipped and nothing lands twice.
 """
 
 from __future__ import annotations
@@ -30,19 +31,18 @@ from fink_spark.filters import Filter, apply_filters, check_filters, deduplicate
 from fink_spark.kafka_source import Message, earliest_offsets, key_at, newest, read_stream, subscribed_partitions
 from fink_spark.schemas import (
     WRITER_SCHEMAS_FILE,
-    SchemaKeyError,
     WriterSchemas,
     key_kind,
     load_schema_text,
-    writer_schema_from_key,
 )
 from fink_spark.sinks import MicroBatchOutputs, ParquetLog, parquet_query, trigger_options
 from fink_spark.state import CheckpointFiles
 from fink_spark.surveys import Survey
+from fink_spark.table_schema import TABLE_SCHEMA_FILE, TableSchema, save_table_schema
 
 log = logging.getLogger(__name__)
 
-READER_SCHEMA_FILE = "reader_schema.avsc"
+READER_SCHEMA_FILE = "reader_schema.avsc"  # the table's schema in checkpoints of fink-spark 0.x before schema evolution
 _WHERE = re.compile(UNKNOWN_SCHEMA + r" \(topic (?P<topic>.+?), partition (?P<partition>\d+), offset (?P<offset>\d+)\)")
 
 
@@ -51,32 +51,32 @@ STATE = "fink_spark"
 
 def job_files(config: JobConfig) -> CheckpointFiles:
     """The checkpoint folder: Spark's checkpoints, and fink_spark/ with the job's own state
-    (reader schema, writer schemas met, skipped offsets)."""
+    (the table's schema, the writer schemas met, skipped offsets)."""
     return CheckpointFiles.at(config.parquet.checkpoint)
 
 
-def choose_reader_schema(config: JobConfig, state: CheckpointFiles, newest_keys: list[bytes]) -> str:
-    """The output table's schema: the configured file; else the one this checkpoint already
-    uses; else the writer schema of the newest message (of the richest, when the topics'
-    newest messages differ); else the newest bundled one."""
-    saved = state.read(f"{STATE}/{READER_SCHEMA_FILE}")
-    if config.schema:
-        text = load_schema_text(config.schema)
-    elif saved is not None:
-        text = saved
+def table_schema(config: JobConfig, state: CheckpointFiles, writers: WriterSchemas, newest_keys: list[bytes]) -> TableSchema:
+    """The output table's schema: the one this checkpoint has built so far; for a new
+    checkpoint, the configured schema, else the writer schema of the topics' newest
+    message (the richest, when they differ), else the newest bundled one. Every writer
+    schema known is then merged in (a no-op for those merged before)."""
+    saved = state.read(f"{STATE}/{TABLE_SCHEMA_FILE}")
+    if saved is not None:
+        table = TableSchema.from_json(saved)
     else:
-        candidates = []
-        for key in newest_keys:
-            try:
-                candidates.append(writer_schema_from_key(key, config.survey))
-            except SchemaKeyError:
-                continue
-        # Topics written with different schemas: keep the richest, so that no alert loses fields.
-        text = max(candidates, key=lambda schema: len(json.loads(schema)["fields"]), default=None)
-        if text is None:
-            text = load_schema_text(config.survey.latest_schema)
-    state.write(f"{STATE}/{READER_SCHEMA_FILE}", text)
-    return text
+        start = state.read(f"{STATE}/{READER_SCHEMA_FILE}")  # checkpoints of fink-spark before schema evolution
+        if config.schema:
+            start = load_schema_text(config.schema)
+        candidates = [writers.known[key] for key in newest_keys if key in writers.known]
+        if start is None and candidates:
+            # Topics written with different schemas: start from the richest.
+            start = max(candidates, key=lambda schema: len(json.loads(schema)["fields"]))
+        table = TableSchema.first(start or load_schema_text(config.survey.latest_schema), "start")
+    for source, writer in [*writers.by_topic.items(), *(("before the start", w) for w in writers.known.values())]:
+        changes = table.merge(writer, source)
+        if changes:
+            log.info("Table schema: %s (writer schema met before the start)", changes)
+    return table
 
 
 class BatchLog(StreamingQueryListener):
@@ -142,7 +142,7 @@ def start_queries(spark: SparkSession, plan: StreamPlan, out: TextIO | None = No
     def decoded(query: str) -> DataFrame:
         records = read_stream(spark, config.kafka, query, min_partitions=spark.sparkContext.defaultParallelism,
                               max_offsets=plan.max_offsets_per_trigger)
-        return records.transform(decode_records(plan.writers, plan.reader_schema, survey))
+        return records.transform(decode_records(plan.writers, plan.table, survey))
 
     kept = kept_alerts(survey, config.filters)
     records = decoded("alerts")
@@ -172,6 +172,8 @@ def start_queries(spark: SparkSession, plan: StreamPlan, out: TextIO | None = No
         console=config.console if config.console.enabled else None,
         out=out,
     )
+    table_frame = deduplicated if parquet.deduplicate_gap else records.transform(kept)
+    save_table_schema(plan.table, table_frame.schema, plan.state, parquet.path)
     writer = records.writeStream.queryName("alerts").foreachBatch(outputs)
     writer = writer.option("checkpointLocation", f"{checkpoint}/alerts").trigger(**trigger_options(config.trigger))
     return [writer.start(), *queries]
@@ -200,7 +202,7 @@ class StreamPlan:
 
     config: JobConfig
     writers: WriterSchemas
-    reader_schema: str
+    table: TableSchema
     state: CheckpointFiles
     max_offsets_per_trigger: int | None = None
 
@@ -218,21 +220,21 @@ def prepare_stream(config: JobConfig) -> StreamPlan:
     newest_messages = newest(config.kafka, partitions, starts=starts)
     newest_keys = [message.key for message in newest_messages if message.key is not None]
     writers = WriterSchemas(config.survey)
-    writers.add_bundled_versions()
     saved = state.read(f"{STATE}/{WRITER_SCHEMAS_FILE}")
     if saved is not None:
         writers.add_json(saved)
+    bundled = writers.bundled_versions()
     for key in newest_keys:
-        if key_kind(key) == "json":
+        if key_kind(key) == "json" or key in bundled:
             writers.learn(key)
     for topic in partitions:
         if topic.startswith(TRANSFER_PREFIX):
             writers.by_topic[topic] = topic_schema(config.kafka, topic, config.survey)
-    reader_schema = choose_reader_schema(config, state, newest_keys)
+    table = table_schema(config, state, writers, newest_keys)
     state.write(f"{STATE}/{WRITER_SCHEMAS_FILE}", writers.to_json())
     if config.kafka.on_data_loss == "skip":
         record_skipped_offsets(config, partitions, state)
-    return StreamPlan(config, writers, reader_schema, state, batch_size(config.kafka, newest_messages))
+    return StreamPlan(config, writers, table, state, batch_size(config.kafka, newest_messages))
 
 
 def batch_size(kafka: KafkaConfig, newest_messages: list[Message]) -> int | None:
@@ -283,14 +285,25 @@ def record_skipped_offsets(config: JobConfig, partitions: dict[str, int], state:
                         gap["topic"], gap["partition"], gap["from_offset"], gap["to_offset"] - 1, path)
 
 
+class _PlannedStops(logging.Filter):
+    """Drops py4j's traceback of a micro-batch stopped at a new writer schema: the job logs one line for it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return error is None or UNKNOWN_SCHEMA not in str(error)
+
+
 def run_stream(spark: SparkSession, plan: StreamPlan, out: TextIO | None = None) -> None:
     """Run the job until it is stopped (processing-time trigger) or has read everything (available now)."""
     progress = BatchLog()
     spark.streams.addListener(progress)
+    planned_stops = _PlannedStops()
+    logging.getLogger("py4j.clientserver").addFilter(planned_stops)
     try:
         _run_until_done(spark, plan, out, progress)
     finally:
         spark.streams.removeListener(progress)
+        logging.getLogger("py4j.clientserver").removeFilter(planned_stops)
 
 
 def _explained(error: StreamingQueryException, config: JobConfig) -> Exception:
@@ -332,7 +345,7 @@ def _run_until_done(spark: SparkSession, plan: StreamPlan, out: TextIO | None, p
             if key is None or not writers.learn(key):
                 raise
             state.write(f"{STATE}/{WRITER_SCHEMAS_FILE}", writers.to_json())
-            log.info(
-                "New writer schema met at %s[%s] offset %s: restarting the queries from the checkpoint",
-                where["topic"], where["partition"], where["offset"],
-            )
+            source = f"{where['topic']}[{where['partition']}] offset {where['offset']}"
+            changes = plan.table.merge(writers.known[key], source) if key in writers.known else None
+            log.info("New writer schema at %s: %s; the job goes on from its checkpoint", source,
+                     changes or writers.rejected.get(key) or "the table's schema holds it already")

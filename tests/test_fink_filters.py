@@ -28,6 +28,7 @@ from fink_spark.filters import EXTRAGALACTIC_CLASSES, FINK_FILTERS_VERSION, FINK
 from fink_spark.publisher import encode, read_saved_alerts
 from fink_spark.schemas import WriterSchemas
 from fink_spark.surveys import LSST, ZTF, Survey
+from fink_spark.table_schema import TableSchema
 
 fink_filters = pytest.importorskip("fink_filters")
 fink_utils = pytest.importorskip("fink_utils")
@@ -129,7 +130,8 @@ def decoded_alerts(spark: SparkSession, survey: Survey, schema_text: str, record
     writers = WriterSchemas(survey)
     writers.learn(schema_text.encode())
     messages = kafka_messages(spark, schema_text, records, f"fink_variants_{survey.name}")
-    return messages.transform(decode_records(writers, schema_text, survey)).transform(alerts(survey)).cache()
+    table = TableSchema.first(schema_text, "test")
+    return messages.transform(decode_records(writers, table, survey)).transform(alerts(survey)).cache()
 
 
 def selected_by(table: DataFrame, survey: Survey, preset: str, **parameters: float) -> set[int]:

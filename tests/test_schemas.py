@@ -19,8 +19,9 @@ from fink_spark.filters import apply_filters, parse_filters
 from fink_spark.local_broker import LocalKafka
 from fink_spark.paths import PROJECT_ROOT, SCHEMAS_DIR
 from fink_spark.publisher import encode, publish, read_saved_alerts
-from fink_spark.schemas import WriterSchemas, lenient_reader, schema_fingerprint
+from fink_spark.schemas import WriterSchemas, schema_fingerprint
 from fink_spark.surveys import ZTF
+from fink_spark.table_schema import TableSchema, lenient_reader, read_table
 
 SCHEMA_2026 = (SCHEMAS_DIR / "ztf" / "fink_ztf_transfer_2026-03.avsc").read_text()
 SCHEMA_27 = (SCHEMAS_DIR / "ztf" / "distribution_schema_fink_ztf_2.7_3.10.1.avsc").read_text()
@@ -64,7 +65,7 @@ def test_one_topic_with_three_writer_schemas_lands_in_one_table(spark, broker, n
 
     run_job(spark, job_config(broker, tmp_path, [topic], schema=str(SCHEMAS_DIR / "ztf" / "fink_ztf_transfer_2026-03.avsc")))
 
-    rows = {row["kafka_offset"]: row.asDict(recursive=True) for row in spark.read.parquet(str(tmp_path / "alerts")).collect()}
+    rows = {row["kafka_offset"]: row.asDict(recursive=True) for row in read_table(spark, str(tmp_path / "alerts")).collect()}
     assert sorted(rows) == list(range(6))
     for offset, reference in enumerate(references):
         alert_fields = {k: v for k, v in rows[offset].items() if k not in OUTPUT_ONLY}
@@ -72,7 +73,8 @@ def test_one_topic_with_three_writer_schemas_lands_in_one_table(spark, broker, n
     # Alerts written with the 2.7 schema lack the 2026 fields: null, not an error.
     assert rows[1]["finkclass"] is None and rows[4]["finkclass"] is None
     assert rows[0]["finkclass"] == alerts[0]["finkclass"] and rows[2]["finkclass"] == alerts[2]["finkclass"]
-    assert "fink_spark_extra" not in rows[2]
+    # The reordered schema's new field is a new column, null for the alerts written without it.
+    assert [rows[offset]["fink_spark_extra"] for offset in range(6)] == [None] * 6
     saved = json.loads((tmp_path / "checkpoints" / "fink_spark" / "fink_spark_writer_schemas.json").read_text())
     assert {bytes.fromhex(key) for key, _ in saved["known"]} >= {SCHEMA_2026.encode(), reordered.encode()}
 
@@ -116,8 +118,8 @@ def test_discover_saves_the_topic_schema(broker, new_topic, tmp_path: Path) -> N
 
 def test_bundled_version_keys_and_lenient_reader() -> None:
     writers = WriterSchemas(ZTF)
-    writers.add_bundled_versions()
-    assert set(writers.known) == {b"2.7_3.10.1"}
+    assert set(writers.bundled_versions()) == {b"2.7_3.10.1"}
+    assert writers.learn(b"2.7_3.10.1") and writers.known[b"2.7_3.10.1"] == SCHEMA_27
     reader = json.loads(lenient_reader(SCHEMA_2026))
     assert all(field["type"][0] == "null" and field["default"] is None for field in reader["fields"])
     assert not writers.learn(b"2.7_3.10.1") and writers.learn(b"8.8_1.0.0")
@@ -129,12 +131,13 @@ def test_each_record_is_decoded_once_whatever_reads_the_alert(spark) -> None:
     plan must still run one decoder per writer schema, not one per reference (without the
     guard, Spark 4.2 runs 2 per schema here, Spark 4.1 runs 12)."""
     writers = WriterSchemas(ZTF)
-    writers.add_bundled_versions()
+    writers.learn(b"2.7_3.10.1")
     writers.learn(SCHEMA_2026.encode())
     saved = next(read_saved_alerts([sample("ztf-2026")]))
     assert saved.schema_text == SCHEMA_2026
     records = kafka_records(spark, "ztf-2026", "t")
-    kept = records.transform(decode_records(writers, SCHEMA_2026, ZTF)).transform(alerts(ZTF))
+    table = TableSchema.first(SCHEMA_2026, "start")
+    kept = records.transform(decode_records(writers, table, ZTF)).transform(alerts(ZTF))
     kept = kept.transform(apply_filters(parse_filters(["candidate.magpsf < 19"], ZTF)))
     plan = kept._jdf.queryExecution().optimizedPlan().toString()  # noqa: SLF001 - the plan Spark will run
     assert plan.count("from_avro(") == len(writers.known) == 2

@@ -19,6 +19,7 @@ from fink_spark.schemas import WriterSchemas
 from fink_spark.sinks import MicroBatchOutputs, ParquetLog
 from fink_spark.streaming import kept_alerts
 from fink_spark.surveys import ZTF
+from fink_spark.table_schema import TableSchema
 
 TOPIC = "fink_sn_candidates_ztf"
 POISON = (b"\x00\x01not avro", b"")
@@ -49,7 +50,7 @@ def outputs(spark: SparkSession, root: Path, out: io.StringIO) -> MicroBatchOutp
 
 def test_a_batch_and_its_replays_land_once_in_every_folder(spark: SparkSession, tmp_path: Path) -> None:
     records, writers, schema, alerts = kafka_batch(spark)
-    decoded = records.transform(decode_records(writers, schema, ZTF))
+    decoded = records.transform(decode_records(writers, TableSchema.first(schema, "test"), ZTF))
     out = io.StringIO()
     write = outputs(spark, tmp_path, out)
     passing = sorted(a["candid"] for a in alerts if a["candidate"]["magpsf"] < 18.5)
@@ -93,7 +94,7 @@ def test_a_batch_without_poison_still_commits_its_id_in_the_quarantine(spark: Sp
     """Spark's sink log needs every batch id: an empty batch is committed (from no rows, not
     from a second pass over the records)."""
     records, writers, schema, _ = kafka_batch(spark)
-    clean = records.where("length(value) > 100").transform(decode_records(writers, schema, ZTF))
+    clean = records.where("length(value) > 100").transform(decode_records(writers, TableSchema.first(schema, "test"), ZTF))
     write = outputs(spark, tmp_path, io.StringIO())
     for batch_id in range(3):
         write(clean, batch_id)
@@ -109,6 +110,6 @@ def test_an_alert_whose_ids_disagree_is_quarantined_with_that_reason(spark: Spar
     writers = WriterSchemas(ZTF)
     writers.learn(saved.schema_text.encode())
     decoded = kafka_messages(spark, saved.schema_text, [record, disagreeing], TOPIC).transform(
-        decode_records(writers, saved.schema_text, ZTF))
+        decode_records(writers, TableSchema.first(saved.schema_text, "test"), ZTF))
     reasons = [row.reject_reason for row in decoded.orderBy("offset").select("reject_reason").collect()]
     assert reasons == [None, "candidate.candid differs from candid"]

@@ -1,0 +1,191 @@
+"""One table across writer schemas: a topic mixing versions (fields removed, added at the top
+and nested, widened, retyped; real older schemas), and the same alerts reprocessed from
+Avro files. Every alert is compared field by field with fastavro decoding it with its own
+writer schema; nothing valid is quarantined."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import pytest
+import yaml
+from confluent_kafka import Producer
+from conftest import PASSWORD, USER, job_config, run_job, sample
+from reference import assert_same_value, read_alerts
+from variants import LSST_VARIANTS, ZTF_VARIANTS, Variant, expected_alert
+
+from fink_spark.config import parse_config
+from fink_spark.local_broker import LocalKafka
+from fink_spark.paths import PROJECT_ROOT, SCHEMAS_DIR
+from fink_spark.publisher import encode
+from fink_spark.reprocess import reprocess
+from fink_spark.table_schema import OUTPUT_SCHEMA_FILE, read_table
+
+OUTPUT_ONLY = {"topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "ingest_time", "year", "month", "day"}
+SCHEMA_27 = (SCHEMAS_DIR / "ztf" / "distribution_schema_fink_ztf_2.7_3.10.1.avsc").read_text()
+
+
+class Message:
+    """One message as Fink publishes it, and the alert the table must hold for it."""
+
+    def __init__(self, key: bytes, writer: str, record: dict, columns: dict[str, str]) -> None:
+        parsed = fastavro.parse_schema(json.loads(writer))
+        self.key, self.writer = key, writer
+        self.value = encode(record, parsed)
+        decoded = fastavro.schemaless_reader(io.BytesIO(self.value), parsed)
+        self.expected = expected_alert(decoded, columns)
+        # Fink's year/month/day are the table's night columns; its `topic` field is alert_topic.
+        self.expected = {f"alert_{k}" if k == "topic" else k: v for k, v in self.expected.items()
+                         if k not in ("year", "month", "day")}
+
+
+def messages_of(survey: str, variants: list[Variant]) -> list[Message]:
+    """The survey's 2026 alerts, each written with one of the variants in turn, then real
+    alerts of older schemas with their own keys."""
+    base_text = (SCHEMAS_DIR / survey / f"fink_{survey}_transfer_2026-03.avsc").read_text()
+    base = json.loads(base_text)
+    messages = []
+    for index, alert in enumerate(read_alerts(sample(f"{survey}-2026"))):
+        variant = variants[index % len(variants)]
+        writer = json.dumps(variant.schema(base))
+        messages.append(Message(writer.encode(), writer, variant.record(alert), variant.columns))
+    if survey == "ztf":
+        with (sample("ztf-0p2") / "fink-broker-sample-alert-1.avro").open("rb") as handle:
+            old_text = fastavro.reader(handle).metadata["avro.schema"]
+        messages += [Message(old_text.encode(), old_text, alert, {}) for alert in read_alerts(sample("ztf-0p2"))]
+        messages += [Message(b"2.7_3.10.1", SCHEMA_27, alert, {}) for alert in read_alerts(sample("ztf-2026"))[:3]]
+    else:
+        with next(sample("lsst-rubin-9.0").glob("*.avro")).open("rb") as handle:
+            old_text = fastavro.reader(handle).metadata["avro.schema"]
+        messages += [Message(old_text.encode(), old_text, alert, {}) for alert in read_alerts(sample("lsst-rubin-9.0"))]
+    return messages
+
+
+def publish_mixed(broker: LocalKafka, topic: str, messages: list[Message]) -> None:
+    """Round robin over 2 partitions, so that each partition meets the schemas in turn."""
+    producer = Producer(broker.client_config(USER))
+    for index, message in enumerate(messages):
+        producer.produce(topic, value=message.value, key=message.key, partition=index % 2)
+    assert producer.flush(30) == 0
+
+
+def assert_table_holds(rows: dict[Any, dict], messages: dict[Any, Message]) -> None:
+    """Every message's alert is a row holding every field as fastavro decodes it, each
+    retyped field in the column the rule names, every other column null."""
+    assert sorted(rows) == sorted(messages)
+    for where, message in messages.items():
+        alert = {k: v for k, v in rows[where].items() if k not in OUTPUT_ONLY}
+        assert_same_value(alert, message.expected, f"message at {where}", every_field=True)
+
+
+def by_position(spark, path: Path) -> dict[tuple[int, int], dict]:  # noqa: ANN001
+    rows = read_table(spark, str(path)).collect()
+    return {(row["kafka_partition"], row["kafka_offset"]): row.asDict(recursive=True) for row in rows}
+
+
+def positions(messages: list[Message]) -> dict[tuple[int, int], Message]:
+    """Where publish_mixed puts each message: (partition, offset)."""
+    return {(index % 2, index // 2): message for index, message in enumerate(messages)}
+
+
+def test_ztf_topic_mixing_seven_writer_schemas_keeps_every_value(spark, broker, new_topic, tmp_path: Path) -> None:  # noqa: ANN001
+    topic = new_topic("fink_versions_ztf", partitions=2)
+    messages = messages_of("ztf", ZTF_VARIANTS)
+    assert len({message.key for message in messages}) == 7
+    publish_mixed(broker, topic, messages)
+    config = tmp_path / "job.yaml"
+    config.write_text(yaml.safe_dump({
+        "survey": "ztf", "schema": str(SCHEMAS_DIR / "ztf" / "fink_ztf_transfer_2026-03.avsc"),
+        "kafka": {"servers": broker.bootstrap, "username": USER, "password_env": "FINK_TEST_PASSWORD",
+                  "topics": [topic], "starting_offsets": "earliest"},
+        "output": {"parquet": {"path": str(tmp_path / "alerts"), "checkpoint": str(tmp_path / "chk")}, "console": {"rows": 2}},
+    }))
+    result = subprocess.run(
+        [str(PROJECT_ROOT / "spark-submit.sh"), "--master", "local[2]", "jobs/stream.py", "--config", str(config),
+         "--available-now"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "FINK_TEST_PASSWORD": PASSWORD},
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+
+    assert_table_holds(by_position(spark, tmp_path / "alerts"), positions(messages))
+    assert list((tmp_path / "alerts_quarantine").rglob("*.parquet")) == []  # nothing valid quarantined
+    # One INFO line per schema met, naming where (or 'before the start') and what changed; no stack trace.
+    met = [line for line in output.splitlines() if "New writer schema at" in line]
+    assert met and all(f"{topic}[" in line and "offset" in line for line in met), output
+    changes = met + [line for line in output.splitlines() if "writer schema met before the start" in line]
+    assert any("retyped into new columns candidate.isdiffpos__boolean, prv_candidates[].isdiffpos__boolean" in line
+               for line in changes)
+    assert any("widened candidate.fid int->long, candidate.magpsf float->double" in line for line in changes)
+    assert "\tat " not in output and "Exception" not in output, output[-3000:]
+    # The schema and its history, in the output and beside the checkpoint.
+    saved = json.loads((tmp_path / "alerts" / OUTPUT_SCHEMA_FILE).read_text())
+    assert saved == json.loads((tmp_path / "chk" / "fink_spark" / "table_schema.json").read_text())
+    changed = [name for entry in saved["history"] for key in ("added", "widened", "siblings") for name in entry.get(key, [])]
+    assert sorted(changed) == sorted([
+        "candidate.snr", "prv_candidates[].band", "fink_spark_candid_text", "topic",
+        "candidate.fid int->long", "candidate.magpsf float->double", "prv_candidates[].magpsf float->double",
+        "Plx float->double", "roid int->long",
+        "candidate.isdiffpos__boolean", "prv_candidates[].isdiffpos__boolean", "mangrove__string",
+        "is_transient__double", "timestamp__timestamp_micros",
+    ])
+
+
+def test_lsst_topic_mixing_six_writer_schemas_keeps_every_value(spark, broker, new_topic, tmp_path: Path) -> None:  # noqa: ANN001
+    topic = new_topic("fink_versions_lsst", partitions=2)
+    messages = messages_of("lsst", LSST_VARIANTS)
+    assert len({message.key for message in messages}) == 6
+    publish_mixed(broker, topic, messages)
+    run_job(spark, job_config(broker, tmp_path, [topic], survey="lsst",
+                              schema=str(SCHEMAS_DIR / "lsst" / "fink_lsst_transfer_2026-03.avsc")))
+    assert_table_holds(by_position(spark, tmp_path / "alerts"), positions(messages))
+    assert list((tmp_path / "alerts_quarantine").rglob("*.parquet")) == []
+
+
+@pytest.mark.parametrize(("survey", "variants", "id_column"), [
+    ("ztf", ZTF_VARIANTS, "candid"), ("lsst", LSST_VARIANTS, "diaSourceId"),
+])
+def test_the_same_alerts_saved_as_files_reprocess_into_one_table(spark, tmp_path: Path, survey: str, variants, id_column: str) -> None:  # noqa: ANN001, E501
+    """Avro files of every writer schema (one alert each, several alerts each, gzipped), and
+    two files that cannot be read: those go to the quarantine with their path, the rest is written."""
+    messages = [message for message in messages_of(survey, variants) if message.key != b"2.7_3.10.1"]
+    folder = tmp_path / "saved"
+    folder.mkdir()
+    by_writer: dict[str, list[Message]] = {}
+    for message in messages:
+        by_writer.setdefault(message.writer, []).append(message)
+    for number, (writer, group) in enumerate(by_writer.items()):
+        parsed = fastavro.parse_schema(json.loads(writer))
+        records = [fastavro.schemaless_reader(io.BytesIO(message.value), parsed) for message in group]
+        for part in range(0, len(records), 3 if number % 2 else 1):  # one alert a file, or three
+            buffer = io.BytesIO()
+            fastavro.writer(buffer, parsed, records[part : part + 3 if number % 2 else part + 1], codec="deflate")
+            name = folder / f"writer{number}-{part}.avro"
+            if number == 2:
+                name.with_suffix(".avro.gz").write_bytes(gzip.compress(buffer.getvalue()))
+            else:
+                name.write_bytes(buffer.getvalue())
+    (folder / "not-avro.avro").write_bytes(b"this is not an Avro file")
+    whole = next(folder.glob("writer1-*.avro")).read_bytes()
+    (folder / "truncated.avro").write_bytes(whole[: len(whole) // 2])
+
+    config = parse_config({"survey": survey, "schema": str(SCHEMAS_DIR / survey / f"fink_{survey}_transfer_2026-03.avsc"),
+                           "output": {"parquet": {"path": str(tmp_path / "out"), "checkpoint": str(tmp_path / "chk")}}},
+                          kafka_required=False)
+    inputs = [str(folder / "*.avro"), str(folder / "*.avro.gz")]
+    assert reprocess(spark, config, inputs, [], "saved") == len(messages)
+
+    rows = {row[id_column]: row.asDict(recursive=True) for row in read_table(spark, str(tmp_path / "out")).collect()}
+    assert_table_holds(rows, {message.expected[id_column]: message for message in messages})
+    quarantine = read_table(spark, str(tmp_path / "out_quarantine")).collect()
+    assert sorted(row.reject_reason.split(" as an Avro file")[0] for row in quarantine) == [
+        f"cannot read {folder / 'not-avro.avro'}", f"cannot read {folder / 'truncated.avro'}",
+    ]
+    assert sorted(bytes(row.value) for row in quarantine) == sorted([b"this is not an Avro file", whole[: len(whole) // 2]])
