@@ -30,6 +30,7 @@ from pathlib import Path
 
 import fastavro
 import pandas as pd
+from pyspark.errors import StreamingQueryException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.avro.functions import from_avro
@@ -43,7 +44,7 @@ from fink_spark.kafka_source import key_at, offsets_json, spark_kafka_options
 from fink_spark.schemas import WriterSchemas
 from fink_spark.sinks import MicroBatchOutputs, ParquetLog
 from fink_spark.state import CheckpointFiles
-from fink_spark.streaming import BatchLog, kept_alerts, table_schema
+from fink_spark.streaming import BatchLog, kept_alerts, learn_schema_at, quiet_planned_stops, table_schema
 from fink_spark.table_schema import OUTPUT_SCHEMA_FILE, TableSchema, read_table, save_table_schema
 
 log = logging.getLogger(__name__)
@@ -310,16 +311,8 @@ def reprocess(
         changes = table.merge(json.dumps(json.loads(saved)["schema"]), path) if saved else None
         if changes:
             log.info("Table schema: %s (the table saved in %s)", changes, path)
-    sources = [read_input(spark, path, kind, config, writers, table, topic, files_per_batch) for path, kind in kinds.items()]
-    sources += [read_kafka_range(spark, config, span, writers, table) for span in kafka_ranges]
-    # One query over the union of the inputs: a Parquet sink folder takes one writer.
-    records = reduce(DataFrame.unionByName, sources)
-    check_filters(config.filters, records.transform(alerts(survey)))
     kept = kept_alerts(survey, config.filters)
-    if count_only:
-        return _count(records.transform(kept))
-    save_table_schema(table, records.transform(kept).schema, state, parquet.path)
-    outputs = MicroBatchOutputs(
+    outputs = None if count_only else MicroBatchOutputs(
         survey=survey, kept=kept, quarantined=quarantined,
         table=ParquetLog(spark, parquet.path, parquet.partition_by, parquet.compression),
         quarantine=ParquetLog(spark, parquet.quarantine, tuple(c for c in parquet.partition_by if c == "topic"),
@@ -329,11 +322,27 @@ def reprocess(
     listener = _Progress(None if None in counts or kafka_ranges else sum(counts), files_per_batch)  # type: ignore[arg-type]
     spark.streams.addListener(listener)
     try:
-        query = (
-            records.writeStream.queryName("reprocess").foreachBatch(outputs)
-            .option("checkpointLocation", f"{checkpoint}/reprocess").trigger(availableNow=True).start()
-        )
-        query.awaitTermination()
+        with quiet_planned_stops():
+            while True:  # once, or again after a Kafka range met a writer schema it had not
+                sources = [read_input(spark, path, kind, config, writers, table, topic, files_per_batch)
+                           for path, kind in kinds.items()]
+                sources += [read_kafka_range(spark, config, span, writers, table) for span in kafka_ranges]
+                # One query over the union of the inputs: a Parquet sink folder takes one writer.
+                records = reduce(DataFrame.unionByName, sources)
+                check_filters(config.filters, records.transform(alerts(survey)))
+                try:
+                    if outputs is None:
+                        return _count(records.transform(kept))
+                    save_table_schema(table, records.transform(kept).schema, state, parquet.path)
+                    query = (
+                        records.writeStream.queryName("reprocess").foreachBatch(outputs)
+                        .option("checkpointLocation", f"{checkpoint}/reprocess").trigger(availableNow=True).start()
+                    )
+                    query.awaitTermination()
+                    break
+                except StreamingQueryException as error:
+                    if not learn_schema_at([str(error)], config.kafka, writers, table):
+                        raise
     finally:
         spark.streams.removeListener(listener)
     if outputs.totals.get("quarantined"):

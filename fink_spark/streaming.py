@@ -15,7 +15,8 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -293,17 +294,42 @@ class _PlannedStops(logging.Filter):
         return error is None or UNKNOWN_SCHEMA not in str(error)
 
 
+@contextmanager
+def quiet_planned_stops() -> Iterator[None]:
+    """While the job runs, stops at a new writer schema print no traceback."""
+    planned_stops = _PlannedStops()
+    logging.getLogger("py4j.clientserver").addFilter(planned_stops)
+    try:
+        yield
+    finally:
+        logging.getLogger("py4j.clientserver").removeFilter(planned_stops)
+
+
+def learn_schema_at(failures: list[str], kafka: KafkaConfig | None, writers: WriterSchemas, table: TableSchema) -> bool:
+    """If a query stopped at a writer schema it had not met: learn the schema, add it to the
+    table's, log one line and return True; False for any other failure."""
+    where = next((match for match in map(_WHERE.search, failures) if match), None)
+    if where is None or kafka is None:
+        return False
+    key = key_at(kafka, where["topic"], int(where["partition"]), int(where["offset"]))
+    if key is None or not writers.learn(key):
+        return False
+    source = f"{where['topic']}[{where['partition']}] offset {where['offset']}"
+    changes = table.merge(writers.known[key], source) if key in writers.known else None
+    log.info("New writer schema at %s: %s; going on from the checkpoint", source,
+             changes or writers.rejected.get(key) or "the table's schema holds it already")
+    return True
+
+
 def run_stream(spark: SparkSession, plan: StreamPlan, out: TextIO | None = None) -> None:
     """Run the job until it is stopped (processing-time trigger) or has read everything (available now)."""
     progress = BatchLog()
     spark.streams.addListener(progress)
-    planned_stops = _PlannedStops()
-    logging.getLogger("py4j.clientserver").addFilter(planned_stops)
     try:
-        _run_until_done(spark, plan, out, progress)
+        with quiet_planned_stops():
+            _run_until_done(spark, plan, out, progress)
     finally:
         spark.streams.removeListener(progress)
-        logging.getLogger("py4j.clientserver").removeFilter(planned_stops)
 
 
 def _explained(error: StreamingQueryException, config: JobConfig) -> Exception:
@@ -335,17 +361,9 @@ def _run_until_done(spark: SparkSession, plan: StreamPlan, out: TextIO | None, p
         except StreamingQueryException as error:
             # The first query to fail may be one that another's failure interrupted: look at all of them.
             failures = [str(error)] + [str(query.exception()) for query in queries if query.exception() is not None]
-            where = next((match for match in map(_WHERE.search, failures) if match), None)
-            if where is None:
+            if not learn_schema_at(failures, config.kafka, writers, plan.table):
                 raise _explained(error, config) from None
             for query in queries:  # a query stopped while writing its log leaves a temporary file there
                 state.remove_temporary_files(f"{query.name}/offsets")
                 state.remove_temporary_files(f"{query.name}/commits")
-            key = key_at(config.kafka, where["topic"], int(where["partition"]), int(where["offset"]))
-            if key is None or not writers.learn(key):
-                raise
             state.write(f"{STATE}/{WRITER_SCHEMAS_FILE}", writers.to_json())
-            source = f"{where['topic']}[{where['partition']}] offset {where['offset']}"
-            changes = plan.table.merge(writers.known[key], source) if key in writers.known else None
-            log.info("New writer schema at %s: %s; the job goes on from its checkpoint", source,
-                     changes or writers.rejected.get(key) or "the table's schema holds it already")

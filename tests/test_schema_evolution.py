@@ -10,6 +10,7 @@ import io
 import json
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from fink_spark.config import parse_config
 from fink_spark.local_broker import LocalKafka
 from fink_spark.paths import PROJECT_ROOT, SCHEMAS_DIR
 from fink_spark.publisher import encode
-from fink_spark.reprocess import reprocess
+from fink_spark.reprocess import KafkaRange, reprocess
 from fink_spark.table_schema import OUTPUT_SCHEMA_FILE, read_table
 
 OUTPUT_ONLY = {"topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "ingest_time", "year", "month", "day"}
@@ -143,10 +144,18 @@ def test_lsst_topic_mixing_six_writer_schemas_keeps_every_value(spark, broker, n
     messages = messages_of("lsst", LSST_VARIANTS)
     assert len({message.key for message in messages}) == 6
     publish_mixed(broker, topic, messages)
-    run_job(spark, job_config(broker, tmp_path, [topic], survey="lsst",
-                              schema=str(SCHEMAS_DIR / "lsst" / "fink_lsst_transfer_2026-03.avsc")))
+    config = job_config(broker, tmp_path, [topic], survey="lsst",
+                        schema=str(SCHEMAS_DIR / "lsst" / "fink_lsst_transfer_2026-03.avsc"))
+    run_job(spark, config)
     assert_table_holds(by_position(spark, tmp_path / "alerts"), positions(messages))
     assert list((tmp_path / "alerts_quarantine").rglob("*.parquet")) == []
+
+    # The same offsets reprocessed as a Kafka range: it meets the schemas it did not know at its start.
+    span = KafkaRange.parse(f"{topic}:0=0-{(len(messages) + 1) // 2},1=0-{len(messages) // 2}")
+    ranged = replace(config, parquet=replace(config.parquet, path=str(tmp_path / "range"),
+                                             checkpoint=str(tmp_path / "range_chk")))
+    assert reprocess(spark, ranged, [], [span], "unused") == len(messages)
+    assert_table_holds(by_position(spark, tmp_path / "range"), positions(messages))
 
 
 @pytest.mark.parametrize(("survey", "variants", "id_column"), [
