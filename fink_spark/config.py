@@ -199,20 +199,43 @@ def _password(kafka: _Section, base: Path) -> Secret | None:
         ) from error
 
 
+def fink_client_credentials(name: str | None) -> dict[str, Any]:
+    """What fink-client saved with `fink_client_register`: `~/.finkclient/<name>_credentials.yml`
+    (name: a survey, e.g. ztf), or the YAML file `name` names; {} when no name is given."""
+    if not name:
+        return {}
+    path = Path(name).expanduser() if name.endswith((".yml", ".yaml")) else Path.home() / ".finkclient" / f"{name}_credentials.yml"
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise ConfigError(
+            f"'kafka.credentials' is {name!r}, but {path} cannot be read ({error.strerror}): register with "
+            f"fink-client first (fink_client_register ...), or give kafka.servers and kafka.username instead."
+        ) from error
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} (kafka.credentials) is not valid YAML: {error}") from error
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{path} (kafka.credentials) does not hold fink-client's credentials.")
+    return saved
+
+
 def _kafka(root: _Section, base: Path, required: bool) -> KafkaConfig | None:
     kafka = root.section(
         "kafka",
         {
             "servers", "topics", "topic_pattern", "username", "password", "password_env",
             "password_file", "group_id", "starting_offsets", "max_offsets_per_trigger", "max_bytes_per_trigger",
-            "on_data_loss", "ssl_ca",
+            "on_data_loss", "ssl_ca", "credentials",
         },
     )
     if "kafka" not in root.data:
         if not required:
             return None
         raise ConfigError("Missing required key 'kafka'.")
-    servers = kafka.get("servers", (str, list), required=True)
+    saved = fink_client_credentials(kafka.get("credentials", str))
+    servers = kafka.get("servers", (str, list), default=saved.get("servers"))
+    if not servers:
+        raise ConfigError("Missing required key 'kafka.servers' (or 'kafka.credentials', naming fink-client's).")
     if isinstance(servers, list):
         servers = ",".join(str(server) for server in servers)
     topics = kafka.get("topics", (list, str), default=[])
@@ -242,6 +265,8 @@ def _kafka(root: _Section, base: Path, required: bool) -> KafkaConfig | None:
                       "kafka.max_bytes_per_trigger")
     username = kafka.get("username", str)
     password = _password(kafka, base)
+    if not username and not password and saved.get("username"):
+        username, password = str(saved["username"]), Secret(str(saved.get("password") or ""))
     if bool(username) != bool(password):
         raise ConfigError(
             "Give both 'kafka.username' and a password ('kafka.password_env', "
@@ -253,7 +278,7 @@ def _kafka(root: _Section, base: Path, required: bool) -> KafkaConfig | None:
         topic_pattern=pattern,
         username=username,
         password=password,
-        group_id=kafka.get("group_id", str),
+        group_id=kafka.get("group_id", str, default=saved.get("groupid")),
         starting_offsets=starting,
         max_offsets_per_trigger=max_offsets,
         max_bytes_per_trigger=max_bytes,

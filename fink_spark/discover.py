@@ -66,13 +66,23 @@ def summary(schema_text: str, survey: Survey) -> str:
     )
 
 
+HELP = "Save the writer schema of a Fink topic, and say what it holds."
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Save the writer schema of a Fink topic.")
+    parser = argparse.ArgumentParser(description=HELP)
+    add_arguments(parser)
+    run(parser.parse_args())
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="job configuration (for the servers and credentials)")
     parser.add_argument("--topic", required=True)
     parser.add_argument("--output", required=True, help="where to write the .avsc")
     parser.add_argument("--servers", help="Kafka bootstrap servers, instead of the file's")
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> None:
     config = load_config(args.config).with_overrides(servers=args.servers)
     schema_text = topic_schema(config.kafka, args.topic, config.survey)
     output = Path(args.output)

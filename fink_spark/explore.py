@@ -99,8 +99,16 @@ def summary_rows(alerts: DataFrame, survey: Survey) -> list[dict[str, Any]]:
     return [row.asDict() for row in rows]
 
 
+HELP = "Look at the alerts a fink-spark job kept: tables, cutouts, light curves, summaries."
+
+
 def main(argv: Sequence[str] | None = None, spark: SparkSession | None = None, out: TextIO | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Look at the alerts a fink-spark job kept.")
+    parser = argparse.ArgumentParser(description=HELP)
+    add_arguments(parser)
+    run(parser.parse_args(argv), spark, out, parser)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("command", choices=["show", "cutouts", "lightcurve", "card", "summary"])
     parser.add_argument("path", help="the job's Parquet output folder")
     parser.add_argument("--id", type=int, help="alert id (candid, diaSourceId)")
@@ -112,10 +120,16 @@ def main(argv: Sequence[str] | None = None, spark: SparkSession | None = None, o
     parser.add_argument("--page", type=int, default=0, help="page of --limit rows, from 0 (show)")
     parser.add_argument("--format", choices=["table", "csv", "json"], default="table")
     parser.add_argument("--output", help="PNG file (pictures; summary also prints text)")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace, spark: SparkSession | None = None, out: TextIO | None = None,
+        parser: argparse.ArgumentParser | None = None) -> None:
     out = out or sys.stdout
     if args.command != "show" and args.command != "summary" and not args.output:
-        parser.error(f"{args.command} needs --output FILE.png")
+        message = f"{args.command} needs --output FILE.png"
+        if parser is not None:
+            parser.error(message)
+        raise ConfigError(message)
     spark = spark or build_session("fink-spark-explore", "local[2]", local_conf())
     try:
         everything = read_table(spark, args.path)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SCHEMAS_DIR = PROJECT_ROOT / "schemas"
-SAMPLE_DIR = PROJECT_ROOT / "data" / "sample"
+# Installed by pip (not in a checkout), the bundled files are under <prefix>/share/fink-spark.
+_DATA_ROOT = PROJECT_ROOT if (PROJECT_ROOT / "schemas").is_dir() else Path(sys.prefix) / "share" / "fink-spark"
+SCHEMAS_DIR = _DATA_ROOT / "schemas"
+CONF_DIR = _DATA_ROOT / "conf"
+SAMPLE_DIR = _DATA_ROOT / "data" / "sample"
 
 
 def jars_dir() -> Path:
@@ -25,6 +29,10 @@ def _jars(folder: str, what: str) -> list[Path]:
 def connector_jars() -> list[Path]:
     """Spark's Kafka and Avro connectors and the jars they need beyond pyspark's own."""
     return _jars("spark", "Spark connector")
+
+
+def has_connector_jars() -> bool:
+    return any((jars_dir() / "spark").glob("*.jar"))
 
 
 def kafka_jars() -> list[Path]:

@@ -183,14 +183,16 @@ def _conformed(column: Column, have: DataType, want: DataType) -> Column:
 
 def read_input(
     spark: SparkSession, path: str, kind: str, config: JobConfig, writers: WriterSchemas, table: TableSchema,
-    topic: str, files_per_batch: int = FILES_PER_BATCH,
+    topic: str, files_per_batch: int | None = FILES_PER_BATCH,
 ) -> DataFrame:
-    """A stream of decoded records (RECORD_COLUMNS) from one input path."""
+    """The decoded records (RECORD_COLUMNS) of one input path: a stream of `files_per_batch`
+    files a micro-batch, or (None) a batch DataFrame of all of them."""
     survey = config.survey
+    reader = spark.read if files_per_batch is None else spark.readStream.option("maxFilesPerTrigger", files_per_batch)
     if kind in (AVRO, AVRO_GZ):
         files = (
-            spark.readStream.format("binaryFile").schema(BINARY_FILE_SCHEMA).option("pathGlobFilter", f"*.{kind}")
-            .option("maxFilesPerTrigger", files_per_batch).load(spark_path(path)).select("path", "content")
+            reader.format("binaryFile").schema(BINARY_FILE_SCHEMA).option("pathGlobFilter", f"*.{kind}")
+            .load(spark_path(path)).select("path", "content")
         )
         pairs = _with_kafka_metadata(files.mapInPandas(_file_records, FILE_RECORD_SCHEMA), topic, "key", "value", "unreadable")
         decoded = pairs.transform(decode_records(writers, table, survey))
@@ -198,7 +200,7 @@ def read_input(
         return decoded.select(*[reason if name == "reject_reason" else name for name in RECORD_COLUMNS])
     if kind == PARQUET:
         saved = read_table(spark, path)
-        frame = spark.readStream.schema(saved.schema).option("maxFilesPerTrigger", files_per_batch).parquet(spark_path(path))
+        frame = saved if files_per_batch is None else reader.schema(saved.schema).parquet(spark_path(path))
         alert_type = table_struct(spark, table)
         fields = [
             (_conformed(F.col(f"`{field.name}`"), frame.schema[field.name].dataType, field.dataType)
@@ -276,20 +278,24 @@ def read_kafka_range(spark: SparkSession, config: JobConfig, span: KafkaRange, w
 class _Progress(BatchLog):
     """Files and alerts done, rate and time left, one line per micro-batch."""
 
-    def __init__(self, total_files: int | None, files_per_batch: int) -> None:
+    def __init__(self, total_files: int | None, files_per_batch: int, totals: dict[str, int]) -> None:
         self.total_files = total_files
         self.files_per_batch = files_per_batch
-        self.alerts = 0
+        self.totals = totals  # the outputs' counts over all batches (alerts written, quarantined)
+        self.records = 0
         self.started = time.monotonic()
 
     def onQueryProgress(self, event) -> None:  # noqa: N802, ANN001
         progress = event.progress
         if not progress.numInputRows:
             return
-        self.alerts += progress.numInputRows
+        self.records += progress.numInputRows
         elapsed = time.monotonic() - self.started
         files = min((progress.batchId + 1) * self.files_per_batch, self.total_files or 0)
-        line = f"reprocess: batch {progress.batchId}, {self.alerts} alerts, {self.alerts / elapsed:.0f} alerts/s"
+        line = f"reprocess: batch {progress.batchId}, {self.records} inputs read"
+        if self.totals:
+            written = self.totals.get("kept", 0)
+            line += f", {written} alerts written ({written / elapsed:.0f}/s), {self.totals.get('quarantined', 0)} quarantined"
         if self.total_files:
             rate = files / elapsed
             left = (self.total_files - files) / rate if rate else 0
@@ -297,19 +303,22 @@ class _Progress(BatchLog):
         log.info(line)
 
 
-def reprocess(
-    spark: SparkSession, config: JobConfig, inputs: list[str], kafka_ranges: list[KafkaRange], topic: str,
-    count_only: bool = False, files_per_batch: int = FILES_PER_BATCH,
-) -> int:
-    """Decode, filter and write (or only count) the inputs; returns how many alerts passed."""
-    survey = config.survey
-    config = replace(config, trigger=TriggerConfig(processing_time=None, available_now=True))
-    parquet = config.parquet
-    checkpoint = parquet.checkpoint.rstrip("/")
-    state = CheckpointFiles.at(checkpoint)
+@dataclass(frozen=True)
+class InputsPlan:
+    """What reprocessing knows before Spark reads: each input's kind and local files, the
+    writer schemas of the files and of the Kafka ranges' first messages, the table's schema."""
+
+    kinds: dict[str, str]
+    files: dict[str, list[str]]
+    writers: WriterSchemas
+    table: TableSchema
+
+
+def plan_inputs(config: JobConfig, inputs: list[str], kafka_ranges: list[KafkaRange], state: CheckpointFiles) -> InputsPlan:
+    """Look at the inputs before reading them (file headers, first Kafka messages)."""
     kinds = {path: input_kind(path) for path in inputs}
     files = {path: input_files(path, kind) for path, kind in kinds.items()}
-    writers = WriterSchemas(survey)
+    writers = WriterSchemas(config.survey)
     for path, kind in kinds.items():
         if kind != PARQUET:
             file_writer_schemas(files[path], writers)
@@ -324,6 +333,21 @@ def reprocess(
         changes = table.merge(json.dumps(json.loads(saved)["schema"]), path) if saved else None
         if changes:
             log.info("Table schema: %s (the table saved in %s)", changes, path)
+    return InputsPlan(kinds, files, writers, table)
+
+
+def reprocess(
+    spark: SparkSession, config: JobConfig, inputs: list[str], kafka_ranges: list[KafkaRange], topic: str,
+    count_only: bool = False, files_per_batch: int = FILES_PER_BATCH,
+) -> int:
+    """Decode, filter and write (or only count) the inputs; returns how many alerts passed."""
+    survey = config.survey
+    config = replace(config, trigger=TriggerConfig(processing_time=None, available_now=True))
+    parquet = config.parquet
+    checkpoint = parquet.checkpoint.rstrip("/")
+    state = CheckpointFiles.at(checkpoint)
+    inputs_plan = plan_inputs(config, inputs, kafka_ranges, state)
+    kinds, files, writers, table = inputs_plan.kinds, inputs_plan.files, inputs_plan.writers, inputs_plan.table
     kept = kept_alerts(survey, config.filters)
     outputs = None if count_only else MicroBatchOutputs(
         survey=survey, kept=kept, quarantined=quarantined,
@@ -332,7 +356,8 @@ def reprocess(
                               parquet.compression),
     )
     counts = [None if "://" in path else len(files[path]) for path in inputs]
-    listener = _Progress(None if None in counts or kafka_ranges else sum(counts), files_per_batch)  # type: ignore[arg-type]
+    total_files = None if None in counts or kafka_ranges else sum(counts)  # type: ignore[arg-type]
+    listener = _Progress(total_files, files_per_batch, {} if outputs is None else outputs.totals)
     spark.streams.addListener(listener)
     try:
         with quiet_planned_stops():

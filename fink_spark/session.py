@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 from collections.abc import Mapping
 
 from pyspark.sql import SparkSession
 
-from fink_spark.paths import PROJECT_ROOT, connector_jars
+from fink_spark.errors import ConfigError
+from fink_spark.paths import CONF_DIR, connector_jars, has_connector_jars
+
+# The connectors at the versions pinned with pyspark (deps/spark-connectors.pom.xml): when no
+# jars were resolved by scripts/setup.sh (an installed fink-spark), Spark resolves these
+# from Maven Central once into its user cache (~/.ivy2.5.2) and reuses them after.
+CONNECTOR_PACKAGES = {
+    "spark.jars.packages": ",".join([
+        "org.apache.spark:spark-sql-kafka-0-10_2.13:4.1.3",
+        "org.apache.spark:spark-token-provider-kafka-0-10_2.13:4.1.1",  # 4.1.3 is not on Maven Central
+        "org.apache.spark:spark-avro_2.13:4.1.1",  # nor is 4.1.3
+    ]),
+    "spark.jars.excludes": "org.apache.spark:spark-token-provider-kafka-0-10_2.13",
+}
 
 # Options and settings that could carry a Kafka password are redacted wherever Spark
 # shows them (UI environment page, event log, explain output).
@@ -33,9 +49,10 @@ BASE_CONF = {
 def local_conf(shuffle_partitions: int = 2) -> dict[str, str]:
     """Settings for a session started from Python (tests, tools) rather than spark-submit:
     the connector jars, a quiet log, no UI."""
-    log_config = PROJECT_ROOT / "conf" / "log4j2.properties"
+    log_config = CONF_DIR / "log4j2.properties"
+    jars = {"spark.jars": ",".join(str(jar) for jar in connector_jars())} if has_connector_jars() else CONNECTOR_PACKAGES
     return {
-        "spark.jars": ",".join(str(jar) for jar in connector_jars()),
+        **jars,
         "spark.ui.enabled": "false",
         "spark.sql.shuffle.partitions": str(shuffle_partitions),
         "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{log_config}",
@@ -46,9 +63,20 @@ def build_session(
     app_name: str, master: str | None = None, conf: Mapping[str, str] | None = None
 ) -> SparkSession:
     """Create (or join, under spark-submit) the application's SparkSession."""
+    if master and not (os.environ.get("JAVA_HOME") or shutil.which("java")):
+        raise ConfigError("Spark needs Java 17 or 21, and none was found: install a JDK, then put java on the PATH "
+                          "or set JAVA_HOME.")
     builder = SparkSession.builder.appName(app_name)
     if master:
         builder = builder.master(master)
     for key, value in {**BASE_CONF, **(conf or {})}.items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
+
+
+def local_session(app_name: str = "fink-spark", master: str = "local[*]", driver_memory: str = "1g",
+                  conf: Mapping[str, str] | None = None) -> SparkSession:
+    """A local SparkSession with the connectors, for a command or a notebook (not under spark-submit)."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # Python workers with this environment's packages
+    settings = {**local_conf(), "spark.driver.memory": driver_memory, "spark.ui.showConsoleProgress": "false"}
+    return build_session(app_name, master, {**settings, **(conf or {})})

@@ -43,7 +43,7 @@ def test_valid_config_keeps_the_password_secret(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda d: d["kafka"].pop("servers"), "Missing required key 'kafka.servers'."),
+        (lambda d: d["kafka"].pop("servers"), "Missing required key 'kafka.servers' (or 'kafka.credentials', naming fink-client's)."),
         (lambda d: d.pop("survey"), "Missing required key 'survey'."),
         (lambda d: d.update(survey="atlas"), "'survey' is 'atlas'; it must be one of lsst, ztf."),
         (lambda d: d["kafka"].update(max_offsets_per_trigger="many"),
@@ -113,3 +113,22 @@ def test_micro_batches_are_sized_by_the_bytes_of_the_newest_messages(tmp_path: P
     assert batch_size(capped, ztf) == 500
     assert stream_options(kafka, max_offsets=batch_size(kafka, ztf))["maxOffsetsPerTrigger"] == "10000"
     assert batch_size(kafka, []) is None and "maxOffsetsPerTrigger" not in stream_options(kafka)
+
+
+def test_fink_client_credentials_fill_the_kafka_section(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """fink-client's saved registration (~/.finkclient/<survey>_credentials.yml) stands in for
+    servers, username, password and group id; what the file names itself wins."""
+    saved = tmp_path / "home" / ".finkclient" / "ztf_credentials.yml"
+    saved.parent.mkdir(parents=True)
+    saved.write_text("survey: ztf\nusername: fink_user\npassword: client-pw-77\nservers: kafka-ztf.example:24499\n"
+                     "groupid: fink_user_spark\nmaxtimeout: 10\n")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    kafka = {"credentials": "ztf", "topics": ["fink_sn_candidates_ztf"]}
+    config = parse_config(config_with(lambda data: data.update(kafka=kafka)), base=tmp_path)
+    assert (config.kafka.servers, config.kafka.username, config.kafka.group_id) == (
+        "kafka-ztf.example:24499", "fink_user", "fink_user_spark")
+    assert config.kafka.password == Secret("client-pw-77") and "client-pw-77" not in repr(config)
+    own = parse_config(config_with(lambda data: data["kafka"].update(credentials="ztf")), base=tmp_path)
+    assert (own.kafka.servers, own.kafka.username, own.kafka.password) == ("127.0.0.1:9092", "u", Secret("s3cret-pw"))
+    with pytest.raises(ConfigError, match=r"'kafka.credentials' is 'lsst', but .*lsst_credentials.yml cannot be read"):
+        parse_config(config_with(lambda data: data.update(kafka={**kafka, "credentials": "lsst"})), base=tmp_path)

@@ -1,0 +1,71 @@
+"""fink-spark installed as users install it: into a fresh environment, run from another
+folder, with no checkout, no .jars/ and no scripts/setup.sh behind it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+from conftest import sample
+from reference import read_alerts
+
+from fink_spark.paths import PROJECT_ROOT
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A new virtual environment with fink-spark built and installed from the checkout. Its
+    dependencies (pyspark and the others, 400 MB) are this environment's, through a .pth
+    file, so that the test downloads nothing but the build backend."""
+    venv = tmp_path_factory.mktemp("installed") / "venv"
+    subprocess.run([sys._base_executable, "-m", "venv", str(venv)], check=True)  # noqa: SLF001 - the base interpreter
+    site = Path(subprocess.check_output([str(venv / "bin" / "python"), "-c",
+                                         "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True).strip())
+    (site / "_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    result = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--no-deps", str(PROJECT_ROOT)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return venv
+
+
+def run_installed(venv: Path, folder: Path, *command: str) -> subprocess.CompletedProcess[str]:
+    folder.mkdir(exist_ok=True)
+    # No connector jars at hand: the installed command has Spark resolve them into its user cache.
+    env = {**os.environ, "FINK_SPARK_JARS": str(folder / "no-jars"), "PATH": f"{venv / 'bin'}:{os.environ['PATH']}"}
+    env.pop("PYSPARK_PYTHON", None)
+    return subprocess.run(list(command), cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_the_command_is_installed_with_its_schemas(installed: Path, tmp_path: Path) -> None:
+    where = run_installed(installed, tmp_path, "python", "-c", "import fink_spark.paths as p; print(p.__file__, p.SCHEMAS_DIR)")
+    module, schemas = where.stdout.split()
+    assert module.startswith(str(installed)) and Path(schemas, "ztf", "fink_ztf_transfer_2026-03.avsc").is_file()
+    help_text = run_installed(installed, tmp_path, "fink-spark", "--help").stdout
+    for command in ("stream", "reprocess", "explore", "discover"):
+        assert f"    {command}" in help_text
+
+
+def test_reprocess_count_only_and_the_python_api_from_another_folder(installed: Path, tmp_path: Path) -> None:
+    inputs = [str(sample("ztf-2026")), str(sample("ztf-0p2"))]
+    alerts = read_alerts(sample("ztf-2026")) + read_alerts(sample("ztf-0p2"))
+    bright = sum(alert["candidate"]["magpsf"] <= 18.0 for alert in alerts)
+    config = tmp_path / "elsewhere" / "reprocess.yaml"
+    config.parent.mkdir()
+    config.write_text("survey: ztf\noutput: {parquet: {path: out, checkpoint: chk}}\nfilters: [{preset: magnitude, max: 18.0}]\n")
+
+    counted = run_installed(installed, config.parent, "fink-spark", "reprocess", "--count-only", "--master", "local[2]",
+                            "--config", str(config), "--input", *inputs)
+    assert counted.returncode == 0, counted.stderr[-3000:]
+    assert counted.stdout.splitlines()[-1] == f"{bright} alerts pass the filters"
+    assert not (config.parent / "out").exists()
+
+    example = run_installed(installed, config.parent, "python", str(PROJECT_ROOT / "examples" / "saved_alerts.py"), *inputs)
+    assert example.returncode == 0, example.stderr[-3000:]
+    lines = example.stdout.splitlines()
+    assert lines[0] == f"{len(alerts)} alerts, {bright} brighter than magnitude 18"
+    brightest = sorted((alert["candidate"]["magpsf"], alert["objectId"]) for alert in alerts)[:3]
+    assert [line.split()[0] for line in lines[1:]] == [object_id for _, object_id in brightest]
