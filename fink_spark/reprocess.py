@@ -34,10 +34,10 @@ from pyspark.errors import StreamingQueryException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.avro.functions import from_avro
-from pyspark.sql.types import ArrayType, DataType, StructType
+from pyspark.sql.types import ArrayType, DataType, StructField, StructType
 
 from fink_spark.config import JobConfig, TriggerConfig
-from fink_spark.decode import alerts, decode_records, quarantined
+from fink_spark.decode import METADATA_COLUMNS, alerts, decode_records, quarantined
 from fink_spark.errors import ConfigError
 from fink_spark.filters import check_filters
 from fink_spark.kafka_source import key_at, offsets_json, spark_kafka_options
@@ -165,20 +165,40 @@ def _datums(block: fastavro.block_reader) -> list[bytes]:
     return [data[start:end] for start, end in zip([0, *ends[:-1]], ends)]
 
 
-def _conformed(column: Column, have: DataType, want: DataType) -> Column:
-    """A column of one Spark type as another, field by field by name (missing ones null)."""
-    if have == want:
+def _conformed(column: Column, have: DataType, want: DataType, renames: dict[str, tuple[str, dict]]) -> Column:
+    """A column of one Spark type as the table's: fields matched by name, or moved to the
+    sibling column `renames` names; missing ones null; int and float widened."""
+    if have == want and not renames:
         return column
     if isinstance(have, StructType) and isinstance(want, StructType):
-        fields = {field.name: field.dataType for field in have.fields}
+        sources = {renames.get(name, (name, {}))[0]: name for name in have.names}
         return F.when(column.isNotNull(), F.struct(*[
-            (_conformed(column[field.name], fields[field.name], field.dataType) if field.name in fields
-             else F.lit(None).cast(field.dataType)).alias(field.name)
+            (_conformed(column[sources[field.name]], have[sources[field.name]].dataType, field.dataType,
+                        renames.get(sources[field.name], ("", {}))[1])
+             if field.name in sources else F.lit(None).cast(field.dataType)).alias(field.name)
             for field in want.fields
         ]))
     if isinstance(have, ArrayType) and isinstance(want, ArrayType):
-        return F.transform(column, lambda item: _conformed(item, have.elementType, want.elementType))
+        return F.transform(column, lambda item: _conformed(item, have.elementType, want.elementType, renames))
     return column.cast(want)
+
+
+def _alert_columns(frame: DataFrame) -> StructType:
+    """The alert's own columns of a saved table: without the Kafka metadata a fink-spark
+    table adds, and with the alert's fields of the same names (alert_<name>) back."""
+    fields = [field for field in frame.schema.fields if field.name not in METADATA_COLUMNS]
+    return StructType([
+        StructField(field.name.removeprefix("alert_"), field.dataType, True)
+        if field.name.removeprefix("alert_") in METADATA_COLUMNS else field
+        for field in fields
+    ])
+
+
+def spark_as_avro(spark: SparkSession, columns: StructType) -> str:
+    """Spark's own Avro schema for Spark columns (to merge a Parquet table's into the table's)."""
+    jvm = spark._jvm  # type: ignore[attr-defined]
+    data_type = jvm.org.apache.spark.sql.types.DataType.fromJson(columns.json())
+    return str(jvm.org.apache.spark.sql.avro.SchemaConverters.toAvroType(data_type, False, "saved", "").toString())
 
 
 def read_input(
@@ -201,14 +221,12 @@ def read_input(
     if kind == PARQUET:
         saved = read_table(spark, path)
         frame = saved if files_per_batch is None else reader.schema(saved.schema).parquet(spark_path(path))
-        alert_type = table_struct(spark, table)
-        fields = [
-            (_conformed(F.col(f"`{field.name}`"), frame.schema[field.name].dataType, field.dataType)
-             if field.name in frame.columns else F.lit(None).cast(field.dataType)).alias(field.name)
-            for field in alert_type.fields
-        ]
+        own = _alert_columns(frame)
+        stored = {field.name: field.name if field.name in frame.columns else f"alert_{field.name}" for field in own.fields}
+        alert = F.struct(*[F.col(f"`{stored[field.name]}`").alias(field.name) for field in own.fields])
+        conformed = _conformed(alert, own, table_struct(spark, table), table.renames_for(spark_as_avro(spark, own)))
         nothing = F.lit(None).cast("binary")
-        return _with_kafka_metadata(frame, topic, nothing.alias("key"), nothing.alias("value"), F.struct(*fields).alias("alert"),
+        return _with_kafka_metadata(frame, topic, nothing.alias("key"), nothing.alias("value"), conformed.alias("alert"),
                                     F.lit(None).cast("string").alias("reject_reason"), saved=True)
     raise ConfigError(f"Unknown input kind {kind}")
 
@@ -314,7 +332,8 @@ class InputsPlan:
     table: TableSchema
 
 
-def plan_inputs(config: JobConfig, inputs: list[str], kafka_ranges: list[KafkaRange], state: CheckpointFiles) -> InputsPlan:
+def plan_inputs(spark: SparkSession, config: JobConfig, inputs: list[str], kafka_ranges: list[KafkaRange],
+                state: CheckpointFiles) -> InputsPlan:
     """Look at the inputs before reading them (file headers, first Kafka messages)."""
     kinds = {path: input_kind(path) for path in inputs}
     files = {path: input_files(path, kind) for path, kind in kinds.items()}
@@ -328,11 +347,13 @@ def plan_inputs(config: JobConfig, inputs: list[str], kafka_ranges: list[KafkaRa
             if key is not None:
                 writers.learn(key)
     table = table_schema(config, state, writers, list(writers.known))
-    for path, kind in kinds.items():
-        saved = CheckpointFiles.at(path).read(OUTPUT_SCHEMA_FILE) if kind == PARQUET else None
-        changes = table.merge(json.dumps(json.loads(saved)["schema"]), path) if saved else None
+    for path in (path for path, kind in kinds.items() if kind == PARQUET):
+        # A fink-spark table brings the Avro schema it saved; other Parquet, Spark's Avro form of its columns.
+        saved = CheckpointFiles.at(path).read(OUTPUT_SCHEMA_FILE)
+        columns = json.dumps(json.loads(saved)["schema"]) if saved else spark_as_avro(spark, _alert_columns(read_table(spark, path)))
+        changes = table.merge(columns, path)
         if changes:
-            log.info("Table schema: %s (the table saved in %s)", changes, path)
+            log.info("Table schema: %s (the Parquet of %s)", changes, path)
     return InputsPlan(kinds, files, writers, table)
 
 
@@ -346,7 +367,7 @@ def reprocess(
     parquet = config.parquet
     checkpoint = parquet.checkpoint.rstrip("/")
     state = CheckpointFiles.at(checkpoint)
-    inputs_plan = plan_inputs(config, inputs, kafka_ranges, state)
+    inputs_plan = plan_inputs(spark, config, inputs, kafka_ranges, state)
     kinds, files, writers, table = inputs_plan.kinds, inputs_plan.files, inputs_plan.writers, inputs_plan.table
     kept = kept_alerts(survey, config.filters)
     outputs = None if count_only else MicroBatchOutputs(

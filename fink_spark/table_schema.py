@@ -22,12 +22,25 @@ import copy
 import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 from fastavro.schema import expand_schema
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.types import StructType
+from pyspark.sql.types import (
+    ArrayType,
+    DataType,
+    DoubleType,
+    FloatType,
+    IntegerType,
+    LongType,
+    MapType,
+    StructField,
+    StructType,
+)
 
+from fink_spark.errors import ConfigError
 from fink_spark.state import CheckpointFiles
 
 TABLE_SCHEMA_FILE = "table_schema.json"  # beside the checkpoint, in its fink_spark/ folder
@@ -214,6 +227,24 @@ def _reader_type(table: Any, writer: Any, names: dict[str, int]) -> Any:
     return table
 
 
+def _record_in(schema: Any) -> dict | None:
+    """The record a type holds: itself, or its array's items (none for other types)."""
+    bare, _ = _bare(schema)
+    if isinstance(bare, dict) and bare.get("type") == "array":
+        bare, _ = _bare(bare["items"])
+    return bare if isinstance(bare, dict) and bare.get("type") == "record" else None
+
+
+def _renames(table: dict, writer: dict) -> dict[str, tuple[str, dict]]:
+    renames = {}
+    for item in writer["fields"]:
+        target, _ = _target(table["fields"], item["name"], item["type"], _Merge(), "")
+        table_type = next(entry["type"] for entry in table["fields"] if entry["name"] == target)
+        inner = (_record_in(table_type), _record_in(item["type"]))
+        renames[item["name"]] = (target, _renames(*inner) if inner[0] and inner[1] else {})  # type: ignore[arg-type]
+    return renames
+
+
 @dataclass
 class TableSchema:
     """The table's Avro schema (every field nullable) and the history of its changes."""
@@ -245,6 +276,12 @@ class TableSchema:
         writer = expand_schema(json.loads(writer_text))
         return json.dumps(_reader_record(copy.deepcopy(self.schema), writer, {}))
 
+    def renames_for(self, writer_text: str) -> dict[str, tuple[str, dict]]:
+        """Where each of a writer's fields goes in the table (its own name, or a sibling
+        column), at every depth: {field: (table column, the same for its fields)}. For data
+        decoded already (Parquet), which Avro aliases cannot route."""
+        return _renames(self.schema, expand_schema(json.loads(writer_text)))
+
     def table_reader(self) -> str:
         """The table's schema as a reader of itself (e.g. for files already in its shape)."""
         return self.reader_for(json.dumps(self.schema))
@@ -275,6 +312,39 @@ def read_table(spark: SparkSession, path: str) -> DataFrame:
     columns (added columns null in older files, widened ones read wide). Spark alone would
     take the columns of one file, or fail to merge a widened column across files."""
     saved = CheckpointFiles.at(path).read(OUTPUT_SCHEMA_FILE)
-    if saved is None:  # a folder fink-spark did not write: Parquet's own schemas, merged
+    if saved is not None:
+        return spark.read.schema(StructType.fromJson(json.loads(saved)["spark_schema"])).parquet(path)
+    # A folder fink-spark did not write: its files' schemas, merged and widened.
+    files = sorted(Path(path).rglob("*.parquet")) if Path(path).is_dir() else []
+    by_schema = {str(pq.read_schema(file)): file for file in files}
+    if len(by_schema) < 2:
         return spark.read.option("mergeSchema", "true").parquet(path)
-    return spark.read.schema(StructType.fromJson(json.loads(saved)["spark_schema"])).parquet(path)
+    merged = None
+    for file in by_schema.values():
+        columns = spark.read.parquet(str(file)).schema
+        merged = columns if merged is None else _widest(merged, columns, str(file))
+    return spark.read.schema(merged).parquet(path)
+
+
+SPARK_WIDENINGS = {frozenset({IntegerType(), LongType()}): LongType(), frozenset({FloatType(), DoubleType()}): DoubleType(),
+                   frozenset({IntegerType(), DoubleType()}): DoubleType()}
+
+
+def _widest(have: DataType, other: DataType, where: str) -> DataType:
+    """One Spark type for two files' columns: fields of both, int and float widened."""
+    if have == other:
+        return have
+    if isinstance(have, StructType) and isinstance(other, StructType):
+        fields = [StructField(field.name, _widest(field.dataType, other[field.name].dataType, where)
+                              if field.name in other.names else field.dataType) for field in have.fields]
+        return StructType(fields + [field for field in other.fields if field.name not in have.names])
+    if isinstance(have, ArrayType) and isinstance(other, ArrayType):
+        return ArrayType(_widest(have.elementType, other.elementType, where))
+    if isinstance(have, MapType) and isinstance(other, MapType) and have.keyType == other.keyType:
+        return MapType(have.keyType, _widest(have.valueType, other.valueType, where))
+    widened = SPARK_WIDENINGS.get(frozenset({have, other}))
+    if widened is None:
+        raise ConfigError(f"{where} holds a column of type {other.simpleString()} where other files have "
+                          f"{have.simpleString()}: Spark cannot read both in one folder; reprocess the files "
+                          "of each type as separate inputs.")
+    return widened

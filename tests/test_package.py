@@ -13,7 +13,9 @@ import pytest
 from conftest import sample
 from reference import read_alerts
 
+from fink_spark.errors import ConfigError
 from fink_spark.paths import PROJECT_ROOT
+from fink_spark.session import build_session
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +71,10 @@ def test_reprocess_count_only_and_the_python_api_from_another_folder(installed: 
     assert lines[0] == f"{len(alerts)} alerts, {bright} brighter than magnitude 18"
     brightest = sorted((alert["candidate"]["magpsf"], alert["objectId"]) for alert in alerts)[:3]
     assert [line.split()[0] for line in lines[1:]] == [object_id for _, object_id in brightest]
+
+
+def test_without_java_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(ConfigError, match="Spark needs Java 17 or 21, and none was found: install a JDK"):
+        build_session("fink-spark-without-java", "local[1]")

@@ -11,10 +11,14 @@ import json
 import os
 import subprocess
 from dataclasses import replace
+from datetime import timezone
 from pathlib import Path
 from typing import Any
 
 import fastavro
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from confluent_kafka import Producer
@@ -23,6 +27,7 @@ from reference import assert_same_value, read_alerts
 from variants import LSST_VARIANTS, ZTF_VARIANTS, Variant, expected_alert
 
 from fink_spark.config import parse_config
+from fink_spark.errors import ConfigError
 from fink_spark.local_broker import LocalKafka
 from fink_spark.paths import PROJECT_ROOT, SCHEMAS_DIR
 from fink_spark.publisher import encode
@@ -198,3 +203,69 @@ def test_the_same_alerts_saved_as_files_reprocess_into_one_table(spark, tmp_path
         f"cannot read {folder / 'not-avro.avro'}", f"cannot read {folder / 'truncated.avro'}",
     ]
     assert sorted(bytes(row.value) for row in quarantine) == sorted([b"this is not an Avro file", whole[: len(whole) // 2]])
+
+
+def test_finks_parquet_of_2021_and_avro_of_2026_reprocess_into_one_table(spark, tmp_path: Path) -> None:  # noqa: ANN001
+    """Fink's own science Parquet of 2021 (timestamp a timestamp, mulens a record, rfscore and
+    knscore) beside the 2026 Avro alerts (timestamp a string, mulens a double): one table,
+    every value of both kept, the 2021 ones of other types in their sibling columns."""
+    parquet = sample("ztf-parquet-2021")
+    config = parse_config({"survey": "ztf", "schema": str(SCHEMAS_DIR / "ztf" / "fink_ztf_transfer_2026-03.avsc"),
+                           "output": {"parquet": {"path": str(tmp_path / "out"), "checkpoint": str(tmp_path / "chk")}}},
+                          kafka_required=False)
+    old = pq.read_table(next(parquet.glob("*.parquet"))).to_pylist()
+    new = read_alerts(sample("ztf-2026"))
+    assert reprocess(spark, config, [str(parquet), str(sample("ztf-2026"))], [], "saved") == len(old) + len(new) == 47
+
+    rows = {row.candid: row.asDict(recursive=True) for row in read_table(spark, str(tmp_path / "out")).collect()}
+    assert len(rows) == 47
+    moved = {"mulens": "mulens__record", "timestamp": "timestamp__timestamp_micros"}
+    for alert in old:
+        alert["timestamp"] = alert["timestamp"].to_pydatetime().replace(tzinfo=timezone.utc)
+        expected = {moved.get(name, name): value for name, value in alert.items() if name != "day"}
+        table_row = {name: value for name, value in rows[alert["candid"]].items() if name not in OUTPUT_ONLY}
+        assert_same_value(table_row, expected, f"2021 alert {alert['candid']}", every_field=True)
+    for alert in new:
+        table_row = {name: value for name, value in rows[alert["candid"]].items() if name not in OUTPUT_ONLY}
+        expected = {name: value for name, value in alert.items() if name not in ("year", "month", "day")}
+        assert_same_value(table_row, expected, f"2026 alert {alert['candid']}", every_field=True)
+
+
+NEW_IDS = 10**15  # added to a replicated alert's candid: ids no real alert of the sample has
+
+
+def test_a_parquet_folder_whose_files_differ_reads_as_one_table(spark, tmp_path: Path) -> None:  # noqa: ANN001
+    """A folder of Fink Parquet where a later file widened int columns and lost one: Spark
+    alone fails to merge it ("CANNOT_MERGE_SCHEMAS"); read_table and reprocessing read it."""
+    original = pq.read_table(next(sample("ztf-parquet-2021").glob("*.parquet")))
+    folder = tmp_path / "fink-parquet"
+    folder.mkdir()
+    microseconds = {"coerce_timestamps": "us"}  # as Spark writes them (it cannot read nanoseconds)
+    pq.write_table(original, folder / "part-0.parquet", **microseconds)
+    later = original.drop_columns(["knscore"])
+    later = later.set_column(later.schema.get_field_index("candid"), "candid", pa.compute.add(later["candid"], NEW_IDS))
+    retyped = {"roid": pa.int64(), "nalerthist": pa.int64(), "timestamp": pa.timestamp("us", tz="UTC")}  # UTC: as Spark's
+    for name, new_type in retyped.items():
+        later = later.set_column(later.schema.get_field_index(name), name, later[name].cast(new_type))
+    pq.write_table(later.replace_schema_metadata(None), folder / "part-1.parquet", **microseconds)  # not part-0's Spark schema
+
+    table = read_table(spark, str(folder))
+    assert table.schema["roid"].dataType.simpleString() == "bigint" and "knscore" in table.columns
+    rows = {row.candid: row for row in table.collect()}
+    assert len(rows) == 32
+    for alert in original.to_pylist():
+        assert (rows[alert["candid"]].roid, rows[alert["candid"]].knscore) == (alert["roid"], alert["knscore"])
+        assert (rows[alert["candid"] + NEW_IDS].roid, rows[alert["candid"] + NEW_IDS].knscore) == (alert["roid"], None)
+
+    output = {"parquet": {"path": str(tmp_path / "out"), "checkpoint": str(tmp_path / "chk")}}
+    config = parse_config({"survey": "ztf", "output": output}, kafka_required=False)
+    assert reprocess(spark, config, [str(folder)], [], "saved") == 32
+
+    # A type Spark cannot widen (int vs string) is a clear error, naming the file.
+    clash = tmp_path / "clash"
+    clash.mkdir()
+    pq.write_table(original, clash / "part-0.parquet", **microseconds)
+    as_text = later.set_column(later.schema.get_field_index("roid"), "roid", later["roid"].cast(pa.string()))
+    pq.write_table(as_text.replace_schema_metadata(None), clash / "part-1.parquet", **microseconds)
+    with pytest.raises(ConfigError, match=r"part-1.parquet holds a column of type string where other files have int"):
+        read_table(spark, str(clash))
