@@ -82,16 +82,6 @@ def lenient(schema: Any) -> Any:
     return schema
 
 
-def lenient_reader(schema_text: str) -> str:
-    """A schema with every field nullable and defaulting to null.
-
-    Avro resolution fills a reader field that the writer lacks from its default; Fink's
-    schemas declare none, so without this an alert written before a field existed
-    could not be read into a table that has the field.
-    """
-    return json.dumps(lenient(json.loads(schema_text)))
-
-
 def _bare(schema: Any) -> tuple[Any, bool]:
     """A type without its null branch, and whether it had one."""
     if isinstance(schema, list) and "null" in schema:
