@@ -8,6 +8,7 @@ generated help, no dependency to add.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
@@ -28,23 +29,39 @@ def run_cli(main: Callable[[], None]) -> None:
         sys.exit(130)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """fink-spark stream | reprocess | explore | discover ..."""
-    from fink_spark import commands, discover, explore  # only the chosen command's imports matter
+# name -> (module, its add-arguments function, its run function)
+COMMANDS = {
+    "stream": ("fink_spark.commands", "add_stream_arguments", "stream"),
+    "reprocess": ("fink_spark.commands", "add_reprocess_arguments", "reprocess_command"),
+    "explore": ("fink_spark.explore", "add_arguments", "run"),
+    "discover": ("fink_spark.discover", "add_arguments", "run"),
+}
+SUMMARIES = {
+    "stream": "Stream Fink topics into checkpointed Parquet, a quarantine and the console.",
+    "reprocess": "Reprocess saved alerts (Avro, gzipped Avro, Parquet, Kafka offset ranges) into Parquet.",
+    "explore": "Look at the alerts a job kept: tables, cutouts, light curves, summaries (no Spark needed).",
+    "discover": "Save the writer schema of a Fink topic, and say what it holds.",
+}
 
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """fink-spark stream | reprocess | explore | discover ...
+
+    Only the chosen command's module is imported: `explore` answers without loading Spark.
+    """
+    arguments = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog="fink-spark", description="Receive, filter, keep and reprocess Fink alert streams with Apache Spark.",
         epilog="Run 'fink-spark COMMAND --help' for a command's options.",
     )
     subcommands = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
-    for name, help_text, add_arguments, run in (
-        ("stream", commands.STREAM_HELP, commands.add_stream_arguments, commands.stream),
-        ("reprocess", commands.REPROCESS_HELP, commands.add_reprocess_arguments, commands.reprocess_command),
-        ("explore", explore.HELP, explore.add_arguments, explore.run),
-        ("discover", discover.HELP, discover.add_arguments, discover.run),
-    ):
-        subcommand = subcommands.add_parser(name, help=help_text, description=help_text)
-        add_arguments(subcommand)
-        subcommand.set_defaults(run=run)
-    args = parser.parse_args(argv)
+    chosen = next((word for word in arguments if not word.startswith("-")), None)
+    for name, summary in SUMMARIES.items():
+        subcommand = subcommands.add_parser(name, help=summary, description=summary)
+        if name == chosen:
+            module_name, add_arguments, run = COMMANDS[name]
+            module = importlib.import_module(module_name)
+            getattr(module, add_arguments)(subcommand)
+            subcommand.set_defaults(run=getattr(module, run))
+    args = parser.parse_args(arguments)
     run_cli(lambda: args.run(args))

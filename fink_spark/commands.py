@@ -8,14 +8,15 @@ import os
 
 from pyspark.sql import SparkSession
 
+from fink_spark.cli import SUMMARIES
 from fink_spark.config import load_config
 from fink_spark.errors import ConfigError
 from fink_spark.reprocess import FILES_PER_BATCH, KafkaRange, reprocess
 from fink_spark.session import build_session, local_session
 from fink_spark.streaming import prepare_stream, run_stream
 
-STREAM_HELP = "Stream Fink topics into checkpointed Parquet, a quarantine and the console."
-REPROCESS_HELP = "Reprocess saved alerts (Avro, gzipped Avro, Parquet, Kafka offset ranges) into Parquet."
+STREAM_HELP = SUMMARIES["stream"]
+REPROCESS_HELP = SUMMARIES["reprocess"]
 
 
 def _spark_options(parser: argparse.ArgumentParser) -> None:

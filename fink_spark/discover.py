@@ -13,7 +13,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from fink_spark.cli import run_cli
+from fink_spark.cli import SUMMARIES, run_cli
 from fink_spark.config import KafkaConfig, load_config
 from fink_spark.errors import KafkaAccessError
 from fink_spark.kafka_source import key_at, newest, subscribed_partitions
@@ -66,7 +66,7 @@ def summary(schema_text: str, survey: Survey) -> str:
     )
 
 
-HELP = "Save the writer schema of a Fink topic, and say what it holds."
+HELP = SUMMARIES["discover"]
 
 
 def main() -> None:

@@ -1,12 +1,14 @@
 """Look at the alerts a job kept: tables in the terminal, cutouts, light curves, cards, summaries.
 
-    python -m fink_spark.explore show PATH [--topic T] [--night 2026-03-22] [--where SQL] [--limit 20] [--format csv]
-    python -m fink_spark.explore cutouts PATH --id CANDID --output cutouts.png
-    python -m fink_spark.explore lightcurve PATH --object-id ZTF26aamcbly --output lc.png
-    python -m fink_spark.explore card PATH --id CANDID --output card.png
-    python -m fink_spark.explore summary PATH --output summary.png
+    fink-spark explore show PATH [--topic T] [--night 2026-03-22] [--where SQL] [--limit 20] [--format csv]
+    fink-spark explore cutouts PATH --id CANDID --output cutouts.png
+    fink-spark explore lightcurve PATH --object-id ZTF26aamcbly --output lc.png
+    fink-spark explore card PATH --id CANDID --output card.png
+    fink-spark explore summary PATH --output summary.png
 
-PATH is a job's Parquet output, read with Spark so that only committed files count.
+PATH is a job's Parquet output. Only its committed files count (`fink_spark.committed`),
+read with pyarrow: an answer takes about a second. `--where`, a Spark SQL condition like
+the job's filters, starts a local Spark session to evaluate it.
 """
 
 from __future__ import annotations
@@ -14,98 +16,226 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date
 from typing import Any, TextIO
 
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from fink_spark.cli import run_cli
-from fink_spark.display import console_columns, format_table, has_column
+from fink_spark.cli import SUMMARIES, run_cli
+from fink_spark.committed import committed_files, read_committed
+from fink_spark.display import format_table
 from fink_spark.errors import ConfigError
-from fink_spark.plots import card, cutouts, lightcurve, save_png, summarize, summary_figure
-from fink_spark.session import build_session, local_conf
-from fink_spark.surveys import LSST, ZTF, Survey
-from fink_spark.table_schema import read_table
+from fink_spark.surveys import Survey, survey_with_columns, value_at
+
+KAFKA_ORDER = ("topic", "kafka_partition", "kafka_offset")
+NIGHT = ("year", "month", "day")
 
 
-def survey_of(alerts: DataFrame) -> Survey:
-    """The survey of an output, from its id column."""
-    return LSST if "diaSourceId" in alerts.columns else ZTF
+def arrow_column(table: pa.Table, path: str) -> pa.ChunkedArray | None:
+    """A (dotted) column of an Arrow table, None where the table lacks it."""
+    first, *rest = path.split(".")
+    if first not in table.column_names:
+        return None
+    column = table[first]
+    for name in rest:
+        if not pa.types.is_struct(column.type) or column.type.get_field_index(name) < 0:
+            return None
+        column = pc.struct_field(column, name)
+    return column
 
 
-def select_alerts(
-    alerts: DataFrame, survey: Survey, alert_id: int | None = None, object_id: str | None = None,
-    topic: str | None = None, night: str | None = None, where: str | None = None,
-) -> DataFrame:
-    """The alerts matching every selection given."""
-    if alert_id is not None:
-        alerts = alerts.where(F.col(survey.id_column) == alert_id)
-    if object_id is not None:
-        alerts = alerts.where(F.col(survey.object_column).cast("string") == object_id)
-    if topic is not None:
-        column = "topic" if "topic" in alerts.columns else None
-        alerts = alerts.where(F.col(column) == topic) if column else alerts.where(F.array_contains("topics", topic))
-    if night is not None:
-        try:
-            day = date.fromisoformat(night)
-        except ValueError:
-            raise ConfigError(f"--night must be a date such as 2026-03-22, not {night!r}.") from None
-        alerts = alerts.where((F.col("year") == day.year) & (F.col("month") == day.month) & (F.col("day") == day.day))
-    if where:
-        alerts = alerts.where(F.expr(where))
-    return alerts
+@dataclass(frozen=True)
+class Selection:
+    """Which alerts to look at: every condition given must hold."""
+
+    alert_id: int | None = None
+    object_id: str | None = None
+    topic: str | None = None
+    night: date | None = None
+    where: str | None = None
+
+    def columns(self, survey: Survey) -> list[str]:
+        """The top-level columns the selection reads."""
+        return [survey.id_column, survey.object_column.split(".")[0], "topic", "topics", *NIGHT]
+
+    def keeps_partition(self, values: dict[str, object]) -> bool:
+        """Whether a file's folder (year=/month=/day=) can hold selected alerts."""
+        if self.night is None:
+            return True
+        wanted = dict(zip(NIGHT, (self.night.year, self.night.month, self.night.day)))
+        return all(values.get(name, wanted[name]) == wanted[name] for name in NIGHT)
+
+    def mask(self, table: pa.Table, survey: Survey) -> pa.ChunkedArray | np.ndarray | None:
+        """The rows of a table that match (None: all of them)."""
+        conditions: list[Any] = []
+        if self.alert_id is not None:
+            conditions.append(_equal(table, survey.id_column, self.alert_id))
+        if self.object_id is not None:
+            column = arrow_column(table, survey.object_column)
+            conditions.append(None if column is None else pc.equal(pc.cast(column, pa.string()), self.object_id))
+        if self.topic is not None:
+            conditions.append(_topic_is(table, self.topic))
+        if self.night is not None:
+            for name, value in zip(NIGHT, (self.night.year, self.night.month, self.night.day)):
+                conditions.append(_equal(table, name, value))
+        if not conditions:
+            return None
+        if any(condition is None for condition in conditions):  # a column this file lacks
+            return np.zeros(table.num_rows, dtype=bool)
+        mask = conditions[0]
+        for condition in conditions[1:]:
+            mask = pc.and_kleene(mask, condition)
+        return mask
 
 
-def show(alerts: DataFrame, survey: Survey, limit: int, page: int, output_format: str, out: TextIO) -> int:
-    """Write the console columns of one page of alerts as a table, CSV or JSON; returns the row count."""
-    table = alerts.transform(console_columns(survey))
-    labels = table.columns
-    rows = table.offset(page * limit).limit(limit).collect()
+def _equal(table: pa.Table, path: str, value: Any) -> pa.ChunkedArray | None:
+    column = arrow_column(table, path)
+    return None if column is None else pc.equal(column, pa.scalar(value).cast(column.type))
+
+
+def _topic_is(table: pa.Table, topic: str) -> pa.ChunkedArray | np.ndarray | None:
+    """`topic`, or with de-duplication the `topics` list, names the topic."""
+    if "topic" in table.column_names:
+        return pc.equal(table["topic"], topic)
+    if "topics" not in table.column_names:
+        return None
+    topics = table["topics"].combine_chunks()
+    mask = np.zeros(table.num_rows, dtype=bool)
+    hits = pc.equal(pc.list_flatten(topics), topic).to_numpy(zero_copy_only=False)
+    mask[pc.list_parent_indices(topics).to_numpy()[hits]] = True
+    return mask
+
+
+def parse_night(night: str | None) -> date | None:
+    if night is None:
+        return None
+    try:
+        return date.fromisoformat(night)
+    except ValueError:
+        raise ConfigError(f"--night must be a date such as 2026-03-22, not {night!r}.") from None
+
+
+class Output:
+    """A job's Parquet output, read through its committed files."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        files = committed_files(path)
+        if not files:
+            raise ConfigError(f"{path} holds no committed alerts yet: no Parquet file is listed in its _spark_metadata log.")
+        names = pq.read_schema(files[0]).names
+        survey = survey_with_columns(names)
+        if survey is None:
+            raise ConfigError(f"{path} does not hold fink-spark alerts: its files have no alert id column ({names[:5]}...).")
+        self.survey = survey
+
+    def alerts(self, selection: Selection, columns: list[str] | None = None) -> pa.Table:
+        """The selected alerts (all columns unless `columns` names the top-level ones needed)."""
+        wanted = None if columns is None else list(dict.fromkeys([*columns, *selection.columns(self.survey)]))
+        if selection.where:
+            table = _spark_rows(self.path, selection.where, wanted)
+            mask = selection.mask(table, self.survey)
+            return table if mask is None else table.filter(mask)
+        return read_committed(self.path, wanted, rows=lambda t: selection.mask(t, self.survey),
+                              files=selection.keeps_partition)
+
+
+def _spark_rows(path: str, where: str, columns: list[str] | None) -> pa.Table:
+    """The rows meeting a Spark SQL condition, evaluated by a local Spark session."""
+    from pyspark.sql import functions as F
+
+    from fink_spark.session import build_session, local_conf
+    from fink_spark.table_schema import read_table
+
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # a local session: no warning about the host name
+    spark = build_session("fink-spark-explore", "local[2]", {**local_conf(), "spark.ui.showConsoleProgress": "false"})
+    alerts = read_table(spark, path)
+    try:
+        chosen = alerts.where(F.expr(where))
+        if columns is not None:
+            chosen = chosen.select(*[name for name in columns if name in alerts.columns])
+        return chosen.toArrow()
+    except Exception as error:  # noqa: BLE001 - Spark's analysis errors are pages long
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"--where {where!r} is not a Spark SQL condition over the alert columns: {first_line}") from None
+
+
+def records(table: pa.Table, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+    """Rows of a table as dicts (pyarrow turns a table without columns into empty dicts)."""
+    if table.num_rows == 0:
+        return []
+    return table.slice(offset, limit).to_pylist()
+
+
+def _top_level(paths: Sequence[str]) -> list[str]:
+    return [path.split(".")[0] for path in paths]
+
+
+def show(output: Output, selection: Selection, limit: int, page: int, output_format: str, out: TextIO) -> int:
+    """Write the console columns of one page of alerts (Kafka order) as a table, CSV or JSON;
+    returns the row count."""
+    survey = output.survey
+    table = output.alerts(selection, [*_top_level([c.column for c in survey.console_columns]), *KAFKA_ORDER])
+    order = [(name, "ascending") for name in KAFKA_ORDER if name in table.column_names]
+    if order:
+        table = table.sort_by(order)
+    labels = [column.label for column in survey.console_columns]
+    rows = [
+        survey.console_cells({column.label: value_at(alert, column.column) for column in survey.console_columns})
+        for alert in records(table, page * limit, limit)
+    ]
     if output_format == "csv":
         writer = csv.writer(out)
         writer.writerow(labels)
-        writer.writerows([list(row) for row in rows])
+        writer.writerows(rows)
     elif output_format == "json":
-        out.write(json.dumps([row.asDict() for row in rows], indent=1) + "\n")
+        out.write(json.dumps([dict(zip(labels, row)) for row in rows], indent=1) + "\n")
     else:
         out.write("\n".join(format_table(labels, rows)) + "\n")
     return len(rows)
 
 
-def _one(alerts: DataFrame, survey: Survey) -> dict[str, Any]:
-    newest = alerts.orderBy(F.expr(survey.mjd_expression).desc()).limit(1).collect()
-    if not newest:
+def summary_rows(output: Output, selection: Selection) -> list[dict[str, Any]]:
+    """Topic, night, Fink class and magnitude of each selected alert."""
+    survey = output.survey
+    table = output.alerts(selection, ["topic", "topics", *NIGHT, *_top_level([survey.class_column, survey.brightness_column])])
+    return [
+        {
+            "topic": alert["topic"] if "topic" in alert else ",".join(alert.get("topics") or []),
+            **{name: alert[name] for name in NIGHT},
+            "fink_class": value_at(alert, survey.class_column),
+            "magnitude": survey.magnitude_of(alert),
+        }
+        for alert in records(table)
+    ]
+
+
+def newest_alert(output: Output, selection: Selection) -> dict[str, Any]:
+    alerts = records(output.alerts(selection))
+    if not alerts:
         raise ConfigError("No alert matches the selection.")
-    return newest[0].asDict(recursive=True)
+    return max(alerts, key=output.survey.mjd_of)
 
 
-def _object_history(everything: DataFrame, alert: dict[str, Any], survey: Survey) -> list[dict[str, Any]]:
-    object_id = alert["objectId"] if survey.name == "ztf" else alert["diaSource"]["diaObjectId"]
-    rows = everything.where(F.col(survey.object_column) == object_id).collect()
-    return [row.asDict(recursive=True) for row in rows]
+def object_history(output: Output, alert: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every kept alert of the alert's object."""
+    return records(output.alerts(Selection(object_id=str(output.survey.object_of(alert)))))
 
 
-def summary_rows(alerts: DataFrame, survey: Survey) -> list[dict[str, Any]]:
-    fink_class = F.col(survey.class_column) if has_column(alerts.schema, survey.class_column) else F.lit(None)
-    topic = F.col("topic") if "topic" in alerts.columns else F.array_join("topics", ",")
-    rows = alerts.select(
-        topic.alias("topic"), "year", "month", "day",
-        fink_class.cast("string").alias("fink_class"),
-        F.expr(survey.magnitude_expression).cast("double").alias("magnitude"),
-    ).collect()
-    return [row.asDict() for row in rows]
+HELP = SUMMARIES["explore"]
 
 
-HELP = "Look at the alerts a fink-spark job kept: tables, cutouts, light curves, summaries."
-
-
-def main(argv: Sequence[str] | None = None, spark: SparkSession | None = None, out: TextIO | None = None) -> None:
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> None:
     parser = argparse.ArgumentParser(description=HELP)
     add_arguments(parser)
-    run(parser.parse_args(argv), spark, out, parser)
+    run(parser.parse_args(argv), out, parser)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -115,47 +245,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--object-id", help="object id (objectId, diaObjectId)")
     parser.add_argument("--topic")
     parser.add_argument("--night", help="observation night, YYYY-MM-DD")
-    parser.add_argument("--where", help="a Spark SQL condition over the alert columns")
+    parser.add_argument("--where", help="a Spark SQL condition over the alert columns (starts Spark)")
     parser.add_argument("--limit", type=int, default=20, help="rows shown (show)")
     parser.add_argument("--page", type=int, default=0, help="page of --limit rows, from 0 (show)")
     parser.add_argument("--format", choices=["table", "csv", "json"], default="table")
     parser.add_argument("--output", help="PNG file (pictures; summary also prints text)")
 
 
-def run(args: argparse.Namespace, spark: SparkSession | None = None, out: TextIO | None = None,
-        parser: argparse.ArgumentParser | None = None) -> None:
+def run(args: argparse.Namespace, out: TextIO | None = None, parser: argparse.ArgumentParser | None = None) -> None:
     out = out or sys.stdout
-    if args.command != "show" and args.command != "summary" and not args.output:
+    if args.command not in ("show", "summary") and not args.output:
         message = f"{args.command} needs --output FILE.png"
         if parser is not None:
             parser.error(message)
         raise ConfigError(message)
-    spark = spark or build_session("fink-spark-explore", "local[2]", local_conf())
-    try:
-        everything = read_table(spark, args.path)
-    except Exception as error:  # noqa: BLE001 - Spark's message is long; the cause is simple
-        raise FileNotFoundError(f"{args.path} holds no fink-spark Parquet output ({type(error).__name__}).") from None
-    survey = survey_of(everything)
-    chosen = select_alerts(everything, survey, args.id, args.object_id, args.topic, args.night, args.where)
+    output = Output(args.path)
+    selection = Selection(args.id, args.object_id, args.topic, parse_night(args.night), args.where)
     if args.command == "show":
-        shown = show(chosen, survey, args.limit, args.page, args.format, out)
+        shown = show(output, selection, args.limit, args.page, args.format, out)
         if args.format == "table":
             out.write(f"({shown} alerts shown, page {args.page})\n")
         return
+    from fink_spark import plots  # matplotlib and astropy: only for pictures and summaries
+
     if args.command == "summary":
-        summary = summarize(summary_rows(chosen, survey), survey)
+        summary = plots.summarize(summary_rows(output, selection), output.survey)
         out.write(summary.text() + "\n")
         if args.output:
-            out.write(f"written {save_png(summary_figure(summary), args.output)}\n")
+            out.write(f"written {plots.save_png(plots.summary_figure(summary), args.output)}\n")
         return
-    alert = _one(chosen, survey)
+    alert = newest_alert(output, selection)
     if args.command == "cutouts":
-        figure = cutouts(alert, survey)
+        figure = plots.cutouts(alert, output.survey)
     elif args.command == "lightcurve":
-        figure = lightcurve(_object_history(everything, alert, survey), survey)
+        figure = plots.lightcurve(object_history(output, alert), output.survey)
     else:
-        figure = card(alert, _object_history(everything, alert, survey), survey)
-    out.write(f"written {save_png(figure, args.output)}\n")
+        figure = plots.card(alert, object_history(output, alert), output.survey)
+    out.write(f"written {plots.save_png(figure, args.output)}\n")
 
 
 if __name__ == "__main__":

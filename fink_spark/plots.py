@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import math
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
 from astropy.io import fits  # noqa: E402
+from astropy.io.fits.verify import VerifyWarning  # noqa: E402
 from astropy.visualization import AsinhStretch, ImageNormalize, ZScaleInterval  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
@@ -56,9 +58,11 @@ def stamp_image(data: bytes) -> tuple[np.ndarray, fits.Header]:
     when its header says how the pixels lie on the sky."""
     if data[:2] == b"\x1f\x8b":
         data = gzip.decompress(data)
-    with fits.open(io.BytesIO(data)) as hdus:
-        hdu = next(h for h in hdus if h.data is not None and np.ndim(h.data) == 2)
-        image, header = np.array(hdu.data, dtype=float), hdu.header.copy()
+    with warnings.catch_warnings():  # ZTF's cutouts pad their SIMPLE card off-standard; the pixels read fine
+        warnings.simplefilter("ignore", VerifyWarning)
+        with fits.open(io.BytesIO(data)) as hdus:
+            hdu = next(h for h in hdus if h.data is not None and np.ndim(h.data) == 2)
+            image, header = np.array(hdu.data, dtype=float), hdu.header.copy()
     cd11 = header.get("CD1_1", header.get("CDELT1"))
     cd22 = header.get("CD2_2", header.get("CDELT2"))
     if cd22 is not None and cd22 < 0:
@@ -154,14 +158,10 @@ def lightcurve(alerts: Sequence[dict[str, Any]], survey: Survey) -> Figure:
     axes = figure.add_subplot(1, 1, 1)
     points = lightcurve_points(alerts, survey)
     _draw_lightcurve(axes, points, survey)
-    newest = max(alerts, key=lambda a: survey_time(a, survey))
+    newest = max(alerts, key=survey.mjd_of)
     axes.set_title(f"{describe(newest, survey)}\n{len(alerts)} alert(s), {len(points)} point(s)", fontsize=8)
     figure.tight_layout()
     return figure
-
-
-def survey_time(alert: dict[str, Any], survey: Survey) -> float:
-    return alert["candidate"]["jd"] - JD_MINUS_MJD if survey.name == "ztf" else alert["diaSource"]["midpointMjdTai"]
 
 
 def key_fields(alert: dict[str, Any], survey: Survey) -> list[tuple[str, Any]]:

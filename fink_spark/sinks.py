@@ -17,9 +17,10 @@ from typing import Any, TextIO
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.types import DataType, StructType
 
 from fink_spark.config import ConsoleOutput, TriggerConfig
-from fink_spark.display import batch_header, console_values, format_table
+from fink_spark.display import batch_header, format_table
 from fink_spark.state import CheckpointFiles
 from fink_spark.surveys import Survey
 
@@ -166,8 +167,8 @@ class MicroBatchOutputs:
         elif counts["records"] == 0:
             return
         else:
-            labels = [label for label, _, _ in self.survey.console_columns]
-            rows = [[line[label] for label in labels] for line in counts["lines"]]
+            labels = [column.label for column in self.survey.console_columns]
+            rows = [self.survey.console_cells(line) for line in counts["lines"]]
             lines = [batch_header(batch_id, counts["kept"], counts["quarantined"], len(rows), rejected=counts["filtered"])]
             if rows:
                 lines += format_table(labels, rows)
@@ -184,3 +185,22 @@ def _first_lines(kept: DataFrame, survey: Survey, rows: int) -> Column:
         F.col("kafka_offset").alias("~offset"), *console_values(survey, kept.schema),
     )
     return F.slice(F.array_sort(F.collect_list(ordered)), 1, rows)
+
+
+def console_values(survey: Survey, schema: StructType) -> list[Column]:
+    """The raw values of the survey's console columns, named by their labels (null where
+    the table's schema lacks the column); `Survey.console_cells` formats them."""
+    return [
+        (F.col(column.column) if has_column(schema, column.column) else F.lit(None)).alias(column.label)
+        for column in survey.console_columns
+    ]
+
+
+def has_column(schema: StructType, path: str) -> bool:
+    """Whether a (dotted) column exists: older schemas lack some of Fink's fields."""
+    data_type: DataType = schema
+    for name in path.split("."):
+        if not isinstance(data_type, StructType) or name not in data_type.names:
+            return False
+        data_type = data_type[name].dataType
+    return True

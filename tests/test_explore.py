@@ -1,11 +1,19 @@
 """Looking at kept alerts: terminal tables, cutouts, light curves, cards and summaries,
-rendered from the job's Parquet output of real ZTF and LSST alerts."""
+rendered from the job's Parquet output of real ZTF and LSST alerts.
+
+Each output also holds a stray Parquet file that its sink never committed (as a batch
+interrupted by a crash leaves): explore must not show its alerts."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import timedelta
 from pathlib import Path
 
 import matplotlib.image
@@ -16,7 +24,7 @@ from reference import read_alerts
 
 from fink_spark.explore import main as explore
 from fink_spark.plots import lightcurve_points
-from fink_spark.surveys import LSST, ZTF
+from fink_spark.surveys import LSST, MJD_ZERO, ZTF
 
 ZTF_ALERTS = read_alerts(sample("ztf-2026"))
 LSST_ALERTS = read_alerts(sample("lsst-2026"))
@@ -26,15 +34,19 @@ LSST_ALERTS = read_alerts(sample("lsst-2026"))
 def outputs(spark, broker, tmp_path_factory):  # noqa: ANN001, ANN201
     """Parquet outputs of the job for the ZTF and the LSST samples."""
     folder = tmp_path_factory.mktemp("explore")
-    return {
-        name: str(stream_samples(spark, broker, folder / name, f"fink_explore_{name}", [f"{name}-2026"], survey=name))
+    outputs = {
+        name: stream_samples(spark, broker, folder / name, f"fink_explore_{name}", [f"{name}-2026"], survey=name)
         for name in ("ztf", "lsst")
     }
+    for output in outputs.values():
+        committed = next(output.rglob("*.parquet"))
+        shutil.copy(committed, committed.with_name("part-99999-uncommitted.c000.zstd.parquet"))
+    return {name: str(output) for name, output in outputs.items()}
 
 
-def run(spark, *argv: str) -> str:  # noqa: ANN001
+def run(spark, *argv: str) -> str:  # noqa: ANN001 - spark: the session --where joins
     out = io.StringIO()
-    explore(list(argv), spark=spark, out=out)
+    explore(list(argv), out=out)
     return out.getvalue()
 
 
@@ -122,3 +134,41 @@ def test_no_matching_alert_is_a_clear_error(spark, outputs, tmp_path: Path) -> N
 
     with pytest.raises(ConfigError, match="No alert matches the selection."):
         run(spark, "cutouts", outputs["ztf"], "--object-id", "ZTF00nothere", "--output", str(tmp_path / "x.png"))
+
+
+def test_explore_answers_without_spark_and_prints_only_its_answer(outputs, tmp_path: Path) -> None:  # noqa: ANN001
+    """As a user runs it: the installed command, no JVM started (Spark would write its
+    warnings to stderr), no astropy warning about ZTF's cutout headers."""
+    command = [str(Path(sys.executable).with_name("fink-spark")), "explore"]
+    environment = {**os.environ, "JAVA_HOME": "/nonexistent", "PATH": str(Path(sys.executable).parent)}
+    shown = subprocess.run([*command, "show", outputs["ztf"], "--format", "csv", "--limit", "1000"],
+                           capture_output=True, text=True, env=environment, check=True)
+    assert shown.stderr == ""
+    rows = list(csv.DictReader(io.StringIO(shown.stdout)))
+    assert sorted(row["objectId"] for row in rows) == sorted(a["objectId"] for a in ZTF_ALERTS)
+    card = subprocess.run([*command, "card", outputs["ztf"], "--id", str(ZTF_ALERTS[0]["candid"]),
+                           "--output", str(tmp_path / "card.png")], capture_output=True, text=True, env=environment)
+    assert (card.returncode, card.stderr, card.stdout) == (0, "", f"written {tmp_path / 'card.png'}\n")
+
+
+def test_show_selects_by_topic_night_and_object(spark, outputs) -> None:  # noqa: ANN001
+    topic = "fink_explore_lsst"
+    rows = list(csv.DictReader(io.StringIO(run(spark, "show", outputs["lsst"], "--format", "csv", "--limit", "1000",
+                                                "--topic", topic))))
+    assert sorted(int(row["diaSourceId"]) for row in rows) == sorted(a["diaSourceId"] for a in LSST_ALERTS)
+    assert run(spark, "show", outputs["lsst"], "--topic", "another").splitlines()[-1] == "(0 alerts shown, page 0)"
+    alert = LSST_ALERTS[0]
+    night = (MJD_ZERO + timedelta(days=alert["diaSource"]["midpointMjdTai"])).date().isoformat()
+    chosen = list(csv.DictReader(io.StringIO(run(
+        spark, "show", outputs["lsst"], "--format", "csv", "--night", night,
+        "--object-id", str(alert["diaSource"]["diaObjectId"])))))
+    expected = [a for a in LSST_ALERTS if a["diaSource"]["diaObjectId"] == alert["diaSource"]["diaObjectId"]]
+    assert sorted(int(row["diaSourceId"]) for row in chosen) == sorted(a["diaSourceId"] for a in expected)
+    assert chosen[0]["timestamp"].startswith(night)
+
+
+def test_a_bad_where_is_one_clear_line(spark, outputs) -> None:  # noqa: ANN001
+    from fink_spark.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--where 'candidate.nothere > 1' is not a Spark SQL condition"):
+        run(spark, "show", outputs["ztf"], "--where", "candidate.nothere > 1")

@@ -76,7 +76,7 @@ def test_a_batch_and_its_replays_land_once_in_every_folder(spark: SparkSession, 
     printed = out.getvalue().splitlines()
     filtered = len(alerts) - len(passing)
     assert printed[0] == f"--- batch 0: {len(passing)} alerts, showing 3, {filtered} rejected by filters, 2 quarantined ---"
-    assert [cell.strip() for cell in printed[1].split(" | ")] == [label for label, _, _ in ZTF.console_columns]
+    assert [cell.strip() for cell in printed[1].split(" | ")] == [column.label for column in ZTF.console_columns]
     first_kept = [a for a in alerts if a["candid"] in passing][:3]  # Kafka order
     assert [line.split(" | ")[2].strip() for line in printed[2:5]] == [a["objectId"] for a in first_kept]
     assert printed[5:] == ["--- batch 0: written before the restart, not shown again ---"] * 2
