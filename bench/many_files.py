@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT))
 import fastavro  # noqa: E402
 
 from fink_spark.paths import SAMPLE_DIR, SCHEMAS_DIR  # noqa: E402
-from fink_spark.publisher import replicate  # noqa: E402
 from fink_spark.surveys import ZTF  # noqa: E402
+from fink_spark.testing.publisher import replicate  # noqa: E402
 
 
 def write_files(folder: Path, count: int) -> None:

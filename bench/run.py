@@ -35,10 +35,10 @@ import pyarrow.parquet as pq  # noqa: E402
 import yaml  # noqa: E402
 from confluent_kafka import Producer  # noqa: E402
 
-from fink_spark.local_broker import LocalKafka  # noqa: E402
 from fink_spark.paths import SAMPLE_DIR, kafka_jars  # noqa: E402
-from fink_spark.publisher import ReplicaEncoder, read_saved_alerts  # noqa: E402
 from fink_spark.surveys import LSST, ZTF, Survey  # noqa: E402
+from fink_spark.testing.local_broker import LocalKafka  # noqa: E402
+from fink_spark.testing.publisher import ReplicaEncoder, read_saved_alerts  # noqa: E402
 
 USER, PASSWORD = "bench_user", "bench-password"
 WORK = ROOT / ".work" / "bench"

@@ -15,9 +15,10 @@ from fink_spark import filters as filter_module
 from fink_spark.config import JobConfig, load_config, parse_config
 from fink_spark.decode import decode_records
 from fink_spark.kafka_source import read_stream
+from fink_spark.pipeline import kept_alerts
 from fink_spark.reprocess import RECORD_COLUMNS, plan_inputs, read_input
 from fink_spark.state import CheckpointFiles
-from fink_spark.streaming import kept_alerts, prepare_stream
+from fink_spark.streaming import prepare_stream
 from fink_spark.surveys import get_survey
 
 ConfigLike = str | Path | Mapping[str, Any] | JobConfig

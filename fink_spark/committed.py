@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fink_spark.errors import ConfigError
+from fink_spark.state import SINK_LOG
 
 RowMask = Callable[[pa.Table], "pa.ChunkedArray | pa.Array | None"]
 
@@ -39,7 +40,7 @@ def committed_files(path: str | Path) -> list[Path]:
     if not root.is_dir():
         raise ConfigError(f"{path} is not a local folder: give the `output.parquet.path` of a fink-spark job "
                           "(an output on HDFS or S3 is read with Spark: fink_spark.read_table).")
-    log = root / "_spark_metadata"
+    log = root / SINK_LOG
     if not log.is_dir():
         return sorted(p for p in root.rglob("*.parquet") if not any(part[0] in "._" for part in p.relative_to(root).parts))
     files: dict[str, Path] = {}

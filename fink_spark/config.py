@@ -18,6 +18,7 @@ import yaml
 
 from fink_spark.errors import ConfigError
 from fink_spark.filters import Filter, parse_filters
+from fink_spark.schemas import load_schema_text
 from fink_spark.surveys import SURVEYS, Survey, get_survey
 
 
@@ -394,6 +395,7 @@ def parse_config(
         schema = _resolve(schema, base)
         if not Path(schema).is_file():
             raise ConfigError(f"'schema' names {schema}, which is not a file.")
+        load_schema_text(schema)  # a broken file is an error now, before Spark starts
     parquet, console = _outputs(root, base)
     return JobConfig(
         survey=get_survey(survey_name),

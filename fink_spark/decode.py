@@ -72,7 +72,7 @@ def _reject_reason(writers: WriterSchemas, survey: Survey) -> Column:
         any_missing = any_missing | condition
     not_decoded = F.when(
         F.col("alert").isNull() | any_missing,
-        F.lit(f"value does not decode as a {survey.name.upper()} alert with the schema its key names"),
+        F.lit(f"value does not decode as a {survey.label} alert with the schema its key names"),
     )
     for check, why in survey.consistency_checks:
         not_decoded = not_decoded.when(~F.coalesce(F.expr(check), F.lit(False)), F.lit(why))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,3 +21,10 @@ def batch_header(batch_id: int, alerts: int, quarantined: int, shown: int, rejec
     more = f", showing {shown}" if shown < alerts else ""
     filtered = f", {rejected} rejected by filters" if rejected else ""
     return f"--- batch {batch_id}: {alerts} alert{'s' if alerts != 1 else ''}{more}{filtered}, {quarantined} quarantined ---"
+
+
+def format_value(value: Any) -> str:
+    """A field's value in a few characters: 4 significant digits, a dash for null."""
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4g}"
+    return "—" if value is None else str(value)

@@ -16,8 +16,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -30,7 +32,7 @@ import pyarrow.parquet as pq
 
 from fink_spark.cli import SUMMARIES, run_cli
 from fink_spark.committed import committed_files, read_committed
-from fink_spark.display import format_table
+from fink_spark.display import format_table, format_value
 from fink_spark.errors import ConfigError
 from fink_spark.surveys import Survey, survey_with_columns, value_at
 
@@ -217,6 +219,40 @@ def summary_rows(output: Output, selection: Selection) -> list[dict[str, Any]]:
     ]
 
 
+@dataclass(frozen=True)
+class Summary:
+    """What a whole output holds."""
+
+    total: int
+    per_topic: dict[str, int]
+    per_night: dict[str, int]
+    per_class: dict[str, int]
+    magnitudes: list[float]
+
+    def text(self) -> str:
+        def block(title: str, counts: dict[str, int]) -> list[str]:
+            width = max([len(k) for k in counts] + [1])
+            return [title] + [f"  {key.ljust(width)}  {value}" for key, value in counts.items()]
+
+        lines = [f"{self.total} alerts"]
+        lines += block("per topic:", self.per_topic) + block("per night:", self.per_night)
+        lines += block("per Fink class:", self.per_class)
+        if self.magnitudes:
+            lines.append(f"magnitude: min {min(self.magnitudes):.2f}, median {float(np.median(self.magnitudes)):.2f}, "
+                         f"max {max(self.magnitudes):.2f}")
+        return "\n".join(lines)
+
+
+def summarize(rows: Sequence[dict[str, Any]]) -> Summary:
+    """Counts per topic, night and Fink class, and the magnitudes (see `summary_rows`)."""
+    topics = Counter(str(row["topic"]) for row in rows)
+    nights = Counter(f"{row['year']:04d}-{row['month']:02d}-{row['day']:02d}" for row in rows)
+    classes = Counter(format_value(row["fink_class"]) for row in rows)
+    magnitudes = [row["magnitude"] for row in rows if row["magnitude"] is not None and math.isfinite(row["magnitude"])]
+    return Summary(len(rows), dict(sorted(topics.items())), dict(sorted(nights.items())),
+                   dict(classes.most_common()), magnitudes)
+
+
 def newest_alert(output: Output, selection: Selection) -> dict[str, Any]:
     alerts = records(output.alerts(selection))
     if not alerts:
@@ -266,14 +302,15 @@ def run(args: argparse.Namespace, out: TextIO | None = None, parser: argparse.Ar
         if args.format == "table":
             out.write(f"({shown} alerts shown, page {args.page})\n")
         return
-    from fink_spark import plots  # matplotlib and astropy: only for pictures and summaries
-
     if args.command == "summary":
-        summary = plots.summarize(summary_rows(output, selection), output.survey)
+        summary = summarize(summary_rows(output, selection))
         out.write(summary.text() + "\n")
         if args.output:
+            from fink_spark import plots  # matplotlib and astropy: an extra, for pictures
+
             out.write(f"written {plots.save_png(plots.summary_figure(summary), args.output)}\n")
         return
+    from fink_spark import plots
     alert = newest_alert(output, selection)
     if args.command == "cutouts":
         figure = plots.cutouts(alert, output.survey)

@@ -56,40 +56,6 @@ class Filter:
     condition: str
 
 
-@dataclass(frozen=True)
-class _SurveyColumns:
-    ra: str
-    dec: str
-    magnitude: str | None
-    flux: str | None
-    reliability: str
-    not_sso: str
-    cross_match: str
-
-
-_COLUMNS = {
-    "ztf": _SurveyColumns(
-        ra="candidate.ra",
-        dec="candidate.dec",
-        magnitude="candidate.magpsf",
-        flux=None,
-        reliability="coalesce(candidate.drb, candidate.rb)",
-        not_sso="(candidate.ssdistnr IS NULL OR candidate.ssdistnr < 0 OR candidate.ssdistnr > {radius})"
-        " AND coalesce(roid, 0) != 3",
-        cross_match="cdsxmatch",
-    ),
-    "lsst": _SurveyColumns(
-        ra="diaSource.ra",
-        dec="diaSource.dec",
-        magnitude=None,
-        flux="diaSource.psfFlux",
-        reliability="diaSource.reliability",
-        not_sso="coalesce(diaSource.ssObjectId, 0) = 0 AND ssSource.ssObjectId IS NULL",
-        cross_match="xm.simbad_otype",
-    ),
-}
-
-
 class _Params:
     """A preset's parameters, read with errors that name `filters[i].key`."""
 
@@ -133,7 +99,7 @@ def _mjd(value: Any, where: str) -> float:
 
 def _range(column: str | None, params: _Params, survey: Survey, what: str) -> str:
     if column is None:
-        raise ConfigError(f"{params.where}: the {what} preset does not apply to {survey.name.upper()} alerts.")
+        raise ConfigError(f"{params.where}: the {what} preset does not apply to {survey.label} alerts.")
     low, high = params.optional("min"), params.optional("max")
     if low is None and high is None:
         raise ConfigError(f"{params.where}: give min, max or both.")
@@ -143,10 +109,10 @@ def _range(column: str | None, params: _Params, survey: Survey, what: str) -> st
 
 def _preset(item: dict[str, Any], survey: Survey, where: str) -> Filter:
     name = item.get("preset")
-    columns = _COLUMNS[survey.name]
+    columns = survey.filters
     if name == "not_sso":
-        params = _Params(item, where, {"radius"} if survey.name == "ztf" else set())
-        radius = params.number("radius", default=5.0, low=0) if survey.name == "ztf" else 0
+        params = _Params(item, where, {"radius"} if columns.not_sso_takes_radius else set())
+        radius = params.number("radius", default=5.0, low=0) if columns.not_sso_takes_radius else 0
         return Filter(f"{where} (not_sso)", columns.not_sso.format(radius=radius))
     if name == "cone":
         params = _Params(item, where, {"ra", "dec", "radius"})
@@ -181,10 +147,10 @@ def _preset(item: dict[str, Any], survey: Survey, where: str) -> Filter:
         return Filter(f"{where} (extragalactic)", _extragalactic(columns.cross_match))
     if name in LIVESTREAM:
         _Params(item, where, set())
-        if survey.name != "ztf":
+        if not columns.livestream:
             raise ConfigError(f"{where}: the {name} preset is one of Fink's ZTF livestream topics; "
-                              f"it does not apply to {survey.name.upper()} alerts.")
-        return Filter(f"{where} ({name})", LIVESTREAM[name].format(extragalactic=_extragalactic("cdsxmatch")))
+                              f"it does not apply to {survey.label} alerts.")
+        return Filter(f"{where} ({name})", LIVESTREAM[name].format(extragalactic=_extragalactic(columns.cross_match)))
     known = ", ".join(sorted(PRESETS))
     raise ConfigError(f"{where}.preset is {name!r}; known presets: {known}.")
 

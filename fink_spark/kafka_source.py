@@ -11,13 +11,18 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from fink_spark.config import KafkaConfig
-from fink_spark.errors import KafkaAccessError
+from fink_spark.errors import ConfigError, KafkaAccessError
+from fink_spark.schemas import writer_schema_from_key
+from fink_spark.surveys import Survey
+
+TRANSFER_PREFIX = "ftransfer_"  # Fink's Data Transfer topics: their schema is in a side topic
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +31,19 @@ KAFKA_COLUMNS = ("key", "value", "topic", "partition", "offset", "timestamp")
 FETCH_BYTES_PER_PARTITION = 16 * 1024 * 1024
 
 
+def _credentials(kafka: KafkaConfig) -> tuple[str, str]:
+    """The SASL user name and password (the config loader requires both or neither)."""
+    if kafka.username is None or kafka.password is None:
+        raise ConfigError("kafka: give both username and password (or credentials:), or neither for a broker without SASL.")
+    return kafka.username, kafka.password.reveal()
+
+
 def _jaas(kafka: KafkaConfig) -> str:
-    assert kafka.username is not None and kafka.password is not None
-    password = kafka.password.reveal().replace("\\", "\\\\").replace('"', '\\"')
+    username, password = _credentials(kafka)
+    password = password.replace("\\", "\\\\").replace('"', '\\"')
     return (
         "org.apache.kafka.common.security.scram.ScramLoginModule required "
-        f'username="{kafka.username}" password="{password}";'
+        f'username="{username}" password="{password}";'
     )
 
 
@@ -99,6 +111,25 @@ def read_stream(
     return spark.readStream.format("kafka").options(**options).load().select(*KAFKA_COLUMNS)
 
 
+def read_offset_range(
+    spark: SparkSession, kafka: KafkaConfig, topic: str, start: dict[int, int], end: dict[int, int],
+) -> DataFrame:
+    """The raw records of a topic's offsets [start, end) per partition, as a stream that
+    starts at the range (offsets past its end are dropped)."""
+    options = {k: v for k, v in spark_kafka_options(kafka).items() if k not in ("subscribe", "subscribePattern")}
+    frame = (
+        spark.readStream.format("kafka").options(**options)
+        .option("assign", json.dumps({topic: sorted(start)}))
+        .option("startingOffsets", offsets_json({topic: start}))
+        .load()
+        .select(*KAFKA_COLUMNS)
+    )
+    inside = F.lit(False)
+    for partition, last in end.items():
+        inside = inside | ((F.col("partition") == partition) & (F.col("offset") < last))
+    return frame.where(inside)
+
+
 def client_config(kafka: KafkaConfig) -> dict[str, Any]:
     """librdkafka settings for the driver-side checks."""
     config: dict[str, Any] = {
@@ -107,14 +138,8 @@ def client_config(kafka: KafkaConfig) -> dict[str, Any]:
     if kafka.ssl_ca:
         config["ssl.ca.location"] = kafka.ssl_ca
     if kafka.username:
-        assert kafka.password is not None
-        config.update(
-            {
-                "sasl.mechanisms": SCRAM,
-                "sasl.username": kafka.username,
-                "sasl.password": kafka.password.reveal(),
-            }
-        )
+        username, password = _credentials(kafka)
+        config.update({"sasl.mechanisms": SCRAM, "sasl.username": username, "sasl.password": password})
     return config
 
 
@@ -258,3 +283,24 @@ def key_at(kafka: KafkaConfig, topic: str, partition: int, offset: int, timeout:
 def offsets_json(offsets: dict[str, dict[int, int]]) -> str:
     """Spark's JSON form of per-partition offsets."""
     return json.dumps({topic: {str(p): o for p, o in parts.items()} for topic, parts in offsets.items()})
+
+
+def schema_topic(topic: str) -> str:
+    """Data Transfer topics carry their schema in a side topic."""
+    return f"{topic}_schema"
+
+
+def topic_schema(config_kafka: KafkaConfig, topic: str, survey: Survey) -> str:
+    """The writer schema of a topic's newest message (Data Transfer: of its schema side topic)."""
+    if topic.startswith(TRANSFER_PREFIX):
+        side = schema_topic(topic)
+        subscribed_partitions(replace(config_kafka, topics=(side,), topic_pattern=None))
+        key = key_at(config_kafka, side, 0, 0)
+        if key is None:
+            raise KafkaAccessError(f"The first message of {side} has no key: no schema to read.")
+        return writer_schema_from_key(key, survey)
+    kafka = replace(config_kafka, topics=(topic,), topic_pattern=None)
+    keys = [message.key for message in newest(kafka, subscribed_partitions(kafka)) if message.key is not None]
+    if not keys:
+        raise KafkaAccessError(f"Topic {topic} holds no message with a key yet: nothing to discover.")
+    return writer_schema_from_key(keys[0], survey)

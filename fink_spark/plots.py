@@ -1,6 +1,6 @@
 """Pictures of kept alerts: cutouts, light curves, an alert card and a summary of an output.
 
-Every function takes alerts as plain dicts (a Spark Row's `asDict(recursive=True)`)
+Every function takes alerts as plain dicts (rows of an output, as `explore` reads them)
 and returns a matplotlib Figure; `save_png` writes it. The survey registry decides
 which fields are read, so ZTF and LSST share the code.
 """
@@ -9,28 +9,33 @@ from __future__ import annotations
 
 import gzip
 import io
-import math
 import warnings
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
+from fink_spark.errors import ConfigError
 
-import numpy as np  # noqa: E402
-from astropy.io import fits  # noqa: E402
-from astropy.io.fits.verify import VerifyWarning  # noqa: E402
-from astropy.visualization import AsinhStretch, ImageNormalize, ZScaleInterval  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+try:
+    from astropy.io import fits
+    from astropy.io.fits.verify import VerifyWarning
+    from astropy.visualization import AsinhStretch, ImageNormalize, ZScaleInterval
+    from matplotlib.figure import Figure  # figures drawn without pyplot need no backend
+except ImportError as missing:
+    raise ConfigError(
+        f"Pictures need matplotlib and astropy ({missing.name} is not installed): pip install 'fink-spark[plots]'."
+    ) from None
 
-from fink_spark.surveys import JD_MINUS_MJD, Survey  # noqa: E402
+from fink_spark.display import format_value  # noqa: E402
+from fink_spark.surveys import Survey  # noqa: E402
+
+if TYPE_CHECKING:
+    from fink_spark.explore import Summary
 
 STAMPS = ("Science", "Template", "Difference")
-ZTF_BANDS = {1: "g", 2: "r", 3: "i"}
 BAND_COLOURS = {"u": "#56b4e9", "g": "#009e73", "r": "#d55e00", "i": "#cc79a7", "z": "#666666", "y": "#e69f00"}
 
 
@@ -85,49 +90,42 @@ def _show_stamp(axes: Any, data: bytes | None, title: str) -> None:
     axes.imshow(finite, origin="lower", cmap="gray", norm=norm)
 
 
-def describe(alert: dict[str, Any], survey: Survey) -> str:
-    """Ids, coordinates and time of an alert, for titles."""
-    if survey.name == "ztf":
-        c = alert["candidate"]
-        return f"{alert['objectId']}  candid {alert['candid']}  ra {c['ra']:.5f} dec {c['dec']:+.5f}  MJD {c['jd'] - JD_MINUS_MJD:.5f}"
-    s = alert["diaSource"]
-    return (f"diaObject {s['diaObjectId']}  diaSource {alert['diaSourceId']}  ra {s['ra']:.5f} dec {s['dec']:+.5f}"
-            f"  MJD {s['midpointMjdTai']:.5f}")
-
-
 def cutouts(alert: dict[str, Any], survey: Survey) -> Figure:
     figure = Figure(figsize=(9, 3.4), dpi=100)
     for index, name in enumerate(STAMPS):
         _show_stamp(figure.add_subplot(1, 3, index + 1), _stamp_bytes(alert, name), name)
-    figure.suptitle(describe(alert, survey), fontsize=9)
+    figure.suptitle(survey.describe(alert), fontsize=9)
     return figure
 
 
 def lightcurve_points(alerts: Iterable[dict[str, Any]], survey: Survey) -> list[Point]:
-    """Every measurement of the alerts, each once, sorted by time.
+    """Every measurement of the alerts, each once, sorted by time (`Survey.photometry`).
 
     ZTF: magpsf ± sigmapsf of candidate and prv_candidates, and diffmaglim as an upper
     limit where there is no detection. LSST: psfFlux ± psfFluxErr (nJy) of diaSource and
     prvDiaSources, and of prvDiaForcedSources as forced photometry.
     """
+    photometry = survey.photometry
     points: dict[tuple[Any, ...], Point] = {}
+
+    def place(source: dict[str, Any]) -> tuple[float, str]:
+        band = source[photometry.band]
+        names = photometry.band_names or {}
+        return source[photometry.time] - photometry.time_offset, names.get(band, str(band))
+
     for alert in alerts:
-        if survey.name == "ztf":
-            for c in [alert["candidate"], *(alert.get("prv_candidates") or [])]:
-                band = ZTF_BANDS.get(c["fid"], str(c["fid"]))
-                mjd = c["jd"] - JD_MINUS_MJD
-                if c.get("magpsf") is not None:
-                    points[(mjd, band)] = Point(mjd, band, c["magpsf"], c.get("sigmapsf"))
-                elif c.get("diffmaglim") is not None:
-                    points.setdefault((mjd, band), Point(mjd, band, c["diffmaglim"], None, limit=True))
-        else:
-            for s in [alert["diaSource"], *(alert.get("prvDiaSources") or [])]:
-                if s.get("psfFlux") is not None:
-                    points[("source", s["diaSourceId"])] = Point(s["midpointMjdTai"], s["band"], s["psfFlux"], s.get("psfFluxErr"))
-            for f in alert.get("prvDiaForcedSources") or []:
-                if f.get("psfFlux") is not None:
-                    key = ("forced", f.get("diaForcedSourceId", (f["midpointMjdTai"], f["band"])))
-                    points[key] = Point(f["midpointMjdTai"], f["band"], f["psfFlux"], f.get("psfFluxErr"), forced=True)
+        for source in [alert[photometry.current], *(alert.get(photometry.previous) or [])]:
+            mjd, band = place(source)
+            key = ("source", source[photometry.source_id]) if photometry.source_id else (mjd, band)
+            if source.get(photometry.value) is not None:
+                points[key] = Point(mjd, band, source[photometry.value], source.get(photometry.error))
+            elif photometry.upper_limit and source.get(photometry.upper_limit) is not None:
+                points.setdefault(key, Point(mjd, band, source[photometry.upper_limit], None, limit=True))
+        for forced in (alert.get(photometry.forced) or []) if photometry.forced else []:
+            if forced.get(photometry.value) is not None:
+                mjd, band = place(forced)
+                key = ("forced", forced.get(photometry.forced_id or "", (mjd, band)))
+                points[key] = Point(mjd, band, forced[photometry.value], forced.get(photometry.error), forced=True)
     return sorted(points.values(), key=lambda p: (p.mjd, p.band, p.forced))
 
 
@@ -143,11 +141,10 @@ def _draw_lightcurve(axes: Any, points: Sequence[Point], survey: Survey) -> None
             axes.errorbar([p.mjd for p in chosen], [p.value for p in chosen], yerr=errors, fmt=marker,
                           color=colour, alpha=0.5 if limit or forced else 1.0, label=label, markersize=5)
     axes.set_xlabel("MJD")
-    if survey.name == "ztf":
-        axes.set_ylabel("magnitude (PSF)")
+    axes.set_ylabel(survey.photometry.unit)
+    if survey.photometry.magnitudes:
         axes.invert_yaxis()
     else:
-        axes.set_ylabel("PSF flux (nJy)")
         axes.axhline(0, color="grey", linewidth=0.5)
     if points:
         axes.legend(fontsize=7, loc="best")
@@ -159,30 +156,9 @@ def lightcurve(alerts: Sequence[dict[str, Any]], survey: Survey) -> Figure:
     points = lightcurve_points(alerts, survey)
     _draw_lightcurve(axes, points, survey)
     newest = max(alerts, key=survey.mjd_of)
-    axes.set_title(f"{describe(newest, survey)}\n{len(alerts)} alert(s), {len(points)} point(s)", fontsize=8)
+    axes.set_title(f"{survey.describe(newest)}\n{len(alerts)} alert(s), {len(points)} point(s)", fontsize=8)
     figure.tight_layout()
     return figure
-
-
-def key_fields(alert: dict[str, Any], survey: Survey) -> list[tuple[str, Any]]:
-    """Fink's classification scores and cross-matches worth reading on a card."""
-    if survey.name == "ztf":
-        names = ["finkclass", "cdsxmatch", "rf_snia_vs_nonia", "snn_snia_vs_nonia", "snn_sn_vs_all", "rf_kn_vs_nonkn",
-                 "mulens", "roid", "tns", "gaiaClass", "anomaly_score", "DR3Name"]
-        fields = [(name, alert.get(name)) for name in names if name in alert]
-        fields.append(("ndethist", alert["candidate"].get("ndethist")))
-        return fields
-    fields = []
-    for group in ("pred", "clf", "xm"):
-        for name, value in (alert.get(group) or {}).items():
-            fields.append((f"{group}.{name}", value))
-    return fields[:16]
-
-
-def _format(value: Any) -> str:
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.4g}"
-    return "—" if value is None else str(value)
 
 
 def card(alert: dict[str, Any], history: Sequence[dict[str, Any]], survey: Survey) -> Figure:
@@ -195,49 +171,14 @@ def card(alert: dict[str, Any], history: Sequence[dict[str, Any]], survey: Surve
     _draw_lightcurve(curve, lightcurve_points(history or [alert], survey), survey)
     text = figure.add_subplot(grid[1, 2])
     text.axis("off")
-    lines = [f"{name}: {_format(value)}" for name, value in key_fields(alert, survey)]
+    lines = [f"{name}: {format_value(value)}" for name, value in survey.card_values(alert)]
     text.text(0, 1, "\n".join(lines), va="top", family="monospace", fontsize=8)
-    figure.suptitle(describe(alert, survey), fontsize=10)
+    figure.suptitle(survey.describe(alert), fontsize=10)
     return figure
 
 
-@dataclass(frozen=True)
-class Summary:
-    """What a whole output holds."""
-
-    total: int
-    per_topic: dict[str, int]
-    per_night: dict[str, int]
-    per_class: dict[str, int]
-    magnitudes: list[float]
-
-    def text(self) -> str:
-        def block(title: str, counts: dict[str, int]) -> list[str]:
-            width = max([len(k) for k in counts] + [1])
-            return [title] + [f"  {key.ljust(width)}  {value}" for key, value in counts.items()]
-
-        lines = [f"{self.total} alerts"]
-        lines += block("per topic:", self.per_topic) + block("per night:", self.per_night)
-        lines += block("per Fink class:", self.per_class)
-        if self.magnitudes:
-            lines.append(f"magnitude: min {min(self.magnitudes):.2f}, median {float(np.median(self.magnitudes)):.2f}, "
-                         f"max {max(self.magnitudes):.2f}")
-        return "\n".join(lines)
-
-
-def summarize(rows: Iterable[dict[str, Any]], survey: Survey) -> Summary:
-    """Counts per topic, night and Fink class, and the magnitudes, from rows holding
-    topic, year, month, day, the class and the magnitude (see `fink_spark.explore`)."""
-    rows = list(rows)
-    topics = Counter(str(row["topic"]) for row in rows)
-    nights = Counter(f"{row['year']:04d}-{row['month']:02d}-{row['day']:02d}" for row in rows)
-    classes = Counter(_format(row["fink_class"]) for row in rows)
-    magnitudes = [row["magnitude"] for row in rows if row["magnitude"] is not None and math.isfinite(row["magnitude"])]
-    return Summary(len(rows), dict(sorted(topics.items())), dict(sorted(nights.items())),
-                   dict(classes.most_common()), magnitudes)
-
-
 def summary_figure(summary: Summary) -> Figure:
+    """Bars per topic, night and class, and the magnitudes' histogram."""
     figure = Figure(figsize=(11, 7), dpi=100)
     panels = [("alerts per topic", summary.per_topic), ("alerts per night", summary.per_night),
               ("alerts per Fink class", summary.per_class)]

@@ -40,12 +40,12 @@ from fink_spark.config import JobConfig, TriggerConfig
 from fink_spark.decode import METADATA_COLUMNS, alerts, decode_records, quarantined
 from fink_spark.errors import ConfigError
 from fink_spark.filters import check_filters
-from fink_spark.kafka_source import key_at, offsets_json, spark_kafka_options
+from fink_spark.kafka_source import key_at, read_offset_range
+from fink_spark.pipeline import BatchLog, kept_alerts, learn_schema_at, quiet_planned_stops, table_schema
 from fink_spark.schemas import WriterSchemas
 from fink_spark.sinks import MicroBatchOutputs, ParquetLog
-from fink_spark.state import CheckpointFiles
-from fink_spark.streaming import BatchLog, kept_alerts, learn_schema_at, quiet_planned_stops, table_schema
-from fink_spark.table_schema import OUTPUT_SCHEMA_FILE, TableSchema, read_table, save_table_schema
+from fink_spark.state import OUTPUT_TABLE_SCHEMA, CheckpointFiles
+from fink_spark.table_schema import TableSchema, read_table, save_table_schema
 
 log = logging.getLogger(__name__)
 
@@ -279,18 +279,8 @@ def read_kafka_range(spark: SparkSession, config: JobConfig, span: KafkaRange, w
     """Decoded records of a Kafka offset range (the stream starts at the range, offsets past its end are dropped)."""
     if config.kafka is None:
         raise ConfigError("--kafka-range needs a 'kafka' section (servers, credentials) in the configuration.")
-    options = {k: v for k, v in spark_kafka_options(config.kafka).items() if k not in ("subscribe", "subscribePattern")}
-    frame = (
-        spark.readStream.format("kafka").options(**options)
-        .option("assign", json.dumps({span.topic: sorted(span.start)}))
-        .option("startingOffsets", offsets_json({span.topic: span.start}))
-        .load()
-        .select("key", "value", "topic", "partition", "offset", "timestamp")
-    )
-    inside = F.lit(False)
-    for partition, end in span.end.items():
-        inside = inside | ((F.col("partition") == partition) & (F.col("offset") < end))
-    return frame.where(inside).transform(decode_records(writers, table, config.survey)).select(*RECORD_COLUMNS)
+    frame = read_offset_range(spark, config.kafka, span.topic, span.start, span.end)
+    return frame.transform(decode_records(writers, table, config.survey)).select(*RECORD_COLUMNS)
 
 
 class _Progress(BatchLog):
@@ -349,7 +339,7 @@ def plan_inputs(spark: SparkSession, config: JobConfig, inputs: list[str], kafka
     table = table_schema(config, state, writers, list(writers.known))
     for path in (path for path, kind in kinds.items() if kind == PARQUET):
         # A fink-spark table brings the Avro schema it saved; other Parquet, Spark's Avro form of its columns.
-        saved = CheckpointFiles.at(path).read(OUTPUT_SCHEMA_FILE)
+        saved = CheckpointFiles.at(path).read(OUTPUT_TABLE_SCHEMA)
         columns = json.dumps(json.loads(saved)["schema"]) if saved else spark_as_avro(spark, _alert_columns(read_table(spark, path)))
         changes = table.merge(columns, path)
         if changes:

@@ -16,9 +16,9 @@ from pathlib import Path
 from fastavro.schema import fingerprint as avro_fingerprint
 from fastavro.schema import parse_schema, to_parsing_canonical_form
 
+from fink_spark.errors import ConfigError
 from fink_spark.surveys import Survey
 
-WRITER_SCHEMAS_FILE = "fink_spark_writer_schemas.json"
 VERSION_KEY = re.compile(r"^[0-9][0-9A-Za-z.]*_[0-9][0-9A-Za-z.]*(_replayed)?$")
 
 
@@ -36,7 +36,8 @@ def load_schema_text(path: str | Path) -> str:
     try:
         parse_schema(json.loads(text))
     except Exception as error:  # noqa: BLE001 - any parse failure means the same to the user
-        raise ValueError(f"{path} is not a valid Avro schema: {error}") from error
+        raise ConfigError(f"{path} is not a valid Avro schema ({error}): fix it, or drop 'schema:' to use the "
+                          "topics' own writer schemas.") from None
     return text
 
 

@@ -21,7 +21,7 @@ from pyspark.sql.types import DataType, StructType
 
 from fink_spark.config import ConsoleOutput, TriggerConfig
 from fink_spark.display import batch_header, format_table
-from fink_spark.state import CheckpointFiles
+from fink_spark.state import SINK_LOG, CheckpointFiles
 from fink_spark.surveys import Survey
 
 
@@ -67,7 +67,7 @@ class ParquetLog:
             jvm.PythonUtils.toSeq(list(partition_by)),
             jvm.PythonUtils.toScalaMap(options),
         )
-        self._log = CheckpointFiles.at(path.rstrip("/") + "/_spark_metadata")
+        self._log = CheckpointFiles.at(path.rstrip("/") + "/" + SINK_LOG)
 
     def has(self, batch_id: int) -> bool:
         """Whether this batch is committed already (written before a crash or a stop)."""

@@ -8,6 +8,16 @@ from dataclasses import dataclass
 
 from pyarrow import fs
 
+# The job's own files in its checkpoint folder, beside Spark's checkpoints (alerts/, ...)
+STATE_FOLDER = "fink_spark"
+TABLE_SCHEMA = f"{STATE_FOLDER}/table_schema.json"  # the table's schema and its history
+WRITER_SCHEMAS = f"{STATE_FOLDER}/fink_spark_writer_schemas.json"  # the writer schemas met, by key
+SKIPPED_OFFSETS = f"{STATE_FOLDER}/skipped_offsets.json"  # offsets deleted by the broker before the job read them
+LEGACY_READER_SCHEMA = f"{STATE_FOLDER}/reader_schema.avsc"  # the table's schema before schema evolution (0.x)
+# ... and in the output folder, hidden from Spark's readers
+OUTPUT_TABLE_SCHEMA = "_fink_spark/table_schema.json"
+SINK_LOG = "_spark_metadata"  # Spark's file sink: the files committed, batch by batch
+
 
 @dataclass(frozen=True)
 class CheckpointFiles:

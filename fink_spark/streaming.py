@@ -13,119 +13,46 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TextIO
 
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
+from pyspark.sql.streaming import StreamingQuery
 
 from fink_spark.config import JobConfig, KafkaConfig
-from fink_spark.decode import UNKNOWN_SCHEMA, alerts, decode_records, quarantined
-from fink_spark.discover import TRANSFER_PREFIX, topic_schema
+from fink_spark.decode import alerts, decode_records, quarantined
 from fink_spark.errors import ConfigError, KafkaAccessError
-from fink_spark.filters import Filter, apply_filters, check_filters, deduplicate, first_rejection
-from fink_spark.kafka_source import Message, earliest_offsets, key_at, newest, read_stream, subscribed_partitions
+from fink_spark.filters import check_filters, deduplicate, first_rejection
+from fink_spark.kafka_source import (
+    TRANSFER_PREFIX,
+    Message,
+    earliest_offsets,
+    newest,
+    read_stream,
+    subscribed_partitions,
+    topic_schema,
+)
+from fink_spark.pipeline import BatchLog, kept_alerts, learn_schema_at, quiet_planned_stops, table_schema
 from fink_spark.schemas import (
-    WRITER_SCHEMAS_FILE,
     WriterSchemas,
     key_kind,
-    load_schema_text,
 )
 from fink_spark.sinks import MicroBatchOutputs, ParquetLog, parquet_query, trigger_options
-from fink_spark.state import CheckpointFiles
-from fink_spark.surveys import Survey
-from fink_spark.table_schema import TABLE_SCHEMA_FILE, TableSchema, save_table_schema
+from fink_spark.state import SKIPPED_OFFSETS, WRITER_SCHEMAS, CheckpointFiles
+from fink_spark.table_schema import TableSchema, save_table_schema
 
 log = logging.getLogger(__name__)
 
-READER_SCHEMA_FILE = "reader_schema.avsc"  # the table's schema in checkpoints of fink-spark 0.x before schema evolution
-_WHERE = re.compile(UNKNOWN_SCHEMA + r" \(topic (?P<topic>.+?), partition (?P<partition>\d+), offset (?P<offset>\d+)\)")
 
 
-STATE = "fink_spark"
 
 
 def job_files(config: JobConfig) -> CheckpointFiles:
     """The checkpoint folder: Spark's checkpoints, and fink_spark/ with the job's own state
     (the table's schema, the writer schemas met, skipped offsets)."""
     return CheckpointFiles.at(config.parquet.checkpoint)
-
-
-def table_schema(config: JobConfig, state: CheckpointFiles, writers: WriterSchemas, newest_keys: list[bytes]) -> TableSchema:
-    """The output table's schema: the one this checkpoint has built so far; for a new
-    checkpoint, the configured schema, else the writer schema of the topics' newest
-    message (the richest, when they differ), else the newest bundled one. Every writer
-    schema known is then merged in (a no-op for those merged before)."""
-    saved = state.read(f"{STATE}/{TABLE_SCHEMA_FILE}")
-    if saved is not None:
-        table = TableSchema.from_json(saved)
-    else:
-        start = state.read(f"{STATE}/{READER_SCHEMA_FILE}")  # checkpoints of fink-spark before schema evolution
-        if config.schema:
-            start = load_schema_text(config.schema)
-        candidates = [writers.known[key] for key in newest_keys if key in writers.known]
-        if start is None and candidates:
-            # Topics written with different schemas: start from the richest.
-            start = max(candidates, key=lambda schema: len(json.loads(schema)["fields"]))
-        table = TableSchema.first(start or load_schema_text(config.survey.latest_schema), "start")
-    for source, writer in [*writers.by_topic.items(), *(("before the start", w) for w in writers.known.values())]:
-        changes = table.merge(writer, source)
-        if changes:
-            log.info("Table schema: %s (writer schema met before the start)", changes)
-    return table
-
-
-class BatchLog(StreamingQueryListener):
-    """One line per micro-batch on the job's log (how many records, how fast), and the
-    totals of each query over all its batches (start-up excluded)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.totals: dict[str, list[float]] = {}  # query name -> [records, seconds of micro-batches]
-        self.last_batch: dict[str, int] = {}
-
-    def onQueryStarted(self, event) -> None:  # noqa: N802, ANN001 - Spark's names
-        pass
-
-    def onQueryProgress(self, event) -> None:  # noqa: N802, ANN001
-        progress = event.progress
-        self.last_batch[progress.name] = progress.batchId
-        if progress.numInputRows:
-            total = self.totals.setdefault(progress.name, [0, 0.0])
-            total[0] += progress.numInputRows
-            total[1] += progress.durationMs.get("triggerExecution", 0) / 1000
-            log.info(
-                "%s: batch %d, %d records, %.0f records/s",
-                progress.name, progress.batchId, progress.numInputRows, progress.processedRowsPerSecond,
-            )
-
-    def onQueryIdle(self, event) -> None:  # noqa: N802, ANN001
-        pass
-
-    def onQueryTerminated(self, event) -> None:  # noqa: N802, ANN001
-        pass
-
-    def log_totals(self, queries: list[StreamingQuery], wait: float = 10.0) -> None:
-        """Log each finished query's totals, once its last progress event has arrived
-        (Spark delivers them asynchronously)."""
-        deadline = time.monotonic() + wait
-        for query in queries:
-            last = (query.lastProgress or {}).get("batchId", -1)
-            while self.last_batch.get(query.name, -1) < last and time.monotonic() < deadline:
-                time.sleep(0.1)
-        for name, (records, seconds) in self.totals.items():
-            log.info("%s done: %d records in %.1f s of micro-batches (%.0f records/s)",
-                     name, records, seconds, records / seconds if seconds else 0.0)
-
-
-def kept_alerts(survey: Survey, filters: tuple[Filter, ...]) -> Callable[[DataFrame], DataFrame]:
-    """Decoded records -> the alerts that pass the filters: what the sinks see."""
-    return lambda decoded: decoded.transform(alerts(survey)).transform(apply_filters(filters))
 
 
 def start_queries(spark: SparkSession, plan: StreamPlan, out: TextIO | None = None) -> list[StreamingQuery]:
@@ -197,9 +124,10 @@ def _await(spark: SparkSession, queries: list[StreamingQuery]) -> None:
         raise
 
 
-@dataclass(frozen=True)
+@dataclass
 class StreamPlan:
-    """What the job knows before Spark starts: the checked config, the schemas, its state."""
+    """What the job knows before Spark starts: the checked config, the schemas, its state.
+    `writers` and `table` grow while the job runs, as it meets new writer schemas."""
 
     config: JobConfig
     writers: WriterSchemas
@@ -221,7 +149,7 @@ def prepare_stream(config: JobConfig) -> StreamPlan:
     newest_messages = newest(config.kafka, partitions, starts=starts)
     newest_keys = [message.key for message in newest_messages if message.key is not None]
     writers = WriterSchemas(config.survey)
-    saved = state.read(f"{STATE}/{WRITER_SCHEMAS_FILE}")
+    saved = state.read(WRITER_SCHEMAS)
     if saved is not None:
         writers.add_json(saved)
     bundled = writers.bundled_versions()
@@ -232,7 +160,7 @@ def prepare_stream(config: JobConfig) -> StreamPlan:
         if topic.startswith(TRANSFER_PREFIX):
             writers.by_topic[topic] = topic_schema(config.kafka, topic, config.survey)
     table = table_schema(config, state, writers, newest_keys)
-    state.write(f"{STATE}/{WRITER_SCHEMAS_FILE}", writers.to_json())
+    state.write(WRITER_SCHEMAS, writers.to_json())
     if config.kafka.on_data_loss == "skip":
         record_skipped_offsets(config, partitions, state)
     return StreamPlan(config, writers, table, state, batch_size(config.kafka, newest_messages))
@@ -277,48 +205,12 @@ def record_skipped_offsets(config: JobConfig, partitions: dict[str, int], state:
         if partition in done.get(topic, {}) and done[topic][partition] < first
     ]
     if gaps:
-        path = f"{STATE}/skipped_offsets.json"
-        previous = json.loads(state.read(path) or "[]")
-        state.write(path, json.dumps(previous + [{"recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        previous = json.loads(state.read(SKIPPED_OFFSETS) or "[]")
+        state.write(SKIPPED_OFFSETS, json.dumps(previous + [{"recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                                    "gaps": gaps}], indent=1))
         for gap in gaps:
             log.warning("Skipping %s[%d] offsets %d to %d: deleted from the broker before the job read them (see %s)",
-                        gap["topic"], gap["partition"], gap["from_offset"], gap["to_offset"] - 1, path)
-
-
-class _PlannedStops(logging.Filter):
-    """Drops py4j's traceback of a micro-batch stopped at a new writer schema: the job logs one line for it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        return error is None or UNKNOWN_SCHEMA not in str(error)
-
-
-@contextmanager
-def quiet_planned_stops() -> Iterator[None]:
-    """While the job runs, stops at a new writer schema print no traceback."""
-    planned_stops = _PlannedStops()
-    logging.getLogger("py4j.clientserver").addFilter(planned_stops)
-    try:
-        yield
-    finally:
-        logging.getLogger("py4j.clientserver").removeFilter(planned_stops)
-
-
-def learn_schema_at(failures: list[str], kafka: KafkaConfig | None, writers: WriterSchemas, table: TableSchema) -> bool:
-    """If a query stopped at a writer schema it had not met: learn the schema, add it to the
-    table's, log one line and return True; False for any other failure."""
-    where = next((match for match in map(_WHERE.search, failures) if match), None)
-    if where is None or kafka is None:
-        return False
-    key = key_at(kafka, where["topic"], int(where["partition"]), int(where["offset"]))
-    if key is None or not writers.learn(key):
-        return False
-    source = f"{where['topic']}[{where['partition']}] offset {where['offset']}"
-    changes = table.merge(writers.known[key], source) if key in writers.known else None
-    log.info("New writer schema at %s: %s; going on from the checkpoint", source,
-             changes or writers.rejected.get(key) or "the table's schema holds it already")
-    return True
+                        gap["topic"], gap["partition"], gap["from_offset"], gap["to_offset"] - 1, SKIPPED_OFFSETS)
 
 
 def run_stream(spark: SparkSession, plan: StreamPlan, out: TextIO | None = None) -> None:
@@ -366,4 +258,4 @@ def _run_until_done(spark: SparkSession, plan: StreamPlan, out: TextIO | None, p
             for query in queries:  # a query stopped while writing its log leaves a temporary file there
                 state.remove_temporary_files(f"{query.name}/offsets")
                 state.remove_temporary_files(f"{query.name}/commits")
-            state.write(f"{STATE}/{WRITER_SCHEMAS_FILE}", writers.to_json())
+            state.write(WRITER_SCHEMAS, writers.to_json())

@@ -53,6 +53,43 @@ class ConsoleColumn:
 
 
 @dataclass(frozen=True)
+class FilterColumns:
+    """The SQL behind the filter presets (see `fink_spark.filters`); None where a preset
+    does not apply to the survey."""
+
+    ra: str
+    dec: str
+    magnitude: str | None
+    flux: str | None
+    reliability: str
+    not_sso: str  # may use {radius}, the preset's radius in arcsec
+    not_sso_takes_radius: bool
+    cross_match: str
+    livestream: bool  # Fink's ZTF livestream topics as presets
+
+
+@dataclass(frozen=True)
+class Photometry:
+    """Where an alert's light curve lies: the source records (the current one, then an
+    array of previous ones), their fields, and optionally forced photometry."""
+
+    current: str
+    previous: str
+    time: str
+    time_offset: float
+    band: str
+    value: str
+    error: str
+    unit: str  # axis label
+    magnitudes: bool  # brighter is smaller: the axis is inverted
+    band_names: dict[int, str] | None = None  # band codes (ZTF's fid)
+    upper_limit: str | None = None  # where there is no detection
+    source_id: str | None = None  # one point per source id (else per time and band)
+    forced: str | None = None
+    forced_id: str | None = None
+
+
+@dataclass(frozen=True)
 class Survey:
     """One survey's alert layout.
 
@@ -86,6 +123,18 @@ class Survey:
     brightness_column, flux_zero_point
         The alert's brightness (summaries): a magnitude, or with a zero point a flux
         turned into the magnitude `zero point - 2.5 log10(flux)`.
+    label
+        The survey's name in messages (`ZTF`).
+    id_copies
+        Every column that repeats the alert id: replicas of an alert change them all.
+    filters
+        The columns and conditions behind the filter presets.
+    photometry
+        Where the light curve lies (plots).
+    card_fields
+        Fink's fields shown on an alert card; `group.*` expands a record's fields.
+    fink_fields
+        The fields Fink adds to the survey's alerts (`discover` lists those a schema has).
     """
 
     name: str
@@ -100,6 +149,12 @@ class Survey:
     version_schema_pattern: str
     class_column: str
     brightness_column: str
+    label: str
+    id_copies: tuple[str, ...]
+    filters: FilterColumns
+    photometry: Photometry
+    card_fields: tuple[str, ...]
+    fink_fields: tuple[str, ...]
     flux_zero_point: float | None = None
 
     @property
@@ -118,6 +173,23 @@ class Survey:
         if value is None or self.flux_zero_point is None:
             return value
         return self.flux_zero_point - 2.5 * math.log10(value) if value > 0 else None
+
+    def card_values(self, alert: dict[str, Any]) -> list[tuple[str, Any]]:
+        """(name, value) of the card's fields the alert has."""
+        values = []
+        for path in self.card_fields:
+            if path.endswith(".*"):
+                group = path[:-2]
+                values += [(f"{group}.{name}", value) for name, value in (value_at(alert, group) or {}).items()]
+            elif path.split(".")[0] in alert:
+                values.append((path, value_at(alert, path)))
+        return values[:16]
+
+    def describe(self, alert: dict[str, Any]) -> str:
+        """Ids, coordinates and time of an alert, for titles."""
+        ra, dec = value_at(alert, self.filters.ra), value_at(alert, self.filters.dec)
+        return (f"{self.object_column.split('.')[-1]} {self.object_of(alert)}  {self.id_column} {alert[self.id_column]}"
+                f"  ra {ra:.5f} dec {dec:+.5f}  MJD {self.mjd_of(alert):.5f}")
 
     def console_cells(self, values: dict[str, Any]) -> list[str]:
         """One alert's console line, from its raw values keyed by label."""
@@ -157,6 +229,30 @@ ZTF = Survey(
     version_schema_pattern="distribution_schema_fink_ztf_{version}.avsc",
     class_column="finkclass",
     brightness_column="candidate.magpsf",
+    label="ZTF",
+    id_copies=("candid", "candidate.candid"),
+    filters=FilterColumns(
+        ra="candidate.ra",
+        dec="candidate.dec",
+        magnitude="candidate.magpsf",
+        flux=None,
+        reliability="coalesce(candidate.drb, candidate.rb)",
+        not_sso="(candidate.ssdistnr IS NULL OR candidate.ssdistnr < 0 OR candidate.ssdistnr > {radius})"
+        " AND coalesce(roid, 0) != 3",
+        not_sso_takes_radius=True,
+        cross_match="cdsxmatch",
+        livestream=True,
+    ),
+    photometry=Photometry(
+        current="candidate", previous="prv_candidates", time="jd", time_offset=JD_MINUS_MJD,
+        band="fid", band_names={1: "g", 2: "r", 3: "i"}, value="magpsf", error="sigmapsf",
+        unit="magnitude (PSF)", magnitudes=True, upper_limit="diffmaglim",
+    ),
+    card_fields=("finkclass", "cdsxmatch", "rf_snia_vs_nonia", "snn_snia_vs_nonia", "snn_sn_vs_all", "rf_kn_vs_nonkn",
+                 "mulens", "roid", "tns", "gaiaClass", "anomaly_score", "DR3Name", "candidate.ndethist"),
+    fink_fields=("cdsxmatch", "roid", "rf_snia_vs_nonia", "snn_snia_vs_nonia", "snn_sn_vs_all", "mulens",
+                 "rf_kn_vs_nonkn", "tracklet", "tns", "gaiaClass", "anomaly_score", "lc_features_g", "lc_features_r",
+                 "mangrove", "finkclass", "tnsclass", "fink_broker_version", "fink_science_version"),
 )
 
 LSST = Survey(
@@ -186,6 +282,26 @@ LSST = Survey(
     class_column="pred.main_label_classifier",
     brightness_column="diaSource.psfFlux",
     flux_zero_point=31.4,  # AB magnitude of a flux in nJy
+    label="LSST",
+    id_copies=("diaSourceId", "diaSource.diaSourceId"),
+    filters=FilterColumns(
+        ra="diaSource.ra",
+        dec="diaSource.dec",
+        magnitude=None,
+        flux="diaSource.psfFlux",
+        reliability="diaSource.reliability",
+        not_sso="coalesce(diaSource.ssObjectId, 0) = 0 AND ssSource.ssObjectId IS NULL",
+        not_sso_takes_radius=False,
+        cross_match="xm.simbad_otype",
+        livestream=False,
+    ),
+    photometry=Photometry(
+        current="diaSource", previous="prvDiaSources", time="midpointMjdTai", time_offset=0.0,
+        band="band", value="psfFlux", error="psfFluxErr", unit="PSF flux (nJy)", magnitudes=False,
+        source_id="diaSourceId", forced="prvDiaForcedSources", forced_id="diaForcedSourceId",
+    ),
+    card_fields=("pred.*", "clf.*", "xm.*"),
+    fink_fields=("clf", "xm", "pred", "misc", "lc_features", "fink_broker_version", "fink_science_version"),
 )
 
 SURVEYS: dict[str, Survey] = {survey.name: survey for survey in (ZTF, LSST)}

@@ -41,10 +41,8 @@ from pyspark.sql.types import (
 )
 
 from fink_spark.errors import ConfigError
-from fink_spark.state import CheckpointFiles
+from fink_spark.state import OUTPUT_TABLE_SCHEMA, TABLE_SCHEMA, CheckpointFiles
 
-TABLE_SCHEMA_FILE = "table_schema.json"  # beside the checkpoint, in its fink_spark/ folder
-OUTPUT_SCHEMA_FILE = "_fink_spark/table_schema.json"  # in the output folder (hidden from Spark's readers)
 WIDENINGS = {("int", "long"): "long", ("float", "double"): "double"}
 SIBLING = "__"
 NAMED = ("record", "enum", "fixed")
@@ -293,15 +291,15 @@ def save_table_schema(table: TableSchema, columns: StructType, state: Checkpoint
     """Keep the table's schema, its history and its Spark columns beside the checkpoint and
     in the output folder, before any file of that schema is written."""
     text = json.dumps({"schema": table.schema, "history": table.history, "spark_schema": columns.jsonValue()}, indent=1)
-    state.write(f"fink_spark/{TABLE_SCHEMA_FILE}", text)
-    CheckpointFiles.at(output).write(OUTPUT_SCHEMA_FILE, text)
+    state.write(TABLE_SCHEMA, text)
+    CheckpointFiles.at(output).write(OUTPUT_TABLE_SCHEMA, text)
 
 
 def read_table(spark: SparkSession, path: str) -> DataFrame:
     """A fink-spark output folder as one table: every file read with the table's latest
     columns (added columns null in older files, widened ones read wide). Spark alone would
     take the columns of one file, or fail to merge a widened column across files."""
-    saved = CheckpointFiles.at(path).read(OUTPUT_SCHEMA_FILE)
+    saved = CheckpointFiles.at(path).read(OUTPUT_TABLE_SCHEMA)
     if saved is not None:
         return spark.read.schema(StructType.fromJson(json.loads(saved)["spark_schema"])).parquet(path)
     # A folder fink-spark did not write: its files' schemas, merged and widened.

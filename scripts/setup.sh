@@ -13,7 +13,7 @@ fi
 if ! "$VENV/bin/python" -c "import fink_spark, pyspark, fastavro, confluent_kafka, pytest" 2>/dev/null \
    || [ pyproject.toml -nt "$VENV/.fink-spark-installed" ]; then
     echo "[setup] installing Python packages (pyspark, fastavro, pyarrow, confluent-kafka, ...)"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check -e ".[dev]"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -e ".[dev,plots]"
     touch "$VENV/.fink-spark-installed"
 fi
 

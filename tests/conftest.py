@@ -17,11 +17,11 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 
 from fink_spark.config import JobConfig, parse_config
-from fink_spark.local_broker import LocalKafka
 from fink_spark.paths import SAMPLE_DIR
-from fink_spark.publisher import encode, read_saved_alerts
 from fink_spark.session import build_session, local_conf
 from fink_spark.streaming import prepare_stream, run_stream
+from fink_spark.testing.local_broker import LocalKafka
+from fink_spark.testing.publisher import encode, read_saved_alerts
 
 USER, PASSWORD = "fink_user", "test-password-4f1c"
 _topic_numbers = itertools.count()
@@ -116,8 +116,8 @@ def stream_samples(
     **overrides: Any,
 ) -> Path:
     """Publish sample folders to a new topic and run the job over it: the Parquet output."""
-    from fink_spark.publisher import publish
     from fink_spark.surveys import get_survey
+    from fink_spark.testing.publisher import publish
 
     broker.create_topics([topic])
     publish(broker.client_config(USER), topic, [sample(name) for name in samples], get_survey(survey))

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from conftest import PASSWORD, USER, sample
 
-from fink_spark.local_cluster import LocalSparkCluster
 from fink_spark.paths import PROJECT_ROOT
-from fink_spark.publisher import publish
 from fink_spark.surveys import ZTF
+from fink_spark.testing.local_cluster import LocalSparkCluster
+from fink_spark.testing.publisher import publish
 
 
 @pytest.fixture(scope="module")

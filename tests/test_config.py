@@ -79,6 +79,14 @@ def test_yaml_file_errors(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.yaml")
 
 
+def test_a_broken_schema_file_is_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "mine.avsc").write_text('{"type": "record", "name": "alert", "fields": [{"name": "candid"}]}')
+    with pytest.raises(ConfigError) as error:
+        parse_config(config_with(lambda d: d.update(schema="mine.avsc")), base=tmp_path)
+    assert str(error.value).startswith(f"{tmp_path / 'mine.avsc'} is not a valid Avro schema (")
+    assert str(error.value).endswith("fix it, or drop 'schema:' to use the topics' own writer schemas.")
+
+
 def test_password_from_file(tmp_path: Path) -> None:
     (tmp_path / "pw").write_text("from-file\n")
     data = config_with(lambda d: (d["kafka"].pop("password_env"), d["kafka"].update(password_file=str(tmp_path / "pw"))))

@@ -172,3 +172,14 @@ def test_a_bad_where_is_one_clear_line(spark, outputs) -> None:  # noqa: ANN001
 
     with pytest.raises(ConfigError, match=r"--where 'candidate.nothere > 1' is not a Spark SQL condition"):
         run(spark, "show", outputs["ztf"], "--where", "candidate.nothere > 1")
+
+
+def test_pictures_without_matplotlib_say_what_to_install(spark, outputs, monkeypatch, tmp_path: Path) -> None:  # noqa: ANN001
+    from fink_spark.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # as if matplotlib were not installed
+    monkeypatch.delitem(sys.modules, "fink_spark.plots", raising=False)
+    with pytest.raises(ConfigError, match=r"^Pictures need matplotlib and astropy \(matplotlib.figure is not installed\): "
+                                          r"pip install 'fink-spark\[plots\]'.$"):
+        run(spark, "card", outputs["ztf"], "--id", str(ZTF_ALERTS[0]["candid"]), "--output", str(tmp_path / "card.png"))
+    assert run(spark, "summary", outputs["ztf"]).startswith(f"{len(ZTF_ALERTS)} alerts\n")  # text needs no plotting

@@ -19,11 +19,11 @@ from conftest import PASSWORD, USER, job_config, run_job, sample
 from reference import read_alerts
 
 from fink_spark.errors import KafkaAccessError
-from fink_spark.local_broker import LocalKafka
 from fink_spark.paths import PROJECT_ROOT, SCHEMAS_DIR
-from fink_spark.publisher import encode, publish
 from fink_spark.streaming import prepare_stream
 from fink_spark.surveys import ZTF
+from fink_spark.testing.local_broker import LocalKafka
+from fink_spark.testing.publisher import encode, publish
 
 
 def stream_config(broker: LocalKafka, tmp_path: Path, topics: list[str], **extra: object) -> Path:
@@ -145,7 +145,7 @@ def test_acls_like_finks_a_readable_topic_and_a_forbidden_one(spark, acl_broker,
 
 
 def free_port() -> int:
-    from fink_spark.local_broker import free_port as port
+    from fink_spark.testing.local_broker import free_port as port
 
     return port()
 

@@ -15,8 +15,8 @@ from reference import read_alerts
 from fink_spark.errors import ConfigError
 from fink_spark.filters import EXTRAGALACTIC_CLASSES, apply_filters, check_filters, parse_filters
 from fink_spark.paths import SCHEMAS_DIR
-from fink_spark.publisher import publish
 from fink_spark.surveys import LSST, ZTF
+from fink_spark.testing.publisher import publish
 
 # 2026 alerts (all cross-matched 'Unknown') and 2019 ones (RRLyr), in one topic.
 ALERTS = read_alerts(sample("ztf-2026")) + read_alerts(sample("ztf-0p2"))

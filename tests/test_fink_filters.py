@@ -25,10 +25,10 @@ from pyspark.sql import DataFrame, SparkSession
 
 from fink_spark.decode import alerts, decode_records
 from fink_spark.filters import EXTRAGALACTIC_CLASSES, FINK_FILTERS_VERSION, FINK_UTILS_VERSION, apply_filters, parse_filters
-from fink_spark.publisher import encode, read_saved_alerts
 from fink_spark.schemas import WriterSchemas
 from fink_spark.surveys import LSST, ZTF, Survey
 from fink_spark.table_schema import TableSchema
+from fink_spark.testing.publisher import encode, read_saved_alerts
 
 fink_filters = pytest.importorskip("fink_filters")
 fink_utils = pytest.importorskip("fink_utils")

@@ -20,10 +20,10 @@ from reference import check_alerts, read_alerts
 from fink_spark.config import parse_config
 from fink_spark.errors import ConfigError
 from fink_spark.paths import PROJECT_ROOT, SCHEMAS_DIR
-from fink_spark.publisher import publish, replicate
 from fink_spark.reprocess import KafkaRange, reprocess
 from fink_spark.surveys import ZTF
 from fink_spark.table_schema import read_table
+from fink_spark.testing.publisher import publish, replicate
 
 SCHEMA_2026 = str(SCHEMAS_DIR / "ztf" / "fink_ztf_transfer_2026-03.avsc")
 ZTF_MJD = lambda alert: alert["candidate"]["jd"] - 2400000.5  # noqa: E731

@@ -28,11 +28,12 @@ from variants import LSST_VARIANTS, ZTF_VARIANTS, Variant, expected_alert
 
 from fink_spark.config import parse_config
 from fink_spark.errors import ConfigError
-from fink_spark.local_broker import LocalKafka
 from fink_spark.paths import PROJECT_ROOT, SCHEMAS_DIR
-from fink_spark.publisher import encode
 from fink_spark.reprocess import KafkaRange, reprocess
-from fink_spark.table_schema import OUTPUT_SCHEMA_FILE, read_table
+from fink_spark.state import OUTPUT_TABLE_SCHEMA
+from fink_spark.table_schema import read_table
+from fink_spark.testing.local_broker import LocalKafka
+from fink_spark.testing.publisher import encode
 
 OUTPUT_ONLY = {"topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "ingest_time", "year", "month", "day"}
 SCHEMA_27 = (SCHEMAS_DIR / "ztf" / "distribution_schema_fink_ztf_2.7_3.10.1.avsc").read_text()
@@ -132,7 +133,7 @@ def test_ztf_topic_mixing_seven_writer_schemas_keeps_every_value(spark, broker, 
     assert any("widened candidate.fid int->long, candidate.magpsf float->double" in line for line in changes)
     assert "\tat " not in output and "Exception" not in output, output[-3000:]
     # The schema and its history, in the output and beside the checkpoint.
-    saved = json.loads((tmp_path / "alerts" / OUTPUT_SCHEMA_FILE).read_text())
+    saved = json.loads((tmp_path / "alerts" / OUTPUT_TABLE_SCHEMA).read_text())
     assert saved == json.loads((tmp_path / "chk" / "fink_spark" / "table_schema.json").read_text())
     changed = [name for entry in saved["history"] for key in ("added", "widened", "siblings") for name in entry.get(key, [])]
     assert sorted(changed) == sorted([

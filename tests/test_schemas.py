@@ -16,12 +16,12 @@ from reference import assert_same_value, read_alerts
 
 from fink_spark.decode import alerts, decode_records
 from fink_spark.filters import apply_filters, parse_filters
-from fink_spark.local_broker import LocalKafka
 from fink_spark.paths import PROJECT_ROOT, SCHEMAS_DIR
-from fink_spark.publisher import encode, publish, read_saved_alerts
 from fink_spark.schemas import WriterSchemas, schema_fingerprint
 from fink_spark.surveys import ZTF
 from fink_spark.table_schema import TableSchema, read_table
+from fink_spark.testing.local_broker import LocalKafka
+from fink_spark.testing.publisher import encode, publish, read_saved_alerts
 
 SCHEMA_2026 = (SCHEMAS_DIR / "ztf" / "fink_ztf_transfer_2026-03.avsc").read_text()
 SCHEMA_27 = (SCHEMAS_DIR / "ztf" / "distribution_schema_fink_ztf_2.7_3.10.1.avsc").read_text()

@@ -14,12 +14,12 @@ from pyspark.sql import DataFrame, SparkSession
 from fink_spark.config import ConsoleOutput
 from fink_spark.decode import decode_records, quarantined
 from fink_spark.filters import first_rejection, parse_filters
-from fink_spark.publisher import read_saved_alerts
+from fink_spark.pipeline import kept_alerts
 from fink_spark.schemas import WriterSchemas
 from fink_spark.sinks import MicroBatchOutputs, ParquetLog
-from fink_spark.streaming import kept_alerts
 from fink_spark.surveys import ZTF
 from fink_spark.table_schema import TableSchema
+from fink_spark.testing.publisher import read_saved_alerts
 
 TOPIC = "fink_sn_candidates_ztf"
 POISON = (b"\x00\x01not avro", b"")

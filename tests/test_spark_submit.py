@@ -10,8 +10,8 @@ import yaml
 from conftest import PASSWORD, USER, sample
 
 from fink_spark.paths import PROJECT_ROOT
-from fink_spark.publisher import publish
 from fink_spark.surveys import ZTF
+from fink_spark.testing.publisher import publish
 
 
 def submit(config: Path, *job_options: str) -> subprocess.CompletedProcess[str]:

@@ -14,11 +14,11 @@ from pyspark.sql import SparkSession
 from reference import check_alerts, read_alerts
 
 from fink_spark.errors import KafkaAccessError
-from fink_spark.local_broker import LocalKafka
 from fink_spark.paths import SCHEMAS_DIR
-from fink_spark.publisher import publish
 from fink_spark.streaming import prepare_stream
 from fink_spark.surveys import LSST, ZTF
+from fink_spark.testing.local_broker import LocalKafka
+from fink_spark.testing.publisher import publish
 
 ZTF_2026_SCHEMA = str(SCHEMAS_DIR / "ztf" / "fink_ztf_transfer_2026-03.avsc")
 

@@ -13,14 +13,16 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from fink_spark.committed import committed_files, partition_values
 from fink_spark.config import JobConfig, load_config
-from fink_spark.local_broker import LocalKafka
 from fink_spark.paths import PROJECT_ROOT, SAMPLE_DIR
-from fink_spark.publisher import publish
 from fink_spark.surveys import ZTF
+from fink_spark.testing.local_broker import LocalKafka
+from fink_spark.testing.publisher import publish
 
 CONFIG = PROJECT_ROOT / "conf" / "demo_ztf.yaml"
 USER, PASSWORD = "fink_user", "demo-password-not-secret"
@@ -63,30 +65,14 @@ def load_config_with_password() -> JobConfig:
 
 def summarize(path: str) -> None:
     """Count the kept alerts per topic, from the files the job committed."""
-    committed = _metadata_entries(path)
+    committed = committed_files(path)
     per_topic: Counter[str] = Counter()
     for file in committed:
-        topic = next(part.split("=", 1)[1] for part in file.split("/") if part.startswith("topic="))
+        topic = str(partition_values(Path(path).resolve(), file)["topic"])
         per_topic[topic] += pq.ParquetFile(file).metadata.num_rows
     print(f"[demo] Parquet in {path}: {sum(per_topic.values())} alerts in {len(committed)} files")
     for topic, count in sorted(per_topic.items()):
         print(f"[demo]   {topic}: {count} alerts")
-
-
-def _metadata_entries(path: str) -> list[str]:
-    """The files listed in the Parquet sink's _spark_metadata log (what readers see)."""
-    import json
-    from pathlib import Path
-
-    files: list[str] = []
-    for log in sorted((Path(path) / "_spark_metadata").iterdir(), key=lambda p: p.name):
-        if log.name.startswith(".") or not log.name.split(".")[0].isdigit():
-            continue
-        for line in log.read_text().splitlines()[1:]:
-            entry = json.loads(line)
-            if entry.get("action") == "add":
-                files.append(entry["path"].removeprefix("file:"))
-    return files
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 One master and N workers, each a separate JVM with its own cores and memory, as on a
 real cluster; the tests submit the streaming job to it and kill a worker mid-stream.
 
-    .venv/bin/python -m fink_spark.local_cluster --workers 2     # prints the master URL; Ctrl-C stops it
+    .venv/bin/python -m fink_spark.testing.local_cluster --workers 2     # prints the master URL; Ctrl-C stops it
     ./spark-submit.sh --master spark://127.0.0.1:<port> jobs/stream.py --config ...
 """
 
@@ -23,7 +23,7 @@ from types import TracebackType
 
 import pyspark
 
-from fink_spark.local_broker import free_port
+from fink_spark.testing.local_broker import free_port
 
 SPARK_HOME = Path(pyspark.__file__).parent
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import fastavro
 
-from fink_spark.surveys import SURVEYS, Survey
+from fink_spark.surveys import SURVEYS, Survey, value_at
 
 log = logging.getLogger(__name__)
 
@@ -67,26 +67,30 @@ def _object_suffix(copy: int, width: int) -> str:
     return "".join(reversed(letters))
 
 
+def _with_value(record: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of a record with one (dotted) field replaced; the records on the way are
+    copied, everything else is shared."""
+    first, _, rest = path.partition(".")
+    return {**record, first: _with_value(record[first], rest, value) if rest else value}
+
+
 def replicate(record: dict[str, Any], survey: Survey, copy: int) -> dict[str, Any]:
     """A copy of a real alert with new ids (copy 0 is the alert itself).
 
-    ZTF: candid (and candidate.candid) move by copy x 10^12 and objectId's last letters
-    change; LSST: diaSourceId (and diaSource.diaSourceId) move the same way.
+    Every copy of the alert id (`Survey.id_copies`: candid and candidate.candid,
+    diaSourceId and diaSource.diaSourceId) moves by copy x 10^12; an object id that is a
+    name (ZTF's 'ZTF26aamcbly') gets new last letters, a numeric one stays.
     """
     if copy == 0:
         return record
-    clone = dict(record)
-    shift = copy * ID_STRIDE
-    if survey.name == "ztf":
-        clone["candid"] = record["candid"] + shift
-        if record.get("candidate"):
-            clone["candidate"] = {**record["candidate"], "candid": record["candidate"]["candid"] + shift}
-        object_id = record["objectId"]
-        clone["objectId"] = object_id[:5] + _object_suffix(copy, len(object_id) - 5)
-    else:
-        clone["diaSourceId"] = record["diaSourceId"] + shift
-        if record.get("diaSource"):
-            clone["diaSource"] = {**record["diaSource"], "diaSourceId": record["diaSource"]["diaSourceId"] + shift}
+    clone = record
+    for path in survey.id_copies:
+        value = value_at(record, path)
+        if value is not None:
+            clone = _with_value(clone, path, value + copy * ID_STRIDE)
+    object_id = value_at(record, survey.object_column)
+    if isinstance(object_id, str):
+        clone = _with_value(clone, survey.object_column, object_id[:5] + _object_suffix(copy, len(object_id) - 5))
     return clone
 
 

@@ -1,0 +1,136 @@
+"""What the live job and reprocessing share: the table's schema at the start, the alerts
+the sinks see, the schema learned at a stop, and the log of micro-batches."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from pyspark.sql import DataFrame
+from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
+
+from fink_spark.config import JobConfig, KafkaConfig
+from fink_spark.decode import UNKNOWN_SCHEMA, alerts
+from fink_spark.filters import Filter, apply_filters
+from fink_spark.kafka_source import key_at
+from fink_spark.schemas import WriterSchemas, load_schema_text
+from fink_spark.state import LEGACY_READER_SCHEMA, TABLE_SCHEMA, CheckpointFiles
+from fink_spark.surveys import Survey
+from fink_spark.table_schema import TableSchema
+
+log = logging.getLogger(__name__)
+
+# A micro-batch stopped at a writer schema not met yet says where, in its error's text:
+# the position is known only inside the task that met it (`decode._reject_reason`).
+_WHERE = re.compile(UNKNOWN_SCHEMA + r" \(topic (?P<topic>.+?), partition (?P<partition>\d+), offset (?P<offset>\d+)\)")
+
+
+def kept_alerts(survey: Survey, filters: tuple[Filter, ...]) -> Callable[[DataFrame], DataFrame]:
+    """Decoded records -> the alerts that pass the filters: what the sinks see."""
+    return lambda decoded: decoded.transform(alerts(survey)).transform(apply_filters(filters))
+
+
+def table_schema(config: JobConfig, state: CheckpointFiles, writers: WriterSchemas, newest_keys: list[bytes]) -> TableSchema:
+    """The output table's schema: the one this checkpoint has built so far; for a new
+    checkpoint, the configured schema, else the writer schema of the topics' newest
+    message (the richest, when they differ), else the newest bundled one. Every writer
+    schema known is then merged in (a no-op for those merged before)."""
+    saved = state.read(TABLE_SCHEMA)
+    if saved is not None:
+        table = TableSchema.from_json(saved)
+    else:
+        start = state.read(LEGACY_READER_SCHEMA)  # checkpoints of fink-spark before schema evolution
+        if config.schema:
+            start = load_schema_text(config.schema)
+        candidates = [writers.known[key] for key in newest_keys if key in writers.known]
+        if start is None and candidates:
+            # Topics written with different schemas: start from the richest.
+            start = max(candidates, key=lambda schema: len(json.loads(schema)["fields"]))
+        table = TableSchema.first(start or load_schema_text(config.survey.latest_schema), "start")
+    for source, writer in [*writers.by_topic.items(), *(("before the start", w) for w in writers.known.values())]:
+        changes = table.merge(writer, source)
+        if changes:
+            log.info("Table schema: %s (writer schema met before the start)", changes)
+    return table
+
+
+class _PlannedStops(logging.Filter):
+    """Drops py4j's traceback of a micro-batch stopped at a new writer schema: the job logs one line for it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return error is None or UNKNOWN_SCHEMA not in str(error)
+
+
+@contextmanager
+def quiet_planned_stops() -> Iterator[None]:
+    """While the job runs, stops at a new writer schema print no traceback."""
+    planned_stops = _PlannedStops()
+    logging.getLogger("py4j.clientserver").addFilter(planned_stops)
+    try:
+        yield
+    finally:
+        logging.getLogger("py4j.clientserver").removeFilter(planned_stops)
+
+
+def learn_schema_at(failures: list[str], kafka: KafkaConfig | None, writers: WriterSchemas, table: TableSchema) -> bool:
+    """If a query stopped at a writer schema it had not met: learn the schema, add it to the
+    table's, log one line and return True; False for any other failure."""
+    where = next((match for match in map(_WHERE.search, failures) if match), None)
+    if where is None or kafka is None:
+        return False
+    key = key_at(kafka, where["topic"], int(where["partition"]), int(where["offset"]))
+    if key is None or not writers.learn(key):
+        return False
+    source = f"{where['topic']}[{where['partition']}] offset {where['offset']}"
+    changes = table.merge(writers.known[key], source) if key in writers.known else None
+    log.info("New writer schema at %s: %s; going on from the checkpoint", source,
+             changes or writers.rejected.get(key) or "the table's schema holds it already")
+    return True
+
+
+class BatchLog(StreamingQueryListener):
+    """One line per micro-batch on the job's log (how many records, how fast), and the
+    totals of each query over all its batches (start-up excluded)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.totals: dict[str, list[float]] = {}  # query name -> [records, seconds of micro-batches]
+        self.last_batch: dict[str, int] = {}
+
+    def onQueryStarted(self, event) -> None:  # noqa: N802, ANN001 - Spark's names
+        pass
+
+    def onQueryProgress(self, event) -> None:  # noqa: N802, ANN001
+        progress = event.progress
+        self.last_batch[progress.name] = progress.batchId
+        if progress.numInputRows:
+            total = self.totals.setdefault(progress.name, [0, 0.0])
+            total[0] += progress.numInputRows
+            total[1] += progress.durationMs.get("triggerExecution", 0) / 1000
+            log.info(
+                "%s: batch %d, %d records, %.0f records/s",
+                progress.name, progress.batchId, progress.numInputRows, progress.processedRowsPerSecond,
+            )
+
+    def onQueryIdle(self, event) -> None:  # noqa: N802, ANN001
+        pass
+
+    def onQueryTerminated(self, event) -> None:  # noqa: N802, ANN001
+        pass
+
+    def log_totals(self, queries: list[StreamingQuery], wait: float = 10.0) -> None:
+        """Log each finished query's totals, once its last progress event has arrived
+        (Spark delivers them asynchronously)."""
+        deadline = time.monotonic() + wait
+        for query in queries:
+            last = (query.lastProgress or {}).get("batchId", -1)
+            while self.last_batch.get(query.name, -1) < last and time.monotonic() < deadline:
+                time.sleep(0.1)
+        for name, (records, seconds) in self.totals.items():
+            log.info("%s done: %d records in %.1f s of micro-batches (%.0f records/s)",
+                     name, records, seconds, records / seconds if seconds else 0.0)
