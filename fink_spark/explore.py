@@ -157,7 +157,7 @@ def _spark_rows(path: str, where: str, columns: list[str] | None) -> pa.Table:
     from fink_spark.table_schema import read_table
 
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # a local session: no warning about the host name
-    spark = build_session("fink-spark-explore", "local[2]", {**local_conf(), "spark.ui.showConsoleProgress": "false"})
+    spark = build_session("fink-spark-explore", "local[2]", {**local_conf(connectors=False), "spark.ui.showConsoleProgress": "false"})
     alerts = read_table(spark, path)
     try:
         chosen = alerts.where(F.expr(where))

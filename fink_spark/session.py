@@ -7,6 +7,7 @@ import shutil
 import sys
 from collections.abc import Mapping
 
+from pyspark.errors import PySparkRuntimeError
 from pyspark.sql import SparkSession
 
 from fink_spark.errors import ConfigError
@@ -46,11 +47,16 @@ BASE_CONF = {
 }
 
 
-def local_conf(shuffle_partitions: int = 2) -> dict[str, str]:
+def local_conf(shuffle_partitions: int = 2, connectors: bool = True) -> dict[str, str]:
     """Settings for a session started from Python (tests, tools) rather than spark-submit:
-    the connector jars, a quiet log, no UI."""
+    the connector jars (unless only Parquet is read), a quiet log, no UI."""
     log_config = CONF_DIR / "log4j2.properties"
-    jars = {"spark.jars": ",".join(str(jar) for jar in connector_jars())} if has_connector_jars() else CONNECTOR_PACKAGES
+    if not connectors:
+        jars = {}
+    elif has_connector_jars():
+        jars = {"spark.jars": ",".join(str(jar) for jar in connector_jars())}
+    else:
+        jars = CONNECTOR_PACKAGES
     return {
         **jars,
         "spark.ui.enabled": "false",
@@ -79,4 +85,13 @@ def local_session(app_name: str = "fink-spark", master: str = "local[*]", driver
     """A local SparkSession with the connectors, for a command or a notebook (not under spark-submit)."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # Python workers with this environment's packages
     settings = {**local_conf(), "spark.driver.memory": driver_memory, "spark.ui.showConsoleProgress": "false"}
-    return build_session(app_name, master, {**settings, **(conf or {})})
+    try:
+        return build_session(app_name, master, {**settings, **(conf or {})})
+    except PySparkRuntimeError as error:
+        if "spark.jars.packages" not in settings or error.getErrorClass() != "JAVA_GATEWAY_EXITED":
+            raise
+        raise ConfigError(
+            "Spark did not start: it could not resolve its Kafka and Avro connectors from Maven Central (see the "
+            "lines above). Run once with access to Maven Central (they are cached in ~/.ivy2.5.2 after), or set "
+            "FINK_SPARK_JARS to a folder whose spark/ holds them (scripts/setup.sh fills .jars/ in a checkout)."
+        ) from None

@@ -78,3 +78,18 @@ def test_without_java_the_error_says_what_to_install(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(ConfigError, match="Spark needs Java 17 or 21, and none was found: install a JDK"):
         build_session("fink-spark-without-java", "local[1]")
+
+
+def test_connectors_that_cannot_be_resolved_are_one_clear_error(tmp_path: Path) -> None:
+    """No .jars/ and Maven Central cannot serve the connectors (offline, a firewall): a
+    version that does not exist stands for it, with an empty Ivy cache."""
+    run = ("from fink_spark.cli import run_cli; from fink_spark.session import local_session; "
+           "run_cli(lambda: local_session('fink-spark-offline', 'local[1]', conf={"
+           f"'spark.jars.packages': 'org.apache.spark:spark-avro_2.13:0.0.404', 'spark.jars.ivy': '{tmp_path / 'ivy'}'}}))")
+    result = subprocess.run([sys.executable, "-c", run], capture_output=True, text=True, cwd=PROJECT_ROOT,
+                            env={**os.environ, "FINK_SPARK_JARS": str(tmp_path / "no-jars")}, timeout=300)
+    assert result.returncode == 2
+    assert "unresolved dependency: org.apache.spark#spark-avro_2.13;0.0.404" in result.stderr  # Ivy's own lines
+    assert result.stderr.splitlines()[-1].startswith(
+        "fink-spark: Spark did not start: it could not resolve its Kafka and Avro connectors from Maven Central")
+    assert "Traceback" not in result.stderr
