@@ -25,9 +25,8 @@ try:
     from astropy.visualization import AsinhStretch, ImageNormalize, ZScaleInterval
     from matplotlib.figure import Figure  # figures drawn without pyplot need no backend
 except ImportError as missing:
-    raise ConfigError(
-        f"Pictures need matplotlib and astropy ({missing.name} is not installed): pip install 'fink-spark[plots]'."
-    ) from None
+    package = (missing.name or "a module").split(".")[0]
+    raise ConfigError(f"Pictures need matplotlib and astropy ({package} is not installed): pip install 'fink-spark[plots]'.") from None
 
 from fink_spark.display import format_value  # noqa: E402
 from fink_spark.surveys import Survey  # noqa: E402
