@@ -449,19 +449,22 @@ def main() -> None:
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     results: list[Result] = []
+    saved: dict = {}
     args.note = ""
     if args.latency_only:
         saved = json.loads(RAW_RESULTS.read_text())
-        results, args.quick, args.note = [Result(**item) for item in saved["results"]], saved["quick"], saved.get("note", "")
-        print(f"throughput figures from {RAW_RESULTS} {args.note}", flush=True)
+        results, args.quick = [Result(**item) for item in saved["results"]], saved["quick"]
+        args.note = saved.get("note") or f"the run of {saved.get('measured_at', 'an earlier day')}"
+        print(f"throughput figures from {RAW_RESULTS}: {args.note}", flush=True)
     with LocalKafka(users={USER: PASSWORD}, heap="2g", workdir=WORK / "kafka") as broker:
         if not args.latency_only:
             results = throughput(broker, ztf_sizes, lsst_sizes, everyone_ztf, everyone_lsst)
         lat = None if args.no_latency else latency(broker, rate, seconds)
         if lat:
             print(f"latency at {rate} alerts/s: {lat.summary()}", flush=True)
-    RAW_RESULTS.write_text(json.dumps({"results": [asdict(r) for r in results], "quick": args.quick, "note": args.note},
-                                      indent=1))
+    measured_at = saved.get("measured_at") if args.latency_only else time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    RAW_RESULTS.write_text(json.dumps({"results": [asdict(r) for r in results], "quick": args.quick, "note": args.note,
+                                       "measured_at": measured_at}, indent=1))
     Path(args.output).write_text(report(results, lat, args))
     print(f"results in {args.output}")
 

@@ -44,6 +44,13 @@ BASE_CONF = {
     # No dictionary encoding: alert values are mostly unique floats and cutouts, where the
     # dictionary is built, then dropped; writing took 10 to 15% longer with it (bench/TUNING.md).
     "spark.hadoop.parquet.enable.dictionary": "false",
+    # Spark's Kafka reader keeps each task's fetched records (up to a fetch, 16 MB a partition)
+    # for the next task that starts where it stopped, for 5 minutes by default and without a
+    # size bound. A partition split over several tasks (minPartitions) leaves one such entry a
+    # micro-batch that nothing resumes: a steady stream of alerts filled a 1 GB heap in 100 s.
+    # Kept 5 s, the memory is bounded; a batch that resumes later fetches again (bench/TUNING.md).
+    "spark.kafka.consumer.fetchedData.cache.timeout": "5s",
+    "spark.kafka.consumer.fetchedData.cache.evictorThreadRunInterval": "1s",
 }
 
 
