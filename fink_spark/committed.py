@@ -17,19 +17,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fink_spark.errors import ConfigError
-from fink_spark.state import SINK_LOG
+from fink_spark.state import SINK_LOG, sink_log_batches
 
 RowMask = Callable[[pa.Table], "pa.ChunkedArray | pa.Array | None"]
 
 
 def _log_entries(log: Path) -> list[dict]:
-    batches = {int(p.name.split(".")[0]): p for p in log.iterdir() if p.name.split(".")[0].isdigit()
-               and p.name.removeprefix(p.name.split(".")[0]) in ("", ".compact")}
-    compacted = [batch for batch, p in batches.items() if p.name.endswith(".compact")]
-    start = max(compacted, default=0)
+    """The entries of the newest compact file and of the batches after it."""
+    batches = sink_log_batches(p.name for p in log.iterdir())
+    start = max((batch for batch, name in batches.items() if name.endswith(".compact")), default=0)
     entries = []
     for batch in sorted(b for b in batches if b >= start):
-        lines = batches[batch].read_text().splitlines()
+        lines = (log / batches[batch]).read_text().splitlines()
         entries += [json.loads(line) for line in lines[1:] if line.strip()]
     return entries
 
@@ -69,19 +68,21 @@ def partition_values(root: Path, file: Path) -> dict[str, object]:
 
 
 def read_committed(path: str | Path, columns: list[str] | None = None, rows: RowMask | None = None,
-                   files: Callable[[dict[str, object]], bool] | None = None) -> pa.Table:
+                   partitions: Callable[[dict[str, object]], bool] | None = None,
+                   files: list[Path] | None = None) -> pa.Table:
     """The committed rows of an output as one Arrow table.
 
     `columns` names top-level columns (all by default; partition columns always come),
-    `files` keeps a file by its partition values, `rows` gives each file's table a mask
-    of the rows to keep. Files written with older schemas lack some columns: the tables
-    are merged with nulls for them, and int/float columns widened.
+    `partitions` keeps a file by its partition values, `rows` gives each file's table a
+    mask of the rows to keep; `files`, the committed files when already listed. Files
+    written with older schemas lack some columns: the tables are merged with nulls for
+    them, and int/float columns widened.
     """
     root = Path(path).resolve()
     tables = []
-    for file in committed_files(root):
+    for file in committed_files(root) if files is None else files:
         partition = partition_values(root, file)
-        if files is not None and not files(partition):
+        if partitions is not None and not partitions(partition):
             continue
         parquet = pq.ParquetFile(file)
         present = parquet.schema_arrow.names

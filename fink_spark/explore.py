@@ -129,10 +129,10 @@ class Output:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        files = committed_files(path)
-        if not files:
+        self.files = committed_files(path)  # listed once, for every read of this command
+        if not self.files:
             raise ConfigError(f"{path} holds no committed alerts yet: no Parquet file is listed in its _spark_metadata log.")
-        names = pq.read_schema(files[0]).names
+        names = pq.read_schema(self.files[0]).names
         survey = survey_with_columns(names)
         if survey is None:
             raise ConfigError(f"{path} does not hold fink-spark alerts: its files have no alert id column ({names[:5]}...).")
@@ -146,7 +146,7 @@ class Output:
             mask = selection.mask(table, self.survey)
             return table if mask is None else table.filter(mask)
         return read_committed(self.path, wanted, rows=lambda t: selection.mask(t, self.survey),
-                              files=selection.keeps_partition)
+                              partitions=selection.keeps_partition, files=self.files)
 
 
 def _spark_rows(path: str, where: str, columns: list[str] | None) -> pa.Table:

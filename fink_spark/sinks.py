@@ -21,7 +21,7 @@ from pyspark.sql.types import DataType, StructType
 
 from fink_spark.config import ConsoleOutput, TriggerConfig
 from fink_spark.display import batch_header, format_table
-from fink_spark.state import SINK_LOG, CheckpointFiles
+from fink_spark.state import SINK_LOG, CheckpointFiles, sink_log_batches
 from fink_spark.surveys import Survey
 
 
@@ -71,7 +71,7 @@ class ParquetLog:
 
     def has(self, batch_id: int) -> bool:
         """Whether this batch is committed already (written before a crash or a stop)."""
-        ids = [int(name.split(".")[0]) for name in self._log.names("") if name.split(".")[0].isdigit()]
+        ids = sink_log_batches(self._log.names(""))
         return bool(ids) and max(ids) >= batch_id
 
     def write(self, batch_id: int, frame: DataFrame) -> dict[str, Any]:

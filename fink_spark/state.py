@@ -4,6 +4,7 @@ storage the checkpoint can be on: a local path, HDFS or S3 (through pyarrow's fi
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pyarrow import fs
@@ -17,6 +18,17 @@ LEGACY_READER_SCHEMA = f"{STATE_FOLDER}/reader_schema.avsc"  # the table's schem
 # ... and in the output folder, hidden from Spark's readers
 OUTPUT_TABLE_SCHEMA = "_fink_spark/table_schema.json"
 SINK_LOG = "_spark_metadata"  # Spark's file sink: the files committed, batch by batch
+
+
+def sink_log_batches(names: Iterable[str]) -> dict[int, str]:
+    """Batch id -> file name in a sink log (`<batch>`, or `<batch>.compact`, which every
+    tenth batch writes with all the files so far); checksums and temporary files left out."""
+    batches = {}
+    for name in names:
+        batch, _, suffix = name.partition(".")
+        if batch.isdigit() and suffix in ("", "compact"):
+            batches[int(batch)] = name
+    return batches
 
 
 @dataclass(frozen=True)

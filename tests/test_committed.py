@@ -56,7 +56,7 @@ def test_committed_files_agree_with_spark(spark: SparkSession, tmp_path: Path) -
         {"candid": 3, "year": 2026, "month": 3, "day": 23, "extra": None},
         {"candid": 4, "year": 2026, "month": 3, "day": 22, "extra": "x"},
     ]
-    one_night = read_committed(tmp_path, ["candid"], files=lambda values: values["day"] == 23)
+    one_night = read_committed(tmp_path, ["candid"], partitions=lambda values: values["day"] == 23)
     assert one_night.to_pylist() == [{"candid": 3, "year": 2026, "month": 3, "day": 23}]
 
 
