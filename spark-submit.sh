@@ -45,10 +45,12 @@ JARS=$(ls "$JARS_DIR"/*.jar | paste -sd, -)
 export PYSPARK_PYTHON=${PYSPARK_PYTHON:-$VENV/bin/python}
 export PYSPARK_DRIVER_PYTHON=${PYSPARK_DRIVER_PYTHON:-$VENV/bin/python}
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
+JAVA_OPTIONS=$(FINK_SPARK_JARS=${JARS_DIR%/spark} "$VENV/bin/python" -c \
+    "from pathlib import Path; from fink_spark.paths import driver_java_options; print(driver_java_options(Path('$ROOT/conf/log4j2.properties')))")
 exec "$VENV/bin/spark-submit" \
     --master "$MASTER" \
     --jars "$JARS" \
-    --conf "spark.driver.extraJavaOptions=-Dlog4j2.configurationFile=file:$ROOT/conf/log4j2.properties" \
+    --conf "spark.driver.extraJavaOptions=$JAVA_OPTIONS" \
     --conf spark.ui.showConsoleProgress=false \
     ${SUBMIT_ARGS[@]+"${SUBMIT_ARGS[@]}"} \
     "$@"

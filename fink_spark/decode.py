@@ -26,6 +26,11 @@ from fink_spark.table_schema import TableSchema
 UNKNOWN_SCHEMA = "FINK_SPARK_UNKNOWN_WRITER_SCHEMA"
 METADATA_COLUMNS = ("topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "ingest_time")
 NIGHT_COLUMNS = ("year", "month", "day")
+# When fink-spark wrote the alert, to the millisecond. Not current_timestamp(): Spark writes
+# each micro-batch's time into the generated code as a constant, so every micro-batch
+# compiled the alerts' projection again and ran it cold (a batch of 600 ZTF alerts took
+# 1.2 to 2 s to write instead of 1; bench/TUNING.md).
+INGEST_TIME = "timestamp_millis(CAST(reflect('java.lang.System', 'currentTimeMillis') AS BIGINT))"
 
 
 def _decoded(writers: WriterSchemas, table: TableSchema) -> Column:
@@ -131,18 +136,20 @@ def alerts(survey: Survey) -> Callable[[DataFrame], DataFrame]:
     def transform(decoded: DataFrame) -> DataFrame:
         good = decoded.where(F.col("reject_reason").isNull())
         field_names = good.schema["alert"].dataType.names  # type: ignore[attr-defined]
+        # One selectExpr, not a select of Columns: building a hundred Column objects costs a
+        # py4j round trip each, 0.4 s a micro-batch (bench/TUNING.md).
         fields = [
-            F.col(f"alert.`{name}`").alias(f"alert_{name}" if name in METADATA_COLUMNS else name)
+            f"alert.`{name}` AS `{'alert_' + name if name in METADATA_COLUMNS else name}`"
             for name in field_names
             if name not in NIGHT_COLUMNS
         ]
-        flat = good.select(
+        flat = good.selectExpr(
             *fields,
-            F.col("topic"),
-            F.col("partition").alias("kafka_partition"),
-            F.col("offset").alias("kafka_offset"),
-            F.col("timestamp").alias("kafka_timestamp"),
-            F.current_timestamp().alias("ingest_time"),
+            "topic",
+            "partition AS kafka_partition",
+            "offset AS kafka_offset",
+            "timestamp AS kafka_timestamp",
+            f"{INGEST_TIME} AS ingest_time",
         )
         return flat.select("*", *_night(survey))
 
@@ -159,5 +166,5 @@ def quarantined(decoded: DataFrame) -> DataFrame:
         "key",
         "value",
         "reject_reason",
-        F.current_timestamp().alias("ingest_time"),
+        F.expr(INGEST_TIME).alias("ingest_time"),
     )

@@ -20,6 +20,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, StructType
 
+from fink_spark.decode import INGEST_TIME
 from fink_spark.errors import ConfigError
 from fink_spark.surveys import JD_MINUS_MJD, Survey
 
@@ -253,7 +254,7 @@ def deduplicate(survey: Survey, gap: str) -> Callable[[DataFrame], DataFrame]:
                 F.min("kafka_timestamp").alias("kafka_timestamp"),
             )
         )
-        return merged.select("_alert.*", "topics", "kafka_timestamp", F.current_timestamp().alias("ingest_time"))
+        return merged.select("_alert.*", "topics", "kafka_timestamp", F.expr(INGEST_TIME).alias("ingest_time"))
 
     return transform
 

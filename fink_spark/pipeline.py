@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from pyspark.sql import DataFrame
-from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
+from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.streaming.listener import StreamingQueryProgress
 
 from fink_spark.config import JobConfig, KafkaConfig
 from fink_spark.decode import UNKNOWN_SCHEMA, alerts
@@ -23,6 +23,8 @@ from fink_spark.surveys import Survey
 from fink_spark.table_schema import TableSchema
 
 log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL = 1.0  # seconds between looks at the queries' progress
 
 # A micro-batch stopped at a writer schema not met yet says where, in its error's text:
 # the position is known only inside the task that met it (`decode._reject_reason`).
@@ -93,44 +95,51 @@ def learn_schema_at(failures: list[str], kafka: KafkaConfig | None, writers: Wri
     return True
 
 
-class BatchLog(StreamingQueryListener):
+class BatchLog:
     """One line per micro-batch on the job's log (how many records, how fast), and the
-    totals of each query over all its batches (start-up excluded)."""
+    totals of each query over all its batches (start-up excluded).
+
+    It reads the queries' progress (Spark's JSON) while the job waits for them, rather
+    than listening: a Python `StreamingQueryListener` is called back through py4j for
+    every event, and its conversions took as much CPU as the query's own driver thread,
+    on cores the tasks need (bench/TUNING.md).
+    """
 
     def __init__(self) -> None:
-        super().__init__()
         self.totals: dict[str, list[float]] = {}  # query name -> [records, seconds of micro-batches]
         self.last_batch: dict[str, int] = {}
 
-    def onQueryStarted(self, event) -> None:  # noqa: N802, ANN001 - Spark's names
-        pass
-
-    def onQueryProgress(self, event) -> None:  # noqa: N802, ANN001
-        progress = event.progress
-        self.last_batch[progress.name] = progress.batchId
-        if progress.numInputRows:
-            total = self.totals.setdefault(progress.name, [0, 0.0])
-            total[0] += progress.numInputRows
-            total[1] += progress.durationMs.get("triggerExecution", 0) / 1000
-            log.info(
-                "%s: batch %d, %d records, %.0f records/s",
-                progress.name, progress.batchId, progress.numInputRows, progress.processedRowsPerSecond,
-            )
-
-    def onQueryIdle(self, event) -> None:  # noqa: N802, ANN001
-        pass
-
-    def onQueryTerminated(self, event) -> None:  # noqa: N802, ANN001
-        pass
-
-    def log_totals(self, queries: list[StreamingQuery], wait: float = 10.0) -> None:
-        """Log each finished query's totals, once its last progress event has arrived
-        (Spark delivers them asynchronously)."""
-        deadline = time.monotonic() + wait
+    def follow(self, queries: list[StreamingQuery]) -> None:
+        """Log the micro-batches the queries finished since the last call."""
         for query in queries:
-            last = (query.lastProgress or {}).get("batchId", -1)
-            while self.last_batch.get(query.name, -1) < last and time.monotonic() < deadline:
-                time.sleep(0.1)
+            seen = self.last_batch.get(query.name, -1)
+            last = query.lastProgress
+            if last is None or last.batchId <= seen:
+                continue
+            # Spark keeps the last 100 (spark.sql.streaming.numRecentProgressUpdates)
+            progresses = [last] if last.batchId == seen + 1 else query.recentProgress
+            for progress in progresses:
+                if progress.batchId > self.last_batch.get(query.name, -1):
+                    self.last_batch[query.name] = progress.batchId
+                    if progress.numInputRows:
+                        self.on_batch(progress)
+
+    def on_batch(self, progress: StreamingQueryProgress) -> None:
+        total = self.totals.setdefault(progress.name, [0, 0.0])
+        total[0] += progress.numInputRows
+        total[1] += progress.durationMs.get("triggerExecution", 0) / 1000
+        log.info("%s: batch %d, %d records, %.0f records/s",
+                 progress.name, progress.batchId, progress.numInputRows, progress.processedRowsPerSecond)
+
+    def wait_for(self, query: StreamingQuery) -> None:
+        """Wait for the query to end (raising its failure), logging its batches meanwhile."""
+        while not query.awaitTermination(PROGRESS_INTERVAL):
+            self.follow([query])
+        self.follow([query])
+
+    def log_totals(self, queries: list[StreamingQuery]) -> None:
+        """Log each finished query's last batches and its totals."""
+        self.follow(queries)
         for name, (records, seconds) in self.totals.items():
             log.info("%s done: %d records in %.1f s of micro-batches (%.0f records/s)",
                      name, records, seconds, records / seconds if seconds else 0.0)

@@ -34,6 +34,7 @@ from pyspark.errors import StreamingQueryException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.avro.functions import from_avro
+from pyspark.sql.streaming.listener import StreamingQueryProgress
 from pyspark.sql.types import ArrayType, DataType, StructField, StructType
 
 from fink_spark.config import JobConfig, TriggerConfig
@@ -286,24 +287,22 @@ def read_kafka_range(spark: SparkSession, config: JobConfig, span: KafkaRange, w
 class _Progress(BatchLog):
     """Files and alerts done, rate and time left, one line per micro-batch."""
 
-    def __init__(self, total_files: int | None, files_per_batch: int, totals: dict[str, int]) -> None:
+    def __init__(self, total_files: int | None, files_per_batch: int, counts: dict[str, int]) -> None:
+        super().__init__()
         self.total_files = total_files
         self.files_per_batch = files_per_batch
-        self.totals = totals  # the outputs' counts over all batches (alerts written, quarantined)
+        self.counts = counts  # the outputs' counts over all batches (alerts written, quarantined)
         self.records = 0
         self.started = time.monotonic()
 
-    def onQueryProgress(self, event) -> None:  # noqa: N802, ANN001
-        progress = event.progress
-        if not progress.numInputRows:
-            return
+    def on_batch(self, progress: StreamingQueryProgress) -> None:
         self.records += progress.numInputRows
         elapsed = time.monotonic() - self.started
         files = min((progress.batchId + 1) * self.files_per_batch, self.total_files or 0)
         line = f"reprocess: batch {progress.batchId}, {self.records} inputs read"
-        if self.totals:
-            written = self.totals.get("kept", 0)
-            line += f", {written} alerts written ({written / elapsed:.0f}/s), {self.totals.get('quarantined', 0)} quarantined"
+        if self.counts:
+            written = self.counts.get("kept", 0)
+            line += f", {written} alerts written ({written / elapsed:.0f}/s), {self.counts.get('quarantined', 0)} quarantined"
         if self.total_files:
             rate = files / elapsed
             left = (self.total_files - files) / rate if rate else 0
@@ -368,38 +367,34 @@ def reprocess(
     )
     counts = [None if "://" in path else len(files[path]) for path in inputs]
     total_files = None if None in counts or kafka_ranges else sum(counts)  # type: ignore[arg-type]
-    listener = _Progress(total_files, files_per_batch, {} if outputs is None else outputs.totals)
-    spark.streams.addListener(listener)
-    try:
-        with quiet_planned_stops():
-            while True:  # once, or again after a Kafka range met a writer schema it had not
-                sources = [read_input(spark, path, kind, config, writers, table, topic, files_per_batch)
-                           for path, kind in kinds.items()]
-                sources += [read_kafka_range(spark, config, span, writers, table) for span in kafka_ranges]
-                # One query over the union of the inputs: a Parquet sink folder takes one writer.
-                records = reduce(DataFrame.unionByName, sources)
-                check_filters(config.filters, records.transform(alerts(survey)))
-                try:
-                    if outputs is None:
-                        return _count(records.transform(kept))
-                    save_table_schema(table, records.transform(kept).schema, state, parquet.path)
-                    query = (
-                        records.writeStream.queryName("reprocess").foreachBatch(outputs)
-                        .option("checkpointLocation", f"{checkpoint}/reprocess").trigger(availableNow=True).start()
-                    )
-                    query.awaitTermination()
-                    break
-                except StreamingQueryException as error:
-                    if not learn_schema_at([str(error)], config.kafka, writers, table):
-                        raise
-    finally:
-        spark.streams.removeListener(listener)
+    progress = _Progress(total_files, files_per_batch, {} if outputs is None else outputs.totals)
+    with quiet_planned_stops():
+        while True:  # once, or again after a Kafka range met a writer schema it had not
+            sources = [read_input(spark, path, kind, config, writers, table, topic, files_per_batch)
+                       for path, kind in kinds.items()]
+            sources += [read_kafka_range(spark, config, span, writers, table) for span in kafka_ranges]
+            # One query over the union of the inputs: a Parquet sink folder takes one writer.
+            records = reduce(DataFrame.unionByName, sources)
+            check_filters(config.filters, records.transform(alerts(survey)))
+            try:
+                if outputs is None:
+                    return _count(records.transform(kept), progress)
+                save_table_schema(table, records.transform(kept).schema, state, parquet.path)
+                query = (
+                    records.writeStream.queryName("reprocess").foreachBatch(outputs)
+                    .option("checkpointLocation", f"{checkpoint}/reprocess").trigger(availableNow=True).start()
+                )
+                progress.wait_for(query)
+                break
+            except StreamingQueryException as error:
+                if not learn_schema_at([str(error)], config.kafka, writers, table):
+                    raise
     if outputs.totals.get("quarantined"):
         log.warning("%d records could not be read or decoded: see %s", outputs.totals["quarantined"], parquet.quarantine)
     return outputs.totals.get("kept", 0)
 
 
-def _count(table: DataFrame) -> int:
+def _count(table: DataFrame, progress: BatchLog) -> int:
     """Count what passes, writing nothing (a throw-away checkpoint: every run counts everything)."""
     counted: list[int] = []
     with tempfile.TemporaryDirectory(prefix="fink-spark-count-") as checkpoint:
@@ -407,6 +402,7 @@ def _count(table: DataFrame) -> int:
             table.writeStream.foreachBatch(lambda batch, _: counted.append(batch.count()))
             .option("checkpointLocation", checkpoint).trigger(availableNow=True).start()
         )
-        query.awaitTermination()
+        progress.wait_for(query)
     return sum(counted)
+
 

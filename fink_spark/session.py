@@ -11,7 +11,7 @@ from pyspark.errors import PySparkRuntimeError
 from pyspark.sql import SparkSession
 
 from fink_spark.errors import ConfigError
-from fink_spark.paths import CONF_DIR, connector_jars, has_connector_jars
+from fink_spark.paths import CONF_DIR, connector_jars, driver_java_options, has_connector_jars
 
 # The connectors at the versions pinned with pyspark (deps/spark-connectors.pom.xml): when no
 # jars were resolved by scripts/setup.sh (an installed fink-spark), Spark resolves these
@@ -68,7 +68,7 @@ def local_conf(shuffle_partitions: int = 2, connectors: bool = True) -> dict[str
         **jars,
         "spark.ui.enabled": "false",
         "spark.sql.shuffle.partitions": str(shuffle_partitions),
-        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{log_config}",
+        "spark.driver.extraJavaOptions": driver_java_options(log_config),
     }
 
 

@@ -58,15 +58,24 @@ class ParquetLog:
 
     def __init__(self, spark: SparkSession, path: str, partition_by: tuple[str, ...], compression: str) -> None:
         jvm = spark._jvm  # type: ignore[attr-defined]
+        session = spark._jsparkSession  # type: ignore[attr-defined]
+        sinks = jvm.org.apache.spark.sql.execution.streaming.sinks
         options = {"compression": compression}
         self.path = path
-        self._sink = jvm.org.apache.spark.sql.execution.streaming.sinks.FileStreamSink(
-            spark._jsparkSession,  # type: ignore[attr-defined]
+        self._sink = sinks.FileStreamSink(
+            session,
             path,
             jvm.org.apache.spark.sql.execution.datasources.parquet.ParquetFileFormat(),
             jvm.PythonUtils.toSeq(list(partition_by)),
             jvm.PythonUtils.toScalaMap(options),
         )
+        # The same log as the sink's, to record a batch with no files without a Spark job
+        hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+        log_path = sinks.FileStreamSink.getMetadataLogPath(
+            hadoop_path.getFileSystem(session.sessionState().newHadoopConf()), hadoop_path, session.sessionState().conf())
+        self._sink_log = sinks.FileStreamSinkLog(sinks.FileStreamSinkLog.VERSION(), session, log_path.toString(),
+                                                 jvm.scala.Option.apply(None))
+        self._no_files = spark.sparkContext._gateway.new_array(sinks.SinkFileStatus, 0)  # type: ignore[union-attr]
         self._log = CheckpointFiles.at(path.rstrip("/") + "/" + SINK_LOG)
 
     def has(self, batch_id: int) -> bool:
@@ -79,6 +88,13 @@ class ParquetLog:
         `frame.observe(...)` gathered while writing it."""
         self._sink.addBatch(batch_id, frame._jdf)
         return observed_metrics(frame)
+
+    def write_nothing(self, batch_id: int) -> None:
+        """Commit a batch that has nothing for this folder. Every batch id must be in the log
+        (its compactions read them all, and `has` relies on it); adding the empty entry
+        directly saves a Spark job over the batch's plan, 0.2 to 0.4 s a micro-batch."""
+        if not self.has(batch_id):
+            self._sink_log.add(batch_id, self._no_files)
 
 
 def observed_metrics(frame: DataFrame) -> dict[str, Any]:
@@ -123,10 +139,10 @@ class MicroBatchOutputs:
         for name, count in (counts or {}).items():
             if isinstance(count, int):
                 self.totals[name] = self.totals.get(name, 0) + count
-        self._write_side(self.quarantine, self.quarantined(decoded), batch_id, counts, "quarantined")
+        self._write_side(self.quarantine, self.quarantined, decoded, batch_id, counts, "quarantined")
         if self.rejected is not None:
             sink, rejections = self.rejected
-            self._write_side(sink, rejections(decoded), batch_id, counts, "filtered")
+            self._write_side(sink, rejections, decoded, batch_id, counts, "filtered")
         if self.console is not None:
             self._print(batch_id, counts)
 
@@ -154,12 +170,12 @@ class MicroBatchOutputs:
         return counts
 
     @staticmethod
-    def _write_side(sink: ParquetLog, frame: DataFrame, batch_id: int, counts: dict[str, Any] | None, count: str) -> None:
-        if sink.has(batch_id):
-            return
+    def _write_side(sink: ParquetLog, select: Callable[[DataFrame], DataFrame], decoded: DataFrame, batch_id: int,
+                    counts: dict[str, Any] | None, count: str) -> None:
         if counts is not None and counts[count] == 0:
-            frame = frame.limit(0)  # commit the batch id without reading the records again
-        sink.write(batch_id, frame)
+            sink.write_nothing(batch_id)  # without reading the records again
+        elif not sink.has(batch_id):
+            sink.write(batch_id, decoded.transform(select))
 
     def _print(self, batch_id: int, counts: dict[str, Any] | None) -> None:
         if counts is None:

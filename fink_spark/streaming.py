@@ -34,7 +34,7 @@ from fink_spark.kafka_source import (
     subscribed_partitions,
     topic_schema,
 )
-from fink_spark.pipeline import BatchLog, kept_alerts, learn_schema_at, quiet_planned_stops, table_schema
+from fink_spark.pipeline import PROGRESS_INTERVAL, BatchLog, kept_alerts, learn_schema_at, quiet_planned_stops, table_schema
 from fink_spark.schemas import (
     WriterSchemas,
     key_kind,
@@ -44,8 +44,6 @@ from fink_spark.state import SKIPPED_OFFSETS, WRITER_SCHEMAS, CheckpointFiles
 from fink_spark.table_schema import TableSchema, save_table_schema
 
 log = logging.getLogger(__name__)
-
-
 
 
 
@@ -107,15 +105,16 @@ def start_queries(spark: SparkSession, plan: StreamPlan, out: TextIO | None = No
     return [writer.start(), *queries]
 
 
-def _await(spark: SparkSession, queries: list[StreamingQuery]) -> None:
-    """Wait until every query has ended (available now) or one fails."""
+def _await(spark: SparkSession, queries: list[StreamingQuery], progress: BatchLog) -> None:
+    """Wait until every query has ended (available now) or one fails, logging their batches."""
     try:
         while any(query.isActive for query in queries):
-            spark.streams.awaitAnyTermination()
-            spark.streams.resetTerminated()
-            for query in queries:
-                if not query.isActive and query.exception() is not None:
-                    raise query.exception()  # type: ignore[misc]
+            if spark.streams.awaitAnyTermination(PROGRESS_INTERVAL):
+                spark.streams.resetTerminated()
+                for query in queries:
+                    if not query.isActive and query.exception() is not None:
+                        raise query.exception()  # type: ignore[misc]
+            progress.follow(queries)
     except BaseException:
         for query in queries:
             if query.isActive:
@@ -215,13 +214,8 @@ def record_skipped_offsets(config: JobConfig, partitions: dict[str, int], state:
 
 def run_stream(spark: SparkSession, plan: StreamPlan, out: TextIO | None = None) -> None:
     """Run the job until it is stopped (processing-time trigger) or has read everything (available now)."""
-    progress = BatchLog()
-    spark.streams.addListener(progress)
-    try:
-        with quiet_planned_stops():
-            _run_until_done(spark, plan, out, progress)
-    finally:
-        spark.streams.removeListener(progress)
+    with quiet_planned_stops():
+        _run_until_done(spark, plan, out, BatchLog())
 
 
 def _explained(error: StreamingQueryException, config: JobConfig) -> Exception:
@@ -247,7 +241,7 @@ def _run_until_done(spark: SparkSession, plan: StreamPlan, out: TextIO | None, p
     while True:
         queries = start_queries(spark, plan, out)
         try:
-            _await(spark, queries)
+            _await(spark, queries, progress)
             progress.log_totals(queries)
             return
         except StreamingQueryException as error:

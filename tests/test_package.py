@@ -14,7 +14,7 @@ from conftest import sample
 from reference import read_alerts
 
 from fink_spark.errors import ConfigError
-from fink_spark.paths import PROJECT_ROOT
+from fink_spark.paths import PROJECT_ROOT, class_data_archive, driver_java_options
 from fink_spark.session import build_session
 
 
@@ -93,3 +93,23 @@ def test_connectors_that_cannot_be_resolved_are_one_clear_error(tmp_path: Path) 
     assert result.stderr.splitlines()[-1].startswith(
         "fink-spark: Spark did not start: it could not resolve its Kafka and Avro connectors from Maven Central")
     assert "Traceback" not in result.stderr
+
+
+def test_jobs_start_from_the_class_archive_and_skip_one_java_cannot_use(monkeypatch: pytest.MonkeyPatch,
+                                                                      tmp_path: Path) -> None:
+    """scripts/setup.sh records the classes a job loads; the driver JVM then reads them from
+    that archive. An archive Java cannot use (another JDK or pyspark) is skipped, silently."""
+    assert class_data_archive().is_file(), "scripts/setup.sh did not record the class archive"
+    assert f"-XX:SharedArchiveFile={class_data_archive()}" in driver_java_options(tmp_path / "log4j2.properties")
+
+    monkeypatch.setenv("FINK_SPARK_JARS", str(tmp_path))
+    log_config = tmp_path / "log4j2.properties"
+    assert driver_java_options(log_config) == f"-Dlog4j2.configurationFile=file:{log_config}"  # none made
+    class_data_archive().parent.mkdir()
+    class_data_archive().write_bytes(b"not a class archive")
+    options = driver_java_options(log_config).split()
+    assert f"-XX:SharedArchiveFile={tmp_path / 'cds' / 'driver.jsa'}" in options
+    result = subprocess.run(["java", *options, "-version"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert result.stdout == "" and result.stderr.splitlines()[0].startswith(("openjdk version", "java version"))
+    assert "archive" not in result.stderr.lower()

@@ -176,6 +176,7 @@ def test_twenty_thousand_one_alert_files_with_a_1g_driver(spark, tmp_path: Path)
     output, _ = job.communicate(timeout=900)
     assert job.returncode == 0, output[-3000:]
     assert "20000 alerts written to" in output
+    assert ", files 20000/20000, " in output  # progress, to the last batch
     shutil.rmtree(tmp_path / "saved")
     candids = spark.read.parquet(str(tmp_path / "out")).select("candid").distinct().count()
     assert candids == 20000

@@ -5,6 +5,7 @@ an in-memory DataFrame of real alerts in Kafka's record shape)."""
 from __future__ import annotations
 
 import io
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -56,7 +57,9 @@ def test_a_batch_and_its_replays_land_once_in_every_folder(spark: SparkSession, 
     passing = sorted(a["candid"] for a in alerts if a["candidate"]["magpsf"] < 18.5)
     assert 0 < len(passing) < len(alerts)
 
+    started = datetime.now() - timedelta(seconds=1)  # ingest_time is to the millisecond
     write(decoded, 0)
+    written = datetime.now()
     # The job restarts and Spark replays the batch (a crash before the query's own commit).
     outputs(spark, tmp_path, out)(decoded, 0)
     # A crash after the table's commit, before the quarantine's: its files may be written but
@@ -65,8 +68,10 @@ def test_a_batch_and_its_replays_land_once_in_every_folder(spark: SparkSession, 
         (tmp_path / "quarantine" / "_spark_metadata" / name).unlink()
     outputs(spark, tmp_path, out)(decoded, 0)
 
-    table = spark.read.parquet(str(tmp_path / "alerts"))
-    assert sorted(row.candid for row in table.collect()) == passing
+    table = spark.read.parquet(str(tmp_path / "alerts")).collect()
+    assert sorted(row.candid for row in table) == passing
+    # When each alert was written: a time of the first write, not a constant of the plan
+    assert all(started <= row.ingest_time <= written for row in table)
     reasons = [row.reject_reason for row in spark.read.parquet(str(tmp_path / "quarantine")).orderBy("kafka_offset").collect()]
     assert reasons == ["value does not decode as a ZTF alert with the schema its key names", "empty value"]
     rejected = spark.read.parquet(str(tmp_path / "rejected")).collect()
@@ -91,16 +96,26 @@ def test_a_batch_and_its_replays_land_once_in_every_folder(spark: SparkSession, 
 
 
 def test_a_batch_without_poison_still_commits_its_id_in_the_quarantine(spark: SparkSession, tmp_path: Path) -> None:
-    """Spark's sink log needs every batch id: an empty batch is committed (from no rows, not
-    from a second pass over the records)."""
+    """Spark's sink log needs every batch id: a batch with nothing for the quarantine is
+    committed there with no files (without a Spark job), through the log's compaction
+    every tenth batch, and a later batch with poison lands as usual."""
     records, writers, schema, _ = kafka_batch(spark)
-    clean = records.where("length(value) > 100").transform(decode_records(writers, TableSchema.first(schema, "test"), ZTF))
+    table = TableSchema.first(schema, "test")
+    clean = records.where("length(value) > 100").transform(decode_records(writers, table, ZTF))
     write = outputs(spark, tmp_path, io.StringIO())
-    for batch_id in range(3):
+    for batch_id in range(11):
         write(clean, batch_id)
-    assert sorted(p.name for p in (tmp_path / "quarantine" / "_spark_metadata").glob("[0-9]*")) == ["0", "1", "2"]
+    write(clean, 10)  # replayed after a restart: nothing changes
     log = tmp_path / "quarantine" / "_spark_metadata"
-    assert [(log / name).read_text().splitlines() for name in ("0", "1", "2")] == [["v1"]] * 3  # no file listed
+    names = [str(n) for n in range(9)] + ["9.compact", "10"]
+    assert sorted(p.name for p in log.glob("[0-9]*")) == sorted(names)
+    assert [(log / name).read_text().splitlines() for name in names] == [["v1"]] * 11  # no file listed
+    assert not list((tmp_path / "quarantine").rglob("*.parquet"))
+
+    write(records.transform(decode_records(writers, table, ZTF)), 11)
+    quarantine = spark.read.parquet(str(tmp_path / "quarantine")).collect()
+    assert sorted(row.kafka_offset for row in quarantine) == [31, 32]  # the two poison messages
+    assert len((log / "11").read_text().splitlines()) == 2  # "v1" and the batch's one file
 
 
 def test_an_alert_whose_ids_disagree_is_quarantined_with_that_reason(spark: SparkSession) -> None:
