@@ -46,7 +46,6 @@ from fink_spark.table_schema import TableSchema, save_table_schema
 log = logging.getLogger(__name__)
 
 
-
 def job_files(config: JobConfig) -> CheckpointFiles:
     """The checkpoint folder: Spark's checkpoints, and fink_spark/ with the job's own state
     (the table's schema, the writer schemas met, skipped offsets)."""
