@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.streaming.listener import StreamingQueryProgress
 
@@ -131,15 +131,27 @@ class BatchLog:
         log.info("%s: batch %d, %d records, %.0f records/s",
                  progress.name, progress.batchId, progress.numInputRows, progress.processedRowsPerSecond)
 
-    def wait_for(self, query: StreamingQuery) -> None:
-        """Wait for the query to end (raising its failure), logging its batches meanwhile."""
-        while not query.awaitTermination(PROGRESS_INTERVAL):
-            self.follow([query])
-        self.follow([query])
-
-    def log_totals(self, queries: list[StreamingQuery]) -> None:
-        """Log each finished query's last batches and its totals."""
+    def wait_for(self, spark: SparkSession, queries: list[StreamingQuery]) -> None:
+        """Wait until every query has ended (available now) or one fails, logging their
+        batches meanwhile; a failure stops the others and is raised."""
+        try:
+            while any(query.isActive for query in queries):
+                if spark.streams.awaitAnyTermination(PROGRESS_INTERVAL):
+                    spark.streams.resetTerminated()
+                    for query in queries:
+                        if not query.isActive and query.exception() is not None:
+                            raise query.exception()  # type: ignore[misc]
+                self.follow(queries)
+        except BaseException:
+            for query in queries:
+                if query.isActive:
+                    query.stop()
+            spark.streams.resetTerminated()
+            raise
         self.follow(queries)
+
+    def log_totals(self) -> None:
+        """Log each query's totals (after `wait_for`, which logged its last batches)."""
         for name, (records, seconds) in self.totals.items():
             log.info("%s done: %d records in %.1f s of micro-batches (%.0f records/s)",
                      name, records, seconds, records / seconds if seconds else 0.0)

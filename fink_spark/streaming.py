@@ -34,7 +34,7 @@ from fink_spark.kafka_source import (
     subscribed_partitions,
     topic_schema,
 )
-from fink_spark.pipeline import PROGRESS_INTERVAL, BatchLog, kept_alerts, learn_schema_at, quiet_planned_stops, table_schema
+from fink_spark.pipeline import BatchLog, kept_alerts, learn_schema_at, quiet_planned_stops, table_schema
 from fink_spark.schemas import (
     WriterSchemas,
     key_kind,
@@ -102,24 +102,6 @@ def start_queries(spark: SparkSession, plan: StreamPlan, out: TextIO | None = No
     writer = records.writeStream.queryName("alerts").foreachBatch(outputs)
     writer = writer.option("checkpointLocation", f"{checkpoint}/alerts").trigger(**trigger_options(config.trigger))
     return [writer.start(), *queries]
-
-
-def _await(spark: SparkSession, queries: list[StreamingQuery], progress: BatchLog) -> None:
-    """Wait until every query has ended (available now) or one fails, logging their batches."""
-    try:
-        while any(query.isActive for query in queries):
-            if spark.streams.awaitAnyTermination(PROGRESS_INTERVAL):
-                spark.streams.resetTerminated()
-                for query in queries:
-                    if not query.isActive and query.exception() is not None:
-                        raise query.exception()  # type: ignore[misc]
-            progress.follow(queries)
-    except BaseException:
-        for query in queries:
-            if query.isActive:
-                query.stop()
-        spark.streams.resetTerminated()
-        raise
 
 
 @dataclass
@@ -240,8 +222,8 @@ def _run_until_done(spark: SparkSession, plan: StreamPlan, out: TextIO | None, p
     while True:
         queries = start_queries(spark, plan, out)
         try:
-            _await(spark, queries, progress)
-            progress.log_totals(queries)
+            progress.wait_for(spark, queries)
+            progress.log_totals()
             return
         except StreamingQueryException as error:
             # The first query to fail may be one that another's failure interrupted: look at all of them.
