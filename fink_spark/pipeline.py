@@ -7,9 +7,10 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.errors import StreamingQueryException
+from pyspark.sql import DataFrame
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.streaming.listener import StreamingQueryProgress
 
@@ -131,22 +132,28 @@ class BatchLog:
         log.info("%s: batch %d, %d records, %.0f records/s",
                  progress.name, progress.batchId, progress.numInputRows, progress.processedRowsPerSecond)
 
-    def wait_for(self, spark: SparkSession, queries: list[StreamingQuery]) -> None:
+    def wait_for(self, queries: list[StreamingQuery]) -> None:
         """Wait until every query has ended (available now) or one fails, logging their
-        batches meanwhile; a failure stops the others and is raised."""
+        batches meanwhile; a failure stops the others and is raised.
+
+        Each query is asked about itself: the session's `awaitAnyTermination` keeps the
+        last query to fail until reset, and a query that failed before the wait began
+        would otherwise pass unseen, its error raised instead in a later, healthy job."""
         try:
-            while any(query.isActive for query in queries):
-                if spark.streams.awaitAnyTermination(PROGRESS_INTERVAL):
-                    spark.streams.resetTerminated()
-                    for query in queries:
-                        if not query.isActive and query.exception() is not None:
-                            raise query.exception()  # type: ignore[misc]
+            while True:
+                failed = next((query.exception() for query in queries if query.exception() is not None), None)
+                if failed is not None:
+                    raise failed
+                active = [query for query in queries if query.isActive]
+                if not active:
+                    break
+                with suppress(StreamingQueryException):  # raised again above, with the others stopped
+                    active[0].awaitTermination(PROGRESS_INTERVAL)
                 self.follow(queries)
         except BaseException:
             for query in queries:
                 if query.isActive:
                     query.stop()
-            spark.streams.resetTerminated()
             raise
         self.follow(queries)
 

@@ -384,7 +384,7 @@ def reprocess(
                     records.writeStream.queryName("reprocess").foreachBatch(outputs)
                     .option("checkpointLocation", f"{checkpoint}/reprocess").trigger(availableNow=True).start()
                 )
-                progress.wait_for(spark, [query])
+                progress.wait_for([query])
                 break
             except StreamingQueryException as error:
                 if not learn_schema_at([str(error)], config.kafka, writers, table):
@@ -402,7 +402,7 @@ def _count(table: DataFrame, progress: BatchLog) -> int:
             table.writeStream.foreachBatch(lambda batch, _: counted.append(batch.count()))
             .option("checkpointLocation", checkpoint).trigger(availableNow=True).start()
         )
-        progress.wait_for(table.sparkSession, [query])
+        progress.wait_for([query])
     return sum(counted)
 
 

@@ -222,7 +222,7 @@ def _run_until_done(spark: SparkSession, plan: StreamPlan, out: TextIO | None, p
     while True:
         queries = start_queries(spark, plan, out)
         try:
-            progress.wait_for(spark, queries)
+            progress.wait_for(queries)
             progress.log_totals()
             return
         except StreamingQueryException as error:

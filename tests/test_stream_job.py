@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from contextlib import suppress
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 from conftest import USER, job_config, run_job, sample
+from pyspark.errors import StreamingQueryException
 from pyspark.sql import SparkSession
 from reference import check_alerts, read_alerts
 
 from fink_spark.errors import KafkaAccessError
 from fink_spark.paths import SCHEMAS_DIR
+from fink_spark.pipeline import BatchLog
 from fink_spark.streaming import prepare_stream
 from fink_spark.surveys import LSST, ZTF
 from fink_spark.testing.local_broker import LocalKafka
@@ -139,3 +142,21 @@ def test_wrong_password_fails_fast_naming_user_and_servers(broker: LocalKafka, n
 def test_missing_topic_is_named(broker: LocalKafka, tmp_path: Path) -> None:
     with pytest.raises(KafkaAccessError, match="Topic\\(s\\) fink_no_such_topic_ztf do not exist on"):
         prepare_stream(job_config(broker, tmp_path, ["fink_no_such_topic_ztf"]))
+
+
+def test_a_query_that_failed_before_the_wait_fails_the_job_and_no_later_one(spark: SparkSession, tmp_path: Path) -> None:
+    """The error of a query that died at once reaches its job, and only its job (the session is shared)."""
+    failing = (spark.readStream.format("rate").option("rowsPerSecond", 10).load()
+               .selectExpr("assert_true(value < 0, 'row ' || value || ' is bad') AS checked")
+               .writeStream.format("noop").start())
+    with suppress(StreamingQueryException):
+        failing.awaitTermination(120)
+    assert not failing.isActive
+    with pytest.raises(StreamingQueryException, match=r"row \d+ is bad"):
+        BatchLog().wait_for([failing])
+    spark.range(3).write.parquet(str(tmp_path / "rows"))
+    healthy = (spark.readStream.schema("id BIGINT").parquet(str(tmp_path / "rows")).writeStream.queryName("healthy")
+               .format("noop").trigger(availableNow=True).start())
+    batches = BatchLog()
+    batches.wait_for([healthy])
+    assert batches.totals["healthy"][0] == 3
