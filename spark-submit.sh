@@ -5,7 +5,8 @@
 #
 # The master defaults to local[*]; --master, or FINK_SPARK_MASTER in the environment,
 # chooses another (spark://host:7077, yarn, k8s://...). Options before the job file go
-# to spark-submit as they are; options after it go to the job. No network is needed:
+# to spark-submit as they are (the driver's Java options are added to the project's);
+# options after it go to the job. No network is needed:
 # the jars come from .jars/ (made once by scripts/setup.sh). On a cluster the script
 # also zips the fink_spark package and ships it with --py-files; see README "Deploying".
 set -euo pipefail
@@ -20,10 +21,19 @@ fi
 
 MASTER=${FINK_SPARK_MASTER:-local[*]}
 SUBMIT_ARGS=()
+USER_JAVA_OPTIONS=""  # added to the project's (log configuration, class-data archive), not in their place
 while [ $# -gt 0 ]; do
     case "$1" in
         --master) MASTER=$2; shift 2 ;;
         --master=*) MASTER=${1#--master=}; shift ;;
+        --driver-java-options) USER_JAVA_OPTIONS+=" $2"; shift 2 ;;
+        --driver-java-options=*) USER_JAVA_OPTIONS+=" ${1#--driver-java-options=}"; shift ;;
+        --conf) if [[ $2 == spark.driver.extraJavaOptions=* ]]; then
+                    USER_JAVA_OPTIONS+=" ${2#spark.driver.extraJavaOptions=}"
+                else
+                    SUBMIT_ARGS+=("$1" "$2")
+                fi
+                shift 2 ;;
         *.py) break ;;
         *) SUBMIT_ARGS+=("$1"); shift ;;
     esac
@@ -47,6 +57,7 @@ export PYSPARK_DRIVER_PYTHON=${PYSPARK_DRIVER_PYTHON:-$VENV/bin/python}
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 JAVA_OPTIONS=$(FINK_SPARK_JARS=${JARS_DIR%/spark} "$VENV/bin/python" -c \
     "from pathlib import Path; from fink_spark.paths import driver_java_options; print(driver_java_options(Path('$ROOT/conf/log4j2.properties')))")
+JAVA_OPTIONS+=$USER_JAVA_OPTIONS
 exec "$VENV/bin/spark-submit" \
     --master "$MASTER" \
     --jars "$JARS" \

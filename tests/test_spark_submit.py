@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from conftest import PASSWORD, USER, sample
 
-from fink_spark.paths import PROJECT_ROOT
+from fink_spark.paths import PROJECT_ROOT, class_data_archive
 from fink_spark.surveys import ZTF
 from fink_spark.testing.publisher import publish
 
@@ -55,3 +55,24 @@ def test_spark_submit_reports_a_bad_config_in_one_line(tmp_path: Path) -> None:
     lines = [line for line in output if not line.startswith("WARNING: Using incubator")]
     assert lines == ["fink-spark: Missing required key 'output.parquet.checkpoint'."]
     assert not (tmp_path / "a").exists()
+
+
+def test_a_users_driver_java_options_are_added_to_the_projects(tmp_path: Path) -> None:
+    """--driver-java-options and spark.driver.extraJavaOptions would otherwise replace the
+    log configuration and the class-data archive that spark-submit.sh passes."""
+    script = tmp_path / "show_jvm.py"
+    script.write_text(
+        "from pyspark.sql import SparkSession\n"
+        "jvm = SparkSession.builder.getOrCreate().sparkContext._jvm\n"
+        "print('JVM:', ' '.join(jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()))\n"
+    )
+    result = subprocess.run(
+        [str(PROJECT_ROOT / "spark-submit.sh"), "--master", "local[1]", "--driver-java-options", "-Dfink.one=1 -Dfink.two=2",
+         "--conf", "spark.driver.extraJavaOptions=-Dfink.three=3", "--conf", "spark.sql.shuffle.partitions=1", str(script)],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    arguments = next(line for line in result.stdout.splitlines() if line.startswith("JVM: ")).split()
+    assert {"-Dfink.one=1", "-Dfink.two=2", "-Dfink.three=3"} <= set(arguments)
+    assert f"-Dlog4j2.configurationFile=file:{PROJECT_ROOT / 'conf' / 'log4j2.properties'}" in arguments
+    assert f"-XX:SharedArchiveFile={class_data_archive()}" in arguments
