@@ -141,7 +141,7 @@ class BatchLog:
         would otherwise pass unseen, its error raised instead in a later, healthy job."""
         try:
             while True:
-                failed = next((query.exception() for query in queries if query.exception() is not None), None)
+                failed = next(filter(None, (query.exception() for query in queries)), None)
                 if failed is not None:
                     raise failed
                 active = [query for query in queries if query.isActive]
