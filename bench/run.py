@@ -185,26 +185,32 @@ def broker_partitions(broker: LocalKafka, topic: str) -> int:
     return len(AdminClient(broker.client_config(USER)).list_topics(topic, timeout=10).topics[topic].partitions)
 
 
-def shipped_config(survey: Survey, broker: LocalKafka, topic: str, out: Path) -> Path:
+def shipped_config(survey: Survey, broker: LocalKafka, topic: str, out: Path, output_format: str = "iceberg") -> Path:
     """conf/fink_<survey>.yaml as shipped, but for the local broker's topic (from its first
-    offset: the backlog), with outputs under `out`."""
+    offset: the backlog), with outputs under `out` (`out/alerts`: the warehouse or the Parquet
+    folder), in the shipped format (Iceberg) or plain Parquet."""
     data = yaml.safe_load((ROOT / "conf" / f"fink_{survey.name}.yaml").read_text())
     data["kafka"].pop("topic_pattern", None)
     data["kafka"].update({"servers": broker.bootstrap, "username": USER, "password_env": "BENCH_PASSWORD",
                           "group_id": f"bench_{topic}", "topics": [topic], "starting_offsets": "earliest"})
-    data["output"]["parquet"].update({"path": str(out / "alerts"), "checkpoint": str(out / "chk")})
+    data["output"]["table"].update({"path": str(out / "alerts"), "checkpoint": str(out / "chk")})
+    if output_format != "iceberg":
+        data["output"]["format"] = output_format
+        data["output"]["table"]["partition_by"] = ["topic", "year", "month", "day"]
     config = out / "job.yaml"
     config.write_text(yaml.safe_dump(data))
     return config
 
 
-def fink_spark(broker: LocalKafka, topic: str, survey: Survey, count: int, size: float, master: str | None = None) -> Result:
-    """The job as users run it: the shipped configuration (console on), spark-submit's default
-    driver memory, draining the topic with --available-now."""
-    out = WORK / "out" / f"spark_{topic}_{master or 'default'}"
+def fink_spark(broker: LocalKafka, topic: str, survey: Survey, count: int, size: float, master: str | None = None,
+               output_format: str = "iceberg") -> Result:
+    """The job as users run it: the shipped configuration (console on, an Iceberg table), or
+    the same with the plain Parquet sink, spark-submit's default driver memory, draining the
+    topic with --available-now."""
+    out = WORK / "out" / f"spark_{topic}_{master or 'default'}_{output_format}"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    config = shipped_config(survey, broker, topic, out)
+    config = shipped_config(survey, broker, topic, out, output_format)
     seconds, peak, output = run_measured([
         str(ROOT / "spark-submit.sh"), *(["--master", master] if master else []),
         "jobs/stream.py", "--config", str(config), "--available-now"])
@@ -212,8 +218,8 @@ def fink_spark(broker: LocalKafka, topic: str, survey: Survey, count: int, size:
     processed = float(done.group(2)) if done else None
     alerts = int(done.group(1)) if done else 0
     (WORK / "out" / f"spark_{topic}_{master or 'default'}.log").write_text(output)
-    return Result(f"fink-spark{' ' + master if master else ''}", topic, alerts, seconds, processed, size, peak,
-                  folder_mb(out / "alerts"))
+    label = "fink-spark" + (" " + master if master else "") + (" parquet" if output_format != "iceberg" else "")
+    return Result(label, topic, alerts, seconds, processed, size, peak, folder_mb(out / "alerts"))
 
 
 def kafka_limit(broker: LocalKafka, topic: str, survey: Survey, count: int, size: float) -> Result:
@@ -500,7 +506,9 @@ def throughput(broker: LocalKafka, ztf_sizes: list[int], lsst_sizes: list[int], 
         topics.append((survey, topic, count, size))
         print(f"published {count} alerts ({size:.0f} MB) to {topic}", flush=True)
     for survey, topic, count, size in topics:
-        contenders: list[Callable[..., Result]] = [kafka_limit, fink_spark]
+        # the Iceberg table (as shipped) and the plain Parquet sink, side by side in one run
+        contenders: list[Callable[..., Result]] = [kafka_limit, fink_spark,
+                                                   functools.partial(fink_spark, output_format="parquet")]
         if count == (everyone_ztf if survey is ZTF else everyone_lsst):
             contenders += [lean_python, functools.partial(lean_python, processes=2)]
         if survey is ZTF and count == min(ztf_sizes):  # fink-client: about 70 alerts/s, the smallest workload

@@ -59,7 +59,7 @@ def read_saved(spark: SparkSession, inputs: str | list[str], config: ConfigLike)
     cannot be read are left out (`fink-spark reprocess` quarantines them)."""
     config = job_config(config, kafka_required=False)
     inputs = [inputs] if isinstance(inputs, str) else inputs
-    plan = plan_inputs(spark, config, inputs, [], CheckpointFiles.at(config.parquet.checkpoint))
+    plan = plan_inputs(spark, config, inputs, [], CheckpointFiles.at(config.output.checkpoint))
     frames = [read_input(spark, path, kind, config, plan.writers, plan.table, "saved", None) for path, kind in plan.kinds.items()]
     records = frames[0]
     for frame in frames[1:]:

@@ -35,12 +35,14 @@ COMMANDS = {
     "reprocess": ("fink_spark.commands", "add_reprocess_arguments", "reprocess_command"),
     "explore": ("fink_spark.explore", "add_arguments", "run"),
     "discover": ("fink_spark.discover", "add_arguments", "run"),
+    "maintain": ("fink_spark.maintain", "add_arguments", "run"),
 }
 SUMMARIES = {
-    "stream": "Stream Fink topics into checkpointed Parquet, a quarantine and the console.",
-    "reprocess": "Reprocess saved alerts (Avro, gzipped Avro, Parquet, Kafka offset ranges) into Parquet.",
+    "stream": "Stream Fink topics into a checkpointed Iceberg table (or Parquet), a quarantine and the console.",
+    "reprocess": "Reprocess saved alerts (Avro, gzipped Avro, Parquet, Iceberg, Kafka offset ranges) into the table.",
     "explore": "Look at the alerts a job kept: tables, cutouts, light curves, summaries (no Spark needed).",
     "discover": "Save the writer schema of a Fink topic, and say what it holds.",
+    "maintain": "Compact a job's Iceberg tables and expire old snapshots, safely while the stream runs.",
 }
 
 

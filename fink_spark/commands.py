@@ -25,13 +25,13 @@ def _spark_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--driver-memory", default="1g", help="driver heap when run as a command")
 
 
-def _log_progress() -> None:
+def log_progress() -> None:
     """The job's own lines (batches, schemas met, progress) at INFO; py4j's chatter hidden."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
-def _session(app: str, args: argparse.Namespace, conf: dict[str, str] | None = None) -> SparkSession:
+def session(app: str, args: argparse.Namespace, conf: dict[str, str] | None = None) -> SparkSession:
     """spark-submit's session when under it; else local Spark with the connector jars."""
     if "PYSPARK_GATEWAY_PORT" in os.environ:  # spark-submit started the JVM and set master and jars
         return build_session(app, conf=conf)
@@ -46,10 +46,10 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def stream(args: argparse.Namespace) -> None:
-    _log_progress()
+    log_progress()
     config = load_config(args.config).with_overrides(available_now=args.available_now, servers=args.servers)
     plan = prepare_stream(config)
-    spark = _session("fink-spark-stream", args)
+    spark = session("fink-spark-stream", args)
     try:
         run_stream(spark, plan)
     finally:
@@ -67,12 +67,12 @@ def add_reprocess_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def reprocess_command(args: argparse.Namespace) -> None:
-    _log_progress()
+    log_progress()
     config = load_config(args.config, kafka_required=bool(args.kafka_range))
     ranges = [KafkaRange.parse(text) for text in args.kafka_range]
     if not args.input and not ranges:
         raise ConfigError("Give at least one --input or --kafka-range.")
-    spark = _session("fink-spark-reprocess", args, {
+    spark = session("fink-spark-reprocess", args, {
         "spark.sql.files.openCostInBytes": str(128 * 1024),  # many small files: pack them into few tasks
         "spark.sql.execution.arrow.maxRecordsPerBatch": "256",  # files pass whole through Python
     })
@@ -80,4 +80,4 @@ def reprocess_command(args: argparse.Namespace) -> None:
         count = reprocess(spark, config, args.input, ranges, args.topic, args.count_only, args.files_per_batch)
     finally:
         spark.stop()
-    print(f"{count} alerts {'pass the filters' if args.count_only else 'written to ' + config.parquet.path}")
+    print(f"{count} alerts {'pass the filters' if args.count_only else 'written to ' + config.output.path}")

@@ -1,6 +1,6 @@
 """The job's configuration: a typed, frozen object loaded from YAML and checked before Spark starts.
 
-Every error names the key at fault (`kafka.servers`, `output.parquet.path`, ...).
+Every error names the key at fault (`kafka.servers`, `output.table.path`, ...).
 The Kafka password never has to be in the file: it can come from an environment
 variable or a file, and it is kept in a `Secret` that never prints.
 """
@@ -73,8 +73,18 @@ class KafkaConfig:
         return ("SASL_" if self.username else "") + ("SSL" if self.ssl_ca else "PLAINTEXT")
 
 
+ICEBERG, PARQUET = "iceberg", "parquet"
+FORMATS = (ICEBERG, PARQUET)
+ICEBERG_PARTITIONS = ("topic", "night")
+
+
 @dataclass(frozen=True)
-class ParquetOutput:
+class TableOutput:
+    """Where the kept alerts go. Iceberg (the default): `path` is a warehouse folder holding
+    the catalog (one SQLite file) and the tables `<survey>.alerts`, `<survey>.quarantine` and,
+    when asked, `<survey>.rejected`; or `catalog` names a Spark catalog configured outside
+    (REST, Hive, ...). Parquet: `path` is the alerts' folder, with the quarantine beside it."""
+
     path: str
     checkpoint: str
     partition_by: tuple[str, ...] = ("topic", "year", "month", "day")
@@ -82,11 +92,26 @@ class ParquetOutput:
     rejected_path: str | None = None
     deduplicate_gap: str | None = None
     compression: str = "zstd"
+    format: str = ICEBERG
+    catalog: str | None = None
+    namespace: str | None = None
+    keep_rejected: bool = False
 
     @property
     def quarantine(self) -> str:
-        """Where undecodable messages go: next to the alerts unless configured."""
+        """Where undecodable messages go (Parquet): next to the alerts unless configured."""
         return self.quarantine_path or self.path.rstrip("/") + "_quarantine"
+
+    @property
+    def schema_folder(self) -> str | None:
+        """Where readers of the output need the table's schema beside its files: a Parquet
+        folder's (an Iceberg table holds its own schema)."""
+        return self.path if self.format == PARQUET else None
+
+    @property
+    def rejected(self) -> bool:
+        """Whether the ids the filters rejected are kept."""
+        return self.keep_rejected or self.rejected_path is not None
 
 
 @dataclass(frozen=True)
@@ -105,7 +130,7 @@ class TriggerConfig:
 class JobConfig:
     survey: Survey
     kafka: KafkaConfig | None
-    parquet: ParquetOutput
+    output: TableOutput
     console: ConsoleOutput = field(default_factory=ConsoleOutput)
     trigger: TriggerConfig = field(default_factory=TriggerConfig)
     schema: str | None = None
@@ -308,46 +333,69 @@ def _ssl_ca(kafka: _Section, base: Path) -> str | None:
     return str(path)
 
 
-def _outputs(root: _Section, base: Path) -> tuple[ParquetOutput, ConsoleOutput]:
-    output = root.section("output", {"parquet", "console"})
+def _outputs(root: _Section, base: Path) -> tuple[TableOutput, ConsoleOutput]:
+    output = root.section("output", {"table", "parquet", "format", "console"})
     if "output" not in root.data:
         raise ConfigError("Missing required key 'output'.")
-    parquet = output.section(
-        "parquet",
-        {"path", "checkpoint", "partition_by", "quarantine_path", "rejected_path", "deduplicate", "compression"},
+    # `output.parquet` is the name the section had before Iceberg: such a configuration keeps
+    # writing Parquet, as its existing output and checkpoint expect.
+    if "parquet" in output.data and "table" in output.data:
+        raise ConfigError("Give 'output.table' or its former name 'output.parquet', not both.")
+    name = "parquet" if "parquet" in output.data else "table"
+    table_format = output.get("format", str, default=PARQUET if name == "parquet" else ICEBERG)
+    if table_format not in FORMATS:
+        raise ConfigError(f"'output.format' must be one of {', '.join(FORMATS)}, not {table_format!r}.")
+    section = output.section(
+        name,
+        {"path", "checkpoint", "partition_by", "quarantine_path", "rejected_path", "rejected", "deduplicate",
+         "compression", "catalog", "namespace"},
     )
-    if "parquet" not in output.data:
-        raise ConfigError("Missing required key 'output.parquet'.")
-    partition_by = parquet.get("partition_by", list, default=["topic", "year", "month", "day"])
-    allowed = {"topic", "year", "month", "day"}
+    if name not in output.data:
+        raise ConfigError("Missing required key 'output.table' (path and checkpoint of the output).")
+    key = f"output.{name}"
+    iceberg = table_format == ICEBERG
+    allowed = set(ICEBERG_PARTITIONS) if iceberg else {"topic", "year", "month", "day"}
+    partition_by = section.get("partition_by", list, default=list(ICEBERG_PARTITIONS) if iceberg else
+                               ["topic", "year", "month", "day"])
     unknown = [column for column in partition_by if column not in allowed]
     if unknown:
-        raise ConfigError(
-            f"'output.parquet.partition_by' may list only {sorted(allowed)}, not {unknown}."
-        )
+        raise ConfigError(f"'{key}.partition_by' may list only {sorted(allowed)} with output.format "
+                          f"{table_format}, not {unknown}.")
+    wrong_format = [option for option in (("quarantine_path", "rejected_path") if iceberg else ("catalog", "namespace",
+                    "rejected")) if section.data.get(option) is not None]
+    if wrong_format:
+        hint = ("Iceberg keeps the quarantine and the rejected ids as tables of the same catalog (set "
+                f"'{key}.rejected: true' for the latter)" if iceberg else "they name Iceberg tables")
+        raise ConfigError(f"'{key}.{wrong_format[0]}' does not apply to output.format {table_format}: {hint}.")
     console = output.section("console", {"enabled", "rows"})
     rows = console.get("rows", int, default=20)
     if rows <= 0:
         raise ConfigError("'output.console.rows' must be a positive number.")
-    compression = parquet.get("compression", str, default="zstd")
+    compression = section.get("compression", str, default="zstd")
     if compression not in CODECS:
-        raise ConfigError(f"'output.parquet.compression' must be one of {', '.join(CODECS)}, not {compression!r}.")
-    quarantine = parquet.get("quarantine_path", str)
-    rejected = parquet.get("rejected_path", str)
-    gap = parquet.get("deduplicate", str)
+        raise ConfigError(f"'{key}.compression' must be one of {', '.join(CODECS)}, not {compression!r}.")
+    quarantine = section.get("quarantine_path", str)
+    rejected = section.get("rejected_path", str)
+    gap = section.get("deduplicate", str)
     if gap and not _INTERVAL.match(gap):
-        raise ConfigError(f"'output.parquet.deduplicate' must be an interval such as '1 minute', not {gap!r}.")
+        raise ConfigError(f"'{key}.deduplicate' must be an interval such as '1 minute', not {gap!r}.")
     if gap and "topic" in partition_by:
         partition_by = [column for column in partition_by if column != "topic"]
+    catalog = section.get("catalog", str)
+    path = section.get("path", str, required=catalog is None)
     return (
-        ParquetOutput(
-            path=_resolve(parquet.get("path", str, required=True), base),
-            checkpoint=_resolve(parquet.get("checkpoint", str, required=True), base),
+        TableOutput(
+            path=_resolve(path, base) if path else "",
+            checkpoint=_resolve(section.get("checkpoint", str, required=True), base),
             partition_by=tuple(partition_by),
             quarantine_path=_resolve(quarantine, base) if quarantine else None,
             rejected_path=_resolve(rejected, base) if rejected else None,
             deduplicate_gap=gap,
             compression=compression,
+            format=table_format,
+            catalog=catalog,
+            namespace=section.get("namespace", str),
+            keep_rejected=section.get("rejected", bool, default=False),
         ),
         ConsoleOutput(enabled=console.get("enabled", bool, default=True), rows=rows),
     )
@@ -396,11 +444,11 @@ def parse_config(
         if not Path(schema).is_file():
             raise ConfigError(f"'schema' names {schema}, which is not a file.")
         load_schema_text(schema)  # a broken file is an error now, before Spark starts
-    parquet, console = _outputs(root, base)
+    output, console = _outputs(root, base)
     return JobConfig(
         survey=get_survey(survey_name),
         kafka=_kafka(root, base, kafka_required),
-        parquet=parquet,
+        output=output,
         console=console,
         trigger=_trigger(root),
         schema=schema,
@@ -409,8 +457,9 @@ def parse_config(
     )
 
 
-def load_config(path: str | Path, kafka_required: bool = True) -> JobConfig:
-    """Load and check a YAML configuration file."""
+def load_config(path: str | Path, kafka_required: bool = True, outputs_only: bool = False) -> JobConfig:
+    """Load and check a YAML configuration file (`outputs_only`: its Kafka section left unread,
+    for commands that only look at the outputs and need no password)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -420,4 +469,6 @@ def load_config(path: str | Path, kafka_required: bool = True) -> JobConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {error}") from error
-    return parse_config(data, source=str(path), kafka_required=kafka_required)
+    if outputs_only and isinstance(data, dict):
+        data = {key: value for key, value in data.items() if key != "kafka"}
+    return parse_config(data, source=str(path), kafka_required=kafka_required and not outputs_only)

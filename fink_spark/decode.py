@@ -24,8 +24,10 @@ from fink_spark.surveys import Survey
 from fink_spark.table_schema import TableSchema
 
 UNKNOWN_SCHEMA = "FINK_SPARK_UNKNOWN_WRITER_SCHEMA"
-METADATA_COLUMNS = ("topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "ingest_time")
+METADATA_COLUMNS = ("topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "ingest_time", "obs_time")
 NIGHT_COLUMNS = ("year", "month", "day")
+OBS_TIME = "obs_time"  # the observation's time (UTC), from the survey's MJD
+UNIX_EPOCH_MJD = 40587
 # When fink-spark wrote the alert, to the millisecond. Not current_timestamp(): Spark writes
 # each micro-batch's time into the generated code as a constant, so every micro-batch
 # compiled the alerts' projection again and ran it cold (a batch of 600 ZTF alerts took
@@ -121,9 +123,12 @@ def decode_records(writers: WriterSchemas, table: TableSchema, survey: Survey) -
 
 
 def _night(survey: Survey) -> list[Column]:
-    """year, month, day of the alert's observation (UTC date of its time, as Fink partitions)."""
+    """year, month, day of the alert's observation (UTC date of its time, as Fink partitions),
+    and the time itself, `obs_time` (an Iceberg table is partitioned by its day)."""
     date = F.expr(f"date_add(DATE'1858-11-17', CAST(floor({survey.mjd_expression}) AS INT))")
-    return [F.year(date).alias("year"), F.month(date).alias("month"), F.dayofmonth(date).alias("day")]
+    obs_time = F.expr(f"timestamp_micros(CAST(round(({survey.mjd_expression} - {UNIX_EPOCH_MJD}) * 86400000000) AS BIGINT))")
+    return [F.year(date).alias("year"), F.month(date).alias("month"), F.dayofmonth(date).alias("day"),
+            obs_time.alias(OBS_TIME)]
 
 
 def alerts(survey: Survey) -> Callable[[DataFrame], DataFrame]:

@@ -6,8 +6,9 @@
     fink-spark explore card PATH --id CANDID --output card.png
     fink-spark explore summary PATH --output summary.png
 
-PATH is a job's Parquet output. Only its committed files count (`fink_spark.committed`),
-read with pyarrow: an answer takes about a second. `--where`, a Spark SQL condition like
+PATH is a job's output: an Iceberg warehouse (its alerts table, read with pyiceberg) or a
+Parquet folder (only its committed files count, `fink_spark.committed`, read with pyarrow):
+an answer takes about a second. `--where`, a Spark SQL condition like
 the job's filters, starts a local Spark session to evaluate it.
 """
 
@@ -22,7 +23,8 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
@@ -35,6 +37,7 @@ from fink_spark.committed import committed_files, read_committed
 from fink_spark.display import format_table, format_value
 from fink_spark.errors import ConfigError
 from fink_spark.surveys import Survey, survey_with_columns, value_at
+from fink_spark.warehouse import is_warehouse, load_pyiceberg
 
 KAFKA_ORDER = ("topic", "kafka_partition", "kafka_offset")
 NIGHT = ("year", "month", "day")
@@ -125,14 +128,23 @@ def parse_night(night: str | None) -> date | None:
 
 
 class Output:
-    """A job's Parquet output, read through its committed files."""
+    """A job's output: an Iceberg warehouse (its alerts table, read with pyiceberg) or a
+    Parquet folder (its committed files, read with pyarrow)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.files = committed_files(path)  # listed once, for every read of this command
-        if not self.files:
-            raise ConfigError(f"{path} holds no committed alerts yet: no Parquet file is listed in its _spark_metadata log.")
-        names = pq.read_schema(self.files[0]).names
+        if is_warehouse(path):
+            self.table: Any = load_pyiceberg(path)
+            names = self.table.schema().column_names
+            self.files: list[Path] = []
+            if self.table.current_snapshot() is None:
+                raise ConfigError(f"{path} holds no committed alerts yet: its alerts table has no snapshot.")
+        else:
+            self.table = None
+            self.files = committed_files(path)  # listed once, for every read of this command
+            if not self.files:
+                raise ConfigError(f"{path} holds no committed alerts yet: no Parquet file is listed in its _spark_metadata log.")
+            names = pq.read_schema(self.files[0]).names
         survey = survey_with_columns(names)
         if survey is None:
             raise ConfigError(f"{path} does not hold fink-spark alerts: its files have no alert id column ({names[:5]}...).")
@@ -143,10 +155,26 @@ class Output:
         wanted = None if columns is None else list(dict.fromkeys([*columns, *selection.columns(self.survey)]))
         if selection.where:
             table = _spark_rows(self.path, selection.where, wanted)
-            mask = selection.mask(table, self.survey)
-            return table if mask is None else table.filter(mask)
-        return read_committed(self.path, wanted, rows=lambda t: selection.mask(t, self.survey),
-                              partitions=selection.keeps_partition, files=self.files)
+        elif self.table is not None:
+            table = self._scan(selection, wanted)
+        else:
+            return read_committed(self.path, wanted, rows=lambda t: selection.mask(t, self.survey),
+                                  partitions=selection.keeps_partition, files=self.files)
+        mask = selection.mask(table, self.survey)
+        return table if mask is None else table.filter(mask)
+
+    def _scan(self, selection: Selection, wanted: list[str] | None) -> pa.Table:
+        """The Iceberg table's rows, a night's files only when a night is selected."""
+        from pyiceberg.expressions import AlwaysTrue, And, GreaterThanOrEqual, LessThan
+
+        row_filter: Any = AlwaysTrue()
+        if selection.night is not None:
+            start = datetime.combine(selection.night, datetime.min.time(), timezone.utc)
+            row_filter = And(GreaterThanOrEqual("obs_time", start.isoformat()),
+                             LessThan("obs_time", (start + timedelta(days=1)).isoformat()))
+        present = set(self.table.schema().column_names)
+        fields = ("*",) if wanted is None else tuple(name for name in wanted if name in present)
+        return self.table.scan(row_filter=row_filter, selected_fields=fields).to_arrow()
 
 
 def _spark_rows(path: str, where: str, columns: list[str] | None) -> pa.Table:
@@ -157,7 +185,8 @@ def _spark_rows(path: str, where: str, columns: list[str] | None) -> pa.Table:
     from fink_spark.table_schema import read_table
 
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # a local session: no warning about the host name
-    spark = build_session("fink-spark-explore", "local[2]", {**local_conf(connectors=False), "spark.ui.showConsoleProgress": "false"})
+    conf = {**local_conf(connectors=is_warehouse(path)), "spark.ui.showConsoleProgress": "false"}  # Iceberg: its jar
+    spark = build_session("fink-spark-explore", "local[2]", conf)
     alerts = read_table(spark, path)
     try:
         chosen = alerts.where(F.expr(where))

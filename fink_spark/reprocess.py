@@ -44,13 +44,15 @@ from fink_spark.filters import check_filters
 from fink_spark.kafka_source import key_at, read_offset_range
 from fink_spark.pipeline import BatchLog, kept_alerts, learn_schema_at, quiet_planned_stops, table_schema
 from fink_spark.schemas import WriterSchemas
-from fink_spark.sinks import MicroBatchOutputs, ParquetLog
+from fink_spark.sinks import MicroBatchOutputs, open_sinks
 from fink_spark.state import OUTPUT_TABLE_SCHEMA, CheckpointFiles
 from fink_spark.table_schema import TableSchema, read_table, save_table_schema
+from fink_spark.warehouse import is_warehouse, metadata_location
 
 log = logging.getLogger(__name__)
 
-AVRO, AVRO_GZ, PARQUET = "avro", "avro.gz", "parquet"
+AVRO, AVRO_GZ, PARQUET, ICEBERG = "avro", "avro.gz", "parquet", "iceberg"
+SAVED_TABLES = (PARQUET, ICEBERG)  # fink-spark's or Fink's tables, decoded already
 FILES_PER_BATCH = 2000
 BINARY_FILE_SCHEMA = "path STRING, modificationTime TIMESTAMP, length BIGINT, content BINARY"
 
@@ -84,6 +86,8 @@ class KafkaRange:
 
 def input_kind(path: str) -> str:
     """What a path holds, from its name or, for a folder, from the files in it."""
+    if is_warehouse(path):
+        return ICEBERG
     name = path.rstrip("/").rsplit("/", 1)[-1]
     for kind in (AVRO_GZ, AVRO, PARQUET):
         if name.endswith("." + kind) or name.endswith("*." + kind):
@@ -219,9 +223,15 @@ def read_input(
         decoded = pairs.transform(decode_records(writers, table, survey))
         reason = F.coalesce(F.col("unreadable"), F.col("reject_reason")).alias("reject_reason")
         return decoded.select(*[reason if name == "reject_reason" else name for name in RECORD_COLUMNS])
-    if kind == PARQUET:
+    if kind in SAVED_TABLES:
         saved = read_table(spark, path)
-        frame = saved if files_per_batch is None else reader.schema(saved.schema).parquet(spark_path(path))
+        if files_per_batch is None:
+            frame = saved
+        elif kind == ICEBERG:  # the table's snapshots, oldest first, as a stream
+            frame = spark.readStream.format("iceberg").option("streaming-skip-overwrite-snapshots", "true").load(
+                metadata_location(path))
+        else:
+            frame = reader.schema(saved.schema).parquet(spark_path(path))
         own = _alert_columns(frame)
         stored = {field.name: field.name if field.name in frame.columns else f"alert_{field.name}" for field in own.fields}
         alert = F.struct(*[F.col(f"`{stored[field.name]}`").alias(field.name) for field in own.fields])
@@ -328,7 +338,7 @@ def plan_inputs(spark: SparkSession, config: JobConfig, inputs: list[str], kafka
     files = {path: input_files(path, kind) for path, kind in kinds.items()}
     writers = WriterSchemas(config.survey)
     for path, kind in kinds.items():
-        if kind != PARQUET:
+        if kind not in SAVED_TABLES:
             file_writer_schemas(files[path], writers)
     for span in kafka_ranges:
         for partition, start in span.start.items():
@@ -336,7 +346,7 @@ def plan_inputs(spark: SparkSession, config: JobConfig, inputs: list[str], kafka
             if key is not None:
                 writers.learn(key)
     table = table_schema(config, state, writers, list(writers.known))
-    for path in (path for path, kind in kinds.items() if kind == PARQUET):
+    for path in (path for path, kind in kinds.items() if kind in SAVED_TABLES):
         # A fink-spark table brings the Avro schema it saved; other Parquet, Spark's Avro form of its columns.
         saved = CheckpointFiles.at(path).read(OUTPUT_TABLE_SCHEMA)
         columns = json.dumps(json.loads(saved)["schema"]) if saved else spark_as_avro(spark, _alert_columns(read_table(spark, path)))
@@ -353,21 +363,16 @@ def reprocess(
     """Decode, filter and write (or only count) the inputs; returns how many alerts passed."""
     survey = config.survey
     config = replace(config, trigger=TriggerConfig(processing_time=None, available_now=True))
-    parquet = config.parquet
-    checkpoint = parquet.checkpoint.rstrip("/")
+    output = config.output
+    checkpoint = output.checkpoint.rstrip("/")
     state = CheckpointFiles.at(checkpoint)
     inputs_plan = plan_inputs(spark, config, inputs, kafka_ranges, state)
     kinds, files, writers, table = inputs_plan.kinds, inputs_plan.files, inputs_plan.writers, inputs_plan.table
     kept = kept_alerts(survey, config.filters)
-    outputs = None if count_only else MicroBatchOutputs(
-        survey=survey, kept=kept, quarantined=quarantined,
-        table=ParquetLog(spark, parquet.path, parquet.partition_by, parquet.compression),
-        quarantine=ParquetLog(spark, parquet.quarantine, tuple(c for c in parquet.partition_by if c == "topic"),
-                              parquet.compression),
-    )
     counts = [None if "://" in path else len(files[path]) for path in inputs]
     total_files = None if None in counts or kafka_ranges else sum(counts)  # type: ignore[arg-type]
-    progress = _Progress(total_files, files_per_batch, {} if outputs is None else outputs.totals)
+    totals: dict[str, int] = {}
+    progress = _Progress(total_files, files_per_batch, totals)
     with quiet_planned_stops():
         while True:  # once, or again after a Kafka range met a writer schema it had not
             sources = [read_input(spark, path, kind, config, writers, table, topic, files_per_batch)
@@ -377,9 +382,13 @@ def reprocess(
             records = reduce(DataFrame.unionByName, sources)
             check_filters(config.filters, records.transform(alerts(survey)))
             try:
-                if outputs is None:
+                if count_only:
                     return _count(records.transform(kept), progress)
-                save_table_schema(table, records.transform(kept).schema, state, parquet.path)
+                columns = {"alerts": records.transform(kept).schema, "quarantine": records.transform(quarantined).schema}
+                changes = save_table_schema(table, columns["alerts"], state, output.schema_folder)
+                sinks = open_sinks(spark, output, survey, f"{checkpoint}/reprocess", columns, changes)
+                outputs = MicroBatchOutputs(survey=survey, kept=kept, quarantined=quarantined, table=sinks.table,
+                                            quarantine=sinks.quarantine, totals=totals)
                 query = (
                     records.writeStream.queryName("reprocess").foreachBatch(outputs)
                     .option("checkpointLocation", f"{checkpoint}/reprocess").trigger(availableNow=True).start()
@@ -389,9 +398,10 @@ def reprocess(
             except StreamingQueryException as error:
                 if not learn_schema_at([str(error)], config.kafka, writers, table):
                     raise
-    if outputs.totals.get("quarantined"):
-        log.warning("%d records could not be read or decoded: see %s", outputs.totals["quarantined"], parquet.quarantine)
-    return outputs.totals.get("kept", 0)
+    if totals.get("quarantined"):
+        where = output.quarantine if output.format == PARQUET else "the quarantine table"
+        log.warning("%d records could not be read or decoded: see %s", totals["quarantined"], where)
+    return totals.get("kept", 0)
 
 
 def _count(table: DataFrame, progress: BatchLog) -> int:

@@ -21,6 +21,8 @@ CONNECTOR_PACKAGES = {
         "org.apache.spark:spark-sql-kafka-0-10_2.13:4.1.3",
         "org.apache.spark:spark-token-provider-kafka-0-10_2.13:4.1.1",  # 4.1.3 is not on Maven Central
         "org.apache.spark:spark-avro_2.13:4.1.1",  # nor is 4.1.3
+        "org.apache.iceberg:iceberg-spark-runtime-4.1_2.13:1.12.0",
+        "org.xerial:sqlite-jdbc:3.51.1.0",
     ]),
     "spark.jars.excludes": "org.apache.spark:spark-token-provider-kafka-0-10_2.13",
 }
@@ -31,6 +33,8 @@ REDACTION = "(?i)secret|password|token|access[.]?key|jaas"
 
 BASE_CONF = {
     "spark.sql.session.timeZone": "UTC",
+    # Iceberg's SQL procedures (rewrite_data_files, expire_snapshots, ...: fink-spark maintain)
+    "spark.sql.extensions": "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions",
     "spark.redaction.regex": REDACTION,
     "spark.sql.redaction.options.regex": "(?i)url|" + REDACTION[4:],
     "spark.sql.streaming.forceDeleteTempCheckpointLocation": "true",

@@ -1,9 +1,11 @@
-"""Where decoded alerts go: checkpointed Parquet (exactly once), the quarantine, the console.
+"""Where decoded alerts go: the table (Iceberg, or plain Parquet), exactly once, the
+quarantine, the rejected ids and the console.
 
 The live job feeds all of them from one micro-batch, read from Kafka and decoded once
-(`MicroBatchOutputs`): the Parquet table is written by Spark's own file sink, the
-quarantine and the rejected ids by the same sink at their own paths, and the console
-gets its counts and lines from metrics gathered during the table's write.
+(`MicroBatchOutputs`): each output is a sink with the same three methods (`has`, `write`,
+`write_nothing`): Iceberg appends (`fink_spark.iceberg`) or Spark's own file sink for
+Parquet (`ParquetLog`). The console gets its counts and lines from metrics gathered
+during the table's write.
 """
 
 from __future__ import annotations
@@ -12,14 +14,14 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import DataType, StructType
 
-from fink_spark.config import ConsoleOutput, TriggerConfig
+from fink_spark.config import ICEBERG, ConsoleOutput, TableOutput, TriggerConfig
 from fink_spark.display import batch_header, format_table
 from fink_spark.state import SINK_LOG, CheckpointFiles, sink_log_batches
 from fink_spark.surveys import Survey
@@ -31,18 +33,69 @@ def trigger_options(trigger: TriggerConfig) -> dict[str, Any]:
     return {"processingTime": trigger.processing_time}
 
 
-def parquet_query(
-    frame: DataFrame, path: str, checkpoint: str, partition_by: tuple[str, ...],
-    trigger: TriggerConfig, name: str, compression: str = "zstd",
-) -> StreamingQuery:
-    """Append a stream to a Parquet folder; the checkpoint and the sink's metadata log
-    make each record land exactly once, across restarts and crashes."""
-    writer = frame.writeStream.format("parquet").queryName(name).outputMode("append").option("compression", compression)
-    writer = writer.option("checkpointLocation", checkpoint)
+class Sink(Protocol):
+    """One output written batch by batch from inside `foreachBatch`, exactly once."""
+
+    def has(self, batch_id: int) -> bool: ...
+
+    def write(self, batch_id: int, frame: DataFrame) -> dict[str, Any]: ...
+
+    def write_nothing(self, batch_id: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class Sinks:
+    """A job's outputs (`table` is None when another query writes the table: de-duplication)."""
+
+    table: Sink | None
+    quarantine: Sink
+    rejected: Sink | None
+
+
+def open_sinks(spark: SparkSession, output: TableOutput, survey: Survey, writer: str, columns: dict[str, StructType],
+               changes: str | None = None, own_table: bool = True) -> Sinks:
+    """The sinks of a job's outputs, made ready for frames of `columns` (by output name:
+    alerts, quarantine, rejected). Iceberg tables are created, or evolved to the columns,
+    now: before the query starts, a schema change is committed on its own."""
+    if output.format == ICEBERG:
+        from fink_spark import iceberg
+
+        tables = iceberg.Tables.of(output, survey.name)
+        tables.open(spark)
+        properties = iceberg.table_properties(output.compression)
+        partitioning = {
+            "alerts": iceberg.alert_partitioning(output.partition_by),
+            "quarantine": [F.col("topic"), F.partitioning.days(F.col("ingest_time"))],
+            "rejected": [F.col("topic")],
+        }
+        sinks = {}
+        for name, frame_columns in columns.items():
+            sink = iceberg.IcebergAppends(spark, tables.name(name), writer, partitioning[name])
+            sink.prepare(frame_columns, properties, changes if name == "alerts" else None)
+            sinks[name] = sink
+    else:
+        paths = {"alerts": output.path, "quarantine": output.quarantine, "rejected": output.rejected_path}
+        partition_by = {"alerts": output.partition_by, "quarantine": tuple(c for c in output.partition_by if c == "topic"),
+                        "rejected": ("topic",)}
+        sinks = {name: ParquetLog(spark, paths[name], partition_by[name], output.compression) for name in columns}  # type: ignore[misc]
+    return Sinks(sinks["alerts"] if own_table else None, sinks["quarantine"], sinks.get("rejected"))
+
+
+def table_query(frame: DataFrame, output: TableOutput, survey: Survey, checkpoint: str, trigger: TriggerConfig,
+                name: str) -> StreamingQuery:
+    """Append a stream to the table with Spark's own streaming sink (Iceberg's, or the file
+    sink's for Parquet): its checkpoint makes each record land exactly once."""
+    writer = frame.writeStream.queryName(name).outputMode("append").option("checkpointLocation", checkpoint)
     writer = writer.trigger(**trigger_options(trigger))
-    if partition_by:
-        writer = writer.partitionBy(*partition_by)
-    return writer.start(path)
+    if output.format == ICEBERG:
+        from fink_spark import iceberg
+
+        return writer.format("iceberg").option("fanout-enabled", "true").toTable(
+            iceberg.Tables.of(output, survey.name).name("alerts"))
+    writer = writer.format("parquet").option("compression", output.compression)
+    if output.partition_by:
+        writer = writer.partitionBy(*output.partition_by)
+    return writer.start(output.path)
 
 
 class ParquetLog:
@@ -127,9 +180,9 @@ class MicroBatchOutputs:
     survey: Survey
     kept: Callable[[DataFrame], DataFrame]
     quarantined: Callable[[DataFrame], DataFrame]
-    table: ParquetLog | None
-    quarantine: ParquetLog
-    rejected: tuple[ParquetLog, Callable[[DataFrame], DataFrame]] | None = None
+    table: Sink | None
+    quarantine: Sink
+    rejected: tuple[Sink, Callable[[DataFrame], DataFrame]] | None = None
     console: ConsoleOutput | None = None
     out: TextIO | None = None
     totals: dict[str, int] = field(default_factory=dict)  # records, quarantined, kept, filtered: over all batches
@@ -170,7 +223,7 @@ class MicroBatchOutputs:
         return counts
 
     @staticmethod
-    def _write_side(sink: ParquetLog, select: Callable[[DataFrame], DataFrame], decoded: DataFrame, batch_id: int,
+    def _write_side(sink: Sink, select: Callable[[DataFrame], DataFrame], decoded: DataFrame, batch_id: int,
                     counts: dict[str, Any] | None, count: str) -> None:
         if counts is not None and counts[count] == 0:
             sink.write_nothing(batch_id)  # without reading the records again

@@ -39,7 +39,7 @@ from fink_spark.schemas import (
     WriterSchemas,
     key_kind,
 )
-from fink_spark.sinks import MicroBatchOutputs, ParquetLog, parquet_query, trigger_options
+from fink_spark.sinks import MicroBatchOutputs, open_sinks, table_query, trigger_options
 from fink_spark.state import SKIPPED_OFFSETS, WRITER_SCHEMAS, CheckpointFiles
 from fink_spark.table_schema import TableSchema, save_table_schema
 
@@ -49,20 +49,20 @@ log = logging.getLogger(__name__)
 def job_files(config: JobConfig) -> CheckpointFiles:
     """The checkpoint folder: Spark's checkpoints, and fink_spark/ with the job's own state
     (the table's schema, the writer schemas met, skipped offsets)."""
-    return CheckpointFiles.at(config.parquet.checkpoint)
+    return CheckpointFiles.at(config.output.checkpoint)
 
 
 def start_queries(spark: SparkSession, plan: StreamPlan, out: TextIO | None = None) -> list[StreamingQuery]:
     """Start the job's query with the writer schemas known now.
 
     One query, `alerts`, reads each record from Kafka once and decodes it once; each of its
-    micro-batches feeds the Parquet table, the quarantine, the rejected ids and the console
+    micro-batches feeds the table, the quarantine, the rejected ids and the console
     (`MicroBatchOutputs`). With de-duplication, a second query, `deduplicated`, writes the
     table: merging copies across batches needs Spark's streaming state, which only a
     query of its own keeps.
     """
-    config, survey, parquet = plan.config, plan.config.survey, plan.config.parquet
-    checkpoint = parquet.checkpoint.rstrip("/")
+    config, survey, output = plan.config, plan.config.survey, plan.config.output
+    checkpoint = output.checkpoint.rstrip("/")
 
     def decoded(query: str) -> DataFrame:
         records = read_stream(spark, config.kafka, query, min_partitions=spark.sparkContext.defaultParallelism,
@@ -72,33 +72,30 @@ def start_queries(spark: SparkSession, plan: StreamPlan, out: TextIO | None = No
     kept = kept_alerts(survey, config.filters)
     records = decoded("alerts")
     check_filters(config.filters, records.transform(alerts(survey)))
+    deduplicated = (decoded("deduplicated").transform(kept).transform(deduplicate(survey, output.deduplicate_gap))
+                    if output.deduplicate_gap else None)
+    table_frame = deduplicated if deduplicated is not None else records.transform(kept)
+    rejections = (lambda batch: batch.transform(alerts(survey)).transform(first_rejection(config.filters, survey))) \
+        if output.rejected else None
+    columns = {"alerts": table_frame.schema, "quarantine": records.transform(quarantined).schema}
+    if rejections is not None:
+        columns["rejected"] = records.transform(rejections).schema
+    changes = save_table_schema(plan.table, table_frame.schema, plan.state, output.schema_folder)
+    sinks = open_sinks(spark, output, survey, f"{checkpoint}/alerts", columns, changes, own_table=deduplicated is None)
     queries = []
-    table = None
-    if parquet.deduplicate_gap:
-        deduplicated = decoded("deduplicated").transform(kept).transform(deduplicate(survey, parquet.deduplicate_gap))
-        queries.append(parquet_query(deduplicated, parquet.path, f"{checkpoint}/deduplicated", parquet.partition_by,
-                                     config.trigger, "deduplicated", parquet.compression))
-    else:
-        table = ParquetLog(spark, parquet.path, parquet.partition_by, parquet.compression)
-    rejected = None
-    if parquet.rejected_path:
-        rejected = (
-            ParquetLog(spark, parquet.rejected_path, ("topic",), parquet.compression),
-            lambda batch: batch.transform(alerts(survey)).transform(first_rejection(config.filters, survey)),
-        )
+    if deduplicated is not None:
+        queries.append(table_query(deduplicated, output, survey, f"{checkpoint}/deduplicated", config.trigger,
+                                   "deduplicated"))
     outputs = MicroBatchOutputs(
         survey=survey,
         kept=kept,
         quarantined=quarantined,
-        table=table,
-        quarantine=ParquetLog(spark, parquet.quarantine, tuple(c for c in parquet.partition_by if c == "topic"),
-                              parquet.compression),
-        rejected=rejected,
+        table=sinks.table,
+        quarantine=sinks.quarantine,
+        rejected=(sinks.rejected, rejections) if sinks.rejected is not None and rejections is not None else None,
         console=config.console if config.console.enabled else None,
         out=out,
     )
-    table_frame = deduplicated if parquet.deduplicate_gap else records.transform(kept)
-    save_table_schema(plan.table, table_frame.schema, plan.state, parquet.path)
     writer = records.writeStream.queryName("alerts").foreachBatch(outputs)
     writer = writer.option("checkpointLocation", f"{checkpoint}/alerts").trigger(**trigger_options(config.trigger))
     return [writer.start(), *queries]

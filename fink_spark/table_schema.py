@@ -42,6 +42,7 @@ from pyspark.sql.types import (
 
 from fink_spark.errors import ConfigError
 from fink_spark.state import OUTPUT_TABLE_SCHEMA, TABLE_SCHEMA, CheckpointFiles
+from fink_spark.warehouse import is_warehouse, metadata_location
 
 WIDENINGS = {("int", "long"): "long", ("float", "double"): "double"}
 SIBLING = "__"
@@ -287,18 +288,27 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def save_table_schema(table: TableSchema, columns: StructType, state: CheckpointFiles, output: str) -> None:
-    """Keep the table's schema, its history and its Spark columns beside the checkpoint and
-    in the output folder, before any file of that schema is written."""
+def save_table_schema(table: TableSchema, columns: StructType, state: CheckpointFiles, output: str | None) -> str | None:
+    """Keep the table's schema, its history and its Spark columns beside the checkpoint (and, for
+    a Parquet output, in its folder `output`: its readers need them), before any file of that
+    schema is written. Returns the history's entries since the last save, as JSON (None if none)."""
+    saved = state.read(TABLE_SCHEMA)
+    known = len(json.loads(saved)["history"]) if saved else 0
     text = json.dumps({"schema": table.schema, "history": table.history, "spark_schema": columns.jsonValue()}, indent=1)
     state.write(TABLE_SCHEMA, text)
-    CheckpointFiles.at(output).write(OUTPUT_TABLE_SCHEMA, text)
+    if output is not None:
+        CheckpointFiles.at(output).write(OUTPUT_TABLE_SCHEMA, text)
+    return json.dumps(table.history[known:]) if table.history[known:] else None
 
 
-def read_table(spark: SparkSession, path: str) -> DataFrame:
-    """A fink-spark output folder as one table: every file read with the table's latest
-    columns (added columns null in older files, widened ones read wide). Spark alone would
-    take the columns of one file, or fail to merge a widened column across files."""
+def read_table(spark: SparkSession, path: str, table: str = "alerts") -> DataFrame:
+    """A fink-spark output as one table. An Iceberg warehouse: its table (`alerts`,
+    `quarantine` or `rejected`) by its current metadata file, with every column of every
+    schema it had. A Parquet folder: every file read with the table's latest columns (added
+    columns null in older files, widened ones read wide); Spark alone would take the
+    columns of one file, or fail to merge a widened column across files."""
+    if is_warehouse(path):
+        return spark.read.format("iceberg").load(metadata_location(path, table))
     saved = CheckpointFiles.at(path).read(OUTPUT_TABLE_SCHEMA)
     if saved is not None:
         return spark.read.schema(StructType.fromJson(json.loads(saved)["spark_schema"])).parquet(path)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
+import pyarrow as pa
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
@@ -51,6 +52,19 @@ def new_topic(broker: LocalKafka):  # noqa: ANN201
         return topic
 
     return make
+
+
+def read_table(warehouse: Path, columns: list[str] | None = None, table: str = "ztf.alerts") -> pa.Table:
+    """An Iceberg output as a user reads it with pyiceberg alone (README 'Reading the table'):
+    the current snapshot, as Arrow (no rows before the first commit)."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    if not (warehouse / "catalog.db").exists():
+        return pa.table({name: [] for name in columns or []})
+    catalog = SqlCatalog("fink", uri=f"sqlite:///{warehouse}/catalog.db", warehouse=warehouse.as_uri())
+    if not catalog.table_exists(table):
+        return pa.table({name: [] for name in columns or []})
+    return catalog.load_table(table).scan(selected_fields=tuple(columns) if columns else ("*",)).to_arrow()
 
 
 def sample(folder: str) -> Path:

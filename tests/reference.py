@@ -59,6 +59,7 @@ def assert_same_value(spark_value: Any, reference: Any, where: str, every_field:
 
 
 KAFKA_METADATA = {"topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "ingest_time"}
+OUTPUT_ONLY = KAFKA_METADATA | {"year", "month", "day", "obs_time"}  # columns the job adds to the alert's
 
 
 def check_alerts(rows: list[dict], reference: list[dict], id_column: str, topic: str, mjd_of) -> None:  # noqa: ANN001
@@ -67,10 +68,11 @@ def check_alerts(rows: list[dict], reference: list[dict], id_column: str, topic:
     assert len(by_id) == len([row for row in rows if row["topic"] == topic]) == len(reference)
     for alert in reference:
         row = by_id[alert[id_column]]
-        fields = {name: value for name, value in row.items() if name not in KAFKA_METADATA | {"year", "month", "day"}}
+        fields = {name: value for name, value in row.items() if name not in OUTPUT_ONLY}
         # An alert field named like a metadata column is the table's alert_<name>.
         expected = {f"alert_{k}" if k in KAFKA_METADATA else k: v for k, v in alert.items() if k not in ("year", "month", "day")}
         assert_same_value(fields, expected, str(alert[id_column]))
         night = utc_of_jd(mjd_of(alert) + 2400000.5)
         assert (row["year"], row["month"], row["day"]) == (night.year, night.month, night.day)
+        assert abs(row["obs_time"].replace(tzinfo=timezone.utc) - night) < timedelta(milliseconds=1)
         assert row["ingest_time"] is not None

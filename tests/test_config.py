@@ -35,8 +35,8 @@ def test_valid_config_keeps_the_password_secret(tmp_path: Path) -> None:
     config = parse_config(VALID, base=tmp_path)
     assert config.kafka.password == Secret("s3cret-pw")
     assert "s3cret-pw" not in repr(config) and "s3cret-pw" not in str(config)
-    assert config.parquet.path == str(tmp_path / "out" / "alerts")
-    assert config.parquet.partition_by == ("topic", "year", "month", "day")
+    assert config.output.path == str(tmp_path / "out" / "alerts")
+    assert config.output.partition_by == ("topic", "year", "month", "day")
     assert config.trigger.processing_time == "10 seconds" and not config.trigger.available_now
 
 

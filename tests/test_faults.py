@@ -15,7 +15,7 @@ from pathlib import Path
 import fastavro
 import pytest
 from confluent_kafka import Producer
-from conftest import PASSWORD, USER, job_config, run_job, sample
+from conftest import PASSWORD, USER, job_config, read_table, run_job, sample
 from reference import read_alerts
 
 from fink_spark.errors import KafkaAccessError
@@ -32,7 +32,7 @@ def stream_config(broker: LocalKafka, tmp_path: Path, topics: list[str], **extra
         "survey": "ztf",
         "kafka": {"servers": broker.bootstrap, "username": USER, "password_env": "FINK_TEST_PASSWORD",
                   "group_id": "fink_user_spark", "topics": topics, "max_offsets_per_trigger": 25},
-        "output": {"parquet": {"path": str(tmp_path / "out"), "checkpoint": str(tmp_path / "chk")},
+        "output": {"table": {"path": str(tmp_path / "warehouse"), "checkpoint": str(tmp_path / "chk")},
                    "console": {"enabled": False}},
         "trigger": {"processing_time": "1 second"},
         **extra,
@@ -47,9 +47,10 @@ def start_job(config: Path, *options: str, conf: tuple[str, ...] = ()) -> subpro
                             start_new_session=True, env={**os.environ, "FINK_TEST_PASSWORD": PASSWORD})
 
 
-def committed_batches(folder: Path) -> int:
-    log = folder / "_spark_metadata"
-    return len([p for p in log.iterdir() if p.name.split(".")[0].isdigit()]) if log.exists() else 0
+def committed_batches(checkpoint: Path) -> int:
+    """Micro-batches the job has committed (its checkpoint's commit log)."""
+    commits = checkpoint / "alerts" / "commits"
+    return len([p for p in commits.iterdir() if p.name.isdigit()]) if commits.exists() else 0
 
 
 def test_kill_9_mid_stream_loses_nothing_and_duplicates_nothing(spark, broker, new_topic, tmp_path: Path) -> None:  # noqa: ANN001
@@ -60,9 +61,9 @@ def test_kill_9_mid_stream_loses_nothing_and_duplicates_nothing(spark, broker, n
     crashes = 0
     for _ in range(3):
         job = start_job(config)
-        target = committed_batches(tmp_path / "out") + chooser.randint(1, 3)
+        target = committed_batches(tmp_path / "chk") + chooser.randint(1, 3)
         deadline = time.monotonic() + 180
-        while committed_batches(tmp_path / "out") < target and time.monotonic() < deadline and job.poll() is None:
+        while committed_batches(tmp_path / "chk") < target and time.monotonic() < deadline and job.poll() is None:
             time.sleep(chooser.uniform(0.05, 0.3))
         time.sleep(chooser.uniform(0, 1.0))  # die anywhere: mid-batch, mid-commit
         os.killpg(job.pid, signal.SIGKILL)
@@ -71,10 +72,59 @@ def test_kill_9_mid_stream_loses_nothing_and_duplicates_nothing(spark, broker, n
     finished = start_job(config, "--available-now")
     output, _ = finished.communicate(timeout=600)
     assert finished.returncode == 0, output[-3000:]
-    rows = spark.read.parquet(str(tmp_path / "out")).select("candid", "kafka_partition", "kafka_offset").collect()
+    rows = read_table(tmp_path / "warehouse").select(["candid", "kafka_partition", "kafka_offset"]).to_pylist()
     assert crashes == 3
-    assert len(rows) == sent == len({row.candid for row in rows})
-    assert len({(row.kafka_partition, row.kafka_offset) for row in rows}) == sent
+    assert len(rows) == sent == len({row["candid"] for row in rows})
+    assert len({(row["kafka_partition"], row["kafka_offset"]) for row in rows}) == sent
+
+
+def data_files(warehouse: Path) -> int:
+    """The live data files of the alerts table (those its current snapshot references)."""
+    return len({task.file.file_path for task in iceberg_table(warehouse).scan().plan_files()})
+
+
+def iceberg_table(warehouse: Path):  # noqa: ANN201
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    return SqlCatalog("fink", uri=f"sqlite:///{warehouse}/catalog.db").load_table("ztf.alerts")
+
+
+def test_maintenance_beside_the_live_stream_loses_and_duplicates_nothing_and_compacts(
+    spark, broker, new_topic, tmp_path: Path,  # noqa: ANN001
+) -> None:
+    topic = new_topic("fink_maintained_ztf", partitions=2)
+    sent = publish(broker.client_config(USER), topic, [sample("ztf-0p2")], ZTF, copies=200)  # 800 alerts
+    config = stream_config(broker, tmp_path, [topic])
+    job = start_job(config)
+    maintain = [str(PROJECT_ROOT / ".venv" / "bin" / "fink-spark"), "maintain", "--config", str(config),
+                "--master", "local[1]", "--snapshot-age-hours", "0", "--retain-snapshots", "1"]
+    runs = []
+    try:
+        deadline = time.monotonic() + 300
+        while committed_batches(tmp_path / "chk") < 3 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        while job.poll() is None and committed_batches(tmp_path / "chk") < 24 and time.monotonic() < deadline:
+            # maintenance while micro-batches keep committing (25 alerts each)
+            runs.append(subprocess.run(maintain, cwd=tmp_path, capture_output=True, text=True, timeout=300))
+            assert runs[-1].returncode == 0, runs[-1].stdout[-2000:] + runs[-1].stderr[:3000]
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+    assert len(runs) >= 1 and "files rewritten" in runs[0].stdout
+    finished = start_job(config, "--available-now")
+    output, _ = finished.communicate(timeout=600)
+    assert finished.returncode == 0, output[-3000:]
+    before = data_files(tmp_path / "warehouse")
+    last = subprocess.run(maintain, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert last.returncode == 0, last.stderr[-3000:]
+    rows = read_table(tmp_path / "warehouse", ["candid", "kafka_partition", "kafka_offset"]).to_pylist()
+    assert len(rows) == sent == len({row["candid"] for row in rows})
+    assert len({(row["kafka_partition"], row["kafka_offset"]) for row in rows}) == sent
+    # fewer, larger files; old snapshots expired, but never the stream's newest append
+    assert data_files(tmp_path / "warehouse") < before
+    snapshots = list(iceberg_table(tmp_path / "warehouse").snapshots())
+    assert len(snapshots) <= 3
+    assert any(snapshot.summary.additional_properties.get("fink-spark.writer") for snapshot in snapshots)
 
 
 def test_every_kind_of_poison_is_quarantined(spark, broker, new_topic, tmp_path: Path) -> None:  # noqa: ANN001
@@ -167,7 +217,7 @@ def test_the_password_never_shows(spark, broker, new_topic, tmp_path: Path) -> N
                                   "--conf", "spark.eventLog.enabled=true", "--conf", f"spark.eventLog.dir=file:{events}"))
     pages = []
     deadline = time.monotonic() + 180
-    while committed_batches(tmp_path / "out") < 1 and time.monotonic() < deadline:
+    while committed_batches(tmp_path / "chk") < 1 and time.monotonic() < deadline:
         time.sleep(0.5)
     for page in ("environment/", "SQL/", "StreamingQuery/", "jobs/"):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/{page}", timeout=30) as response:
@@ -176,7 +226,7 @@ def test_the_password_never_shows(spark, broker, new_topic, tmp_path: Path) -> N
     output, _ = job.communicate(timeout=120)
     assert "environment" in pages[0].lower() and output
     searched = {"job output": output, **{f"UI page {i}": page for i, page in enumerate(pages)}}
-    for folder in (tmp_path / "chk", events, tmp_path / "out", tmp_path / "out_quarantine"):
+    for folder in (tmp_path / "chk", events, tmp_path / "warehouse"):
         for path in folder.rglob("*"):
             if path.is_file():
                 searched[str(path)] = path.read_bytes().decode("latin-1")
@@ -213,22 +263,21 @@ def test_broker_outage_the_job_waits_and_resumes_by_itself(spark, tmp_path: Path
         job = start_job(stream_config(kafka, tmp_path, [topic]))
         try:
             deadline = time.monotonic() + 180
-            while committed_batches(tmp_path / "out") < 1 and time.monotonic() < deadline:
+            while committed_batches(tmp_path / "chk") < 1 and time.monotonic() < deadline:
                 time.sleep(0.3)
             kafka.pause()
             time.sleep(15)  # longer than the 1 s trigger: the job's reads fail and are retried
             assert job.poll() is None, "the job died during the outage"
             kafka.resume()
             publish(kafka.client_config(USER), topic, [sample("ztf-0p2")], ZTF, copies=25)  # 100 more
-            out = tmp_path / "out"
             while time.monotonic() < deadline + 120:
-                if committed_batches(out) and spark.read.parquet(str(out)).count() >= 200:
+                if read_table(tmp_path / "warehouse", ["kafka_offset"]).num_rows >= 200:
                     break
                 time.sleep(1)
         finally:
             os.killpg(job.pid, signal.SIGKILL)
             job.wait()
-    offsets = [row.kafka_offset for row in spark.read.parquet(str(tmp_path / "out")).select("kafka_offset").collect()]
+    offsets = read_table(tmp_path / "warehouse", ["kafka_offset"])["kafka_offset"].to_pylist()
     assert sorted(offsets) == list(range(200))
 
 

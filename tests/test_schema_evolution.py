@@ -23,7 +23,7 @@ import pytest
 import yaml
 from confluent_kafka import Producer
 from conftest import PASSWORD, USER, job_config, run_job, sample
-from reference import assert_same_value, read_alerts
+from reference import OUTPUT_ONLY, assert_same_value, read_alerts
 from variants import LSST_VARIANTS, ZTF_VARIANTS, Variant, expected_alert
 
 from fink_spark.config import parse_config
@@ -35,7 +35,6 @@ from fink_spark.table_schema import read_table
 from fink_spark.testing.local_broker import LocalKafka
 from fink_spark.testing.publisher import encode
 
-OUTPUT_ONLY = {"topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "ingest_time", "year", "month", "day"}
 SCHEMA_27 = (SCHEMAS_DIR / "ztf" / "distribution_schema_fink_ztf_2.7_3.10.1.avsc").read_text()
 
 
@@ -158,7 +157,7 @@ def test_lsst_topic_mixing_six_writer_schemas_keeps_every_value(spark, broker, n
 
     # The same offsets reprocessed as a Kafka range: it meets the schemas it did not know at its start.
     span = KafkaRange.parse(f"{topic}:0=0-{(len(messages) + 1) // 2},1=0-{len(messages) // 2}")
-    ranged = replace(config, parquet=replace(config.parquet, path=str(tmp_path / "range"),
+    ranged = replace(config, parquet=replace(config.output, path=str(tmp_path / "range"),
                                              checkpoint=str(tmp_path / "range_chk")))
     assert reprocess(spark, ranged, [], [span], "unused") == len(messages)
     assert_table_holds(by_position(spark, tmp_path / "range"), positions(messages))

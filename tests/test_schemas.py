@@ -12,7 +12,7 @@ from pathlib import Path
 import fastavro
 from confluent_kafka import Producer
 from conftest import PASSWORD, USER, job_config, kafka_records, run_job, sample
-from reference import assert_same_value, read_alerts
+from reference import OUTPUT_ONLY, assert_same_value, read_alerts
 
 from fink_spark.decode import alerts, decode_records
 from fink_spark.filters import apply_filters, parse_filters
@@ -27,8 +27,6 @@ SCHEMA_2026 = (SCHEMAS_DIR / "ztf" / "fink_ztf_transfer_2026-03.avsc").read_text
 SCHEMA_27 = (SCHEMAS_DIR / "ztf" / "distribution_schema_fink_ztf_2.7_3.10.1.avsc").read_text()
 
 
-# Columns the job adds; Fink's own year/month/day hold the same night as the job's.
-OUTPUT_ONLY = {"topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "ingest_time", "year", "month", "day"}
 
 
 def reordered_with_extra_field(schema_text: str) -> str:

@@ -13,16 +13,13 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 
-import pyarrow.parquet as pq
-
-from fink_spark.committed import committed_files, partition_values
 from fink_spark.config import JobConfig, load_config
 from fink_spark.paths import PROJECT_ROOT, SAMPLE_DIR
 from fink_spark.surveys import ZTF
 from fink_spark.testing.local_broker import LocalKafka
 from fink_spark.testing.publisher import publish
+from fink_spark.warehouse import load_pyiceberg
 
 CONFIG = PROJECT_ROOT / "conf" / "demo_ztf.yaml"
 USER, PASSWORD = "fink_user", "demo-password-not-secret"
@@ -54,7 +51,7 @@ def main() -> None:
         result = subprocess.run(command, cwd=PROJECT_ROOT, env=env)
         if result.returncode != 0:
             sys.exit(result.returncode)
-    summarize(config.parquet.path)
+    summarize(config.output.path)
 
 
 def load_config_with_password() -> JobConfig:
@@ -64,13 +61,12 @@ def load_config_with_password() -> JobConfig:
 
 
 def summarize(path: str) -> None:
-    """Count the kept alerts per topic, from the files the job committed."""
-    committed = committed_files(path)
-    per_topic: Counter[str] = Counter()
-    for file in committed:
-        topic = str(partition_values(Path(path).resolve(), file)["topic"])
-        per_topic[topic] += pq.ParquetFile(file).metadata.num_rows
-    print(f"[demo] Parquet in {path}: {sum(per_topic.values())} alerts in {len(committed)} files")
+    """Count the kept alerts per topic, as any Iceberg reader sees them (pyiceberg here)."""
+    table = load_pyiceberg(path)
+    per_topic = Counter(table.scan(selected_fields=("topic",)).to_arrow()["topic"].to_pylist())
+    files = len(list(table.scan().plan_files()))
+    print(f"[demo] Iceberg table ztf.alerts in {path} (catalog {path}/catalog.db): "
+          f"{sum(per_topic.values())} alerts in {files} Parquet files")
     for topic, count in sorted(per_topic.items()):
         print(f"[demo]   {topic}: {count} alerts")
 

@@ -1,0 +1,194 @@
+"""The job's Apache Iceberg tables: where they are, how they are made, evolved and appended to.
+
+By default a job's tables live in a warehouse folder (`output.table.path`) whose catalog is
+one SQLite file, `catalog.db` (Iceberg's JDBC catalog, which pyiceberg reads too): no
+server to run, and commits from several processes (the stream and `fink-spark maintain`)
+are atomic. A cluster names a Spark catalog of its own instead (`output.table.catalog`:
+REST, Hive, ...), configured by spark-submit's `--conf spark.sql.catalog.<name>...`.
+
+Each micro-batch is one append whose snapshot summary says which query wrote it and its
+batch id (`fink-spark.writer`, `fink-spark.batch-id`): a batch replayed after a crash
+finds its own append and adds nothing twice. A schema change is an append of its own
+(no rows), with the change in its summary (`fink-spark.schema-change`), so the table's
+history of schemas is Iceberg's own.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
+
+from fink_spark.config import TableOutput
+from fink_spark.errors import ConfigError
+from fink_spark.warehouse import CATALOG, CATALOG_FILE
+
+WRITER, BATCH_ID, SCHEMA_CHANGE = "fink-spark.writer", "fink-spark.batch-id", "fink-spark.schema-change"
+
+
+def table_properties(compression: str) -> dict[str, str]:
+    """How the job's tables are written: Parquet files (zstd), no shuffle before a write (each
+    task writes its partitions side by side), metadata files pruned as they are replaced,
+    concurrent commits retried."""
+    return {
+        "format-version": "2",
+        "write.format.default": "parquet",
+        "write.parquet.compression-codec": "none" if compression == "uncompressed" else compression,
+        "write.parquet.row-group-size-bytes": str(64 * 1024 * 1024),
+        "write.distribution-mode": "none",
+        "write.spark.fanout.enabled": "true",
+        "write.spark.accept-any-schema": "true",
+        "write.metadata.delete-after-commit.enabled": "true",
+        "write.metadata.previous-versions-max": "20",
+        # The stream appends every few seconds while `fink-spark maintain` rewrites files: a
+        # commit that loses the race is retried on the new metadata, for up to a minute or so.
+        "commit.retry.num-retries": "30",
+        "commit.retry.min-wait-ms": "100",
+        "commit.retry.max-wait-ms": "5000",
+    }
+
+
+def catalog_conf(warehouse: str) -> dict[str, str]:
+    """Spark settings of a warehouse's SQLite catalog, named `fink`."""
+    root = Path(warehouse).resolve()
+    prefix = f"spark.sql.catalog.{CATALOG}"
+    return {
+        prefix: "org.apache.iceberg.spark.SparkCatalog",
+        f"{prefix}.type": "jdbc",
+        f"{prefix}.uri": f"jdbc:sqlite:{root / CATALOG_FILE}",
+        f"{prefix}.warehouse": root.as_uri(),
+        f"{prefix}.jdbc.schema-version": "V1",
+        # Always the table's newest metadata: `fink-spark maintain` commits from another process.
+        f"{prefix}.cache-enabled": "false",
+    }
+
+
+def use_warehouse(spark: SparkSession, warehouse: str) -> None:
+    """Point the session's `fink` catalog at a warehouse folder (made if missing).
+
+    A session holds one `fink` catalog at a time: for another warehouse (a test session, a
+    notebook reading two outputs), its catalogs are reset and `fink` made again."""
+    if "://" in warehouse and not warehouse.startswith("file:"):
+        raise ConfigError(f"output.table.path {warehouse} is not local: a warehouse's SQLite catalog must be on a local "
+                          "disk. On a cluster, name a shared catalog instead (output.table.catalog, README 'Iceberg').")
+    Path(warehouse.removeprefix("file:")).mkdir(parents=True, exist_ok=True)
+    conf = catalog_conf(warehouse.removeprefix("file:"))
+    uri_key = f"spark.sql.catalog.{CATALOG}.uri"
+    current = spark.conf.get(uri_key, None)
+    if current == conf[uri_key]:
+        return
+    for key, value in conf.items():
+        spark.conf.set(key, value)
+    if current is not None:
+        spark._jsparkSession.sessionState().catalogManager().reset()  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The identifiers of a job's tables: `<catalog>.<namespace>.alerts`, `.quarantine`, `.rejected`."""
+
+    catalog: str
+    namespace: str
+    warehouse: str | None
+
+    @classmethod
+    def of(cls, output: TableOutput, survey_name: str) -> Tables:
+        return cls(output.catalog or CATALOG, output.namespace or survey_name, None if output.catalog else output.path)
+
+    def name(self, table: str) -> str:
+        return f"{self.catalog}.{self.namespace}.{table}"
+
+    def open(self, spark: SparkSession) -> None:
+        """Make the session's catalog point at these tables, and their namespace exist."""
+        if self.warehouse is not None:
+            use_warehouse(spark, self.warehouse)
+        spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {self.catalog}.{self.namespace}")
+
+
+class IcebergAppends:
+    """One Iceberg table written batch by batch from inside `foreachBatch`, exactly once.
+
+    The same interface as the Parquet sink (`has`, `write`, `write_nothing`): a batch is one
+    append tagged with this writer (the query's checkpoint) and its batch id; `has` looks for
+    the newest append of this writer among the current snapshot and its ancestors.
+    `fink-spark maintain` never expires that snapshot (`newest_tagged`).
+    """
+
+    def __init__(self, spark: SparkSession, name: str, writer: str, partitioning: list[Any]) -> None:
+        self.spark, self.name, self.writer, self.partitioning = spark, name, writer, partitioning
+
+    def prepare(self, columns: StructType, properties: dict[str, str], change: str | None = None) -> None:
+        """Create the table, or evolve its schema to `columns` (new columns at any depth,
+        int -> long and float -> double promoted), before the query starts."""
+        empty = self.spark.createDataFrame([], columns)
+        if not self.spark.catalog.tableExists(self.name):
+            writer = empty.writeTo(self.name).using("iceberg").tableProperty("fink-spark.created-by", "fink-spark")
+            for key, value in properties.items():
+                writer = writer.tableProperty(key, value)
+            if self.partitioning:
+                writer = writer.partitionedBy(*self.partitioning)
+            writer.create()
+            return
+        if _same_columns(self.spark.table(self.name).schema, columns):
+            return
+        writer = empty.writeTo(self.name).option("mergeSchema", "true").option("check-ordering", "false")
+        if change:
+            writer = writer.option(f"snapshot-property.{SCHEMA_CHANGE}", change)
+        writer.append()
+
+    def has(self, batch_id: int) -> bool:
+        """Whether this writer's batch is committed already (before a crash or a stop)."""
+        newest = newest_tagged(self.spark, self.name, self.writer)
+        return newest is not None and int(newest[1].get(BATCH_ID)) >= batch_id
+
+    def write(self, batch_id: int, frame: DataFrame) -> dict[str, Any]:
+        """Append the batch; returns the metrics that `frame.observe(...)` gathered."""
+        from fink_spark.sinks import observed_metrics
+
+        (frame.writeTo(self.name).option("check-ordering", "false")
+         .option(f"snapshot-property.{WRITER}", self.writer)
+         .option(f"snapshot-property.{BATCH_ID}", str(batch_id)).append())
+        return observed_metrics(frame)
+
+    def write_nothing(self, batch_id: int) -> None:
+        """Nothing to record: a batch with no append is written again, as nothing, if replayed."""
+
+
+def _same_columns(have: StructType, want: StructType) -> bool:
+    """Whether a table already has `want`'s columns with the same types (order and nullability aside)."""
+
+    def shape(schema: Any) -> Any:
+        if isinstance(schema, dict):
+            if schema.get("type") == "struct":
+                return sorted((field["name"], shape(field["type"])) for field in schema["fields"])
+            return {key: shape(value) for key, value in schema.items() if key not in ("containsNull", "valueContainsNull")}
+        return schema
+
+    return shape(json.loads(have.json())) == shape(json.loads(want.json()))
+
+
+def newest_tagged(spark: SparkSession, name: str, writer: str | None = None) -> tuple[int, dict[str, str]] | None:
+    """The newest snapshot, among the current one and its ancestors, appended by `writer` (any
+    fink-spark query when None): (its commit time in ms, its summary)."""
+    jvm = spark._jvm  # type: ignore[attr-defined]
+    table = jvm.org.apache.iceberg.spark.Spark3Util.loadIcebergTable(spark._jsparkSession, name)  # type: ignore[attr-defined]
+    table.refresh()
+    snapshot = table.currentSnapshot()
+    while snapshot is not None:
+        summary = snapshot.summary()
+        tag = summary.get(WRITER)
+        if tag is not None and (writer is None or tag == writer):
+            return snapshot.timestampMillis(), {WRITER: tag, BATCH_ID: summary.get(BATCH_ID)}
+        parent = snapshot.parentId()
+        snapshot = table.snapshot(parent) if parent is not None else None
+    return None
+
+
+def alert_partitioning(partition_by: tuple[str, ...]) -> list[Any]:
+    """Hidden partitioning of the alerts: by topic, and by night (the UTC day of `obs_time`)."""
+    return [F.col("topic") if column == "topic" else F.partitioning.days(F.col("obs_time")) for column in partition_by]

@@ -1,0 +1,139 @@
+"""`fink-spark maintain`: keep a season of micro-batches compact, beside the running stream.
+
+Each micro-batch appends small files and a snapshot. Maintenance, with Iceberg's own
+procedures, rewrites the small files into files of a target size, merges the manifests,
+expires old snapshots and removes files that no snapshot references. Every step is an
+Iceberg commit that the stream's appends do not conflict with (a rewrite only replaces
+files that are still live), so it runs while the stream runs, from another process.
+
+The newest snapshot appended by each of the job's queries is never expired: it is how a
+micro-batch replayed after a crash knows it was written (`fink_spark.iceberg`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from pyspark.sql import Row, SparkSession
+
+from fink_spark.cli import SUMMARIES
+from fink_spark.config import ICEBERG, load_config
+from fink_spark.errors import ConfigError
+from fink_spark.iceberg import Tables, newest_tagged
+from fink_spark.warehouse import ALERTS, QUARANTINE, REJECTED
+
+log = logging.getLogger(__name__)
+HELP = SUMMARIES["maintain"]
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    """What to keep: files of `target_file_mb`, snapshots newer than `snapshot_age_hours`
+    (at least `retain_snapshots`), and any unreferenced file younger than `orphan_age_hours`
+    (a file the stream is writing right now is not referenced yet)."""
+
+    target_file_mb: int = 256
+    snapshot_age_hours: float = 24.0
+    retain_snapshots: int = 10
+    orphan_age_hours: float = 24.0
+
+
+ATTEMPTS = 3
+
+
+def _call(spark: SparkSession, statement: str) -> list[Row]:
+    """Run one procedure; a commit that keeps losing to the stream's appends (each is retried
+    within Iceberg first) is tried again from the start, then reported."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return spark.sql(statement).collect()
+        except Exception as error:
+            if "CommitFailedException" not in str(error):
+                raise
+            if attempt == ATTEMPTS:
+                raise ConfigError(f"{statement.split('(')[0]} could not commit {ATTEMPTS} times: the stream's appends kept "
+                                  "winning the race. Nothing was lost (an uncommitted rewrite changes nothing): run "
+                                  "fink-spark maintain again.") from None
+            log.warning("%s lost a commit race with the stream; trying again", statement.split("(")[0])
+    return []
+
+
+def maintain_table(spark: SparkSession, name: str, settings: Maintenance) -> dict[str, int]:
+    """Compact, then expire and clean one table; returns what each step did."""
+    procedures = name.split(".")[0] + ".system"
+    target = settings.target_file_mb * 1024 * 1024
+    rewritten = _call(spark,
+        f"CALL {procedures}.rewrite_data_files(table => '{name}', options => map("
+        f"'target-file-size-bytes', '{target}', 'min-input-files', '2', 'partial-progress.enabled', 'true'))"
+    )[0].asDict()
+    _call(spark, f"CALL {procedures}.rewrite_manifests(table => '{name}')")
+    now_ms = int(time.time() * 1000)
+    older_than = now_ms - int(settings.snapshot_age_hours * 3600 * 1000)
+    newest = newest_tagged(spark, name)
+    if newest is not None:  # keep the stream's newest append: a replayed batch looks for it
+        older_than = min(older_than, newest[0])
+    expired = _call(spark,
+        f"CALL {procedures}.expire_snapshots(table => '{name}', older_than => {_timestamp(older_than)}, "
+        f"retain_last => {settings.retain_snapshots})"
+    )[0].asDict()
+    orphans_before = now_ms - int(settings.orphan_age_hours * 3600 * 1000)
+    orphans = _call(spark,
+        f"CALL {procedures}.remove_orphan_files(table => '{name}', older_than => {_timestamp(orphans_before)})")
+    return {
+        "files rewritten": rewritten.get("rewritten_data_files_count", 0),
+        "files written": rewritten.get("added_data_files_count", 0),
+        "snapshots expired": sum(value for key, value in expired.items() if key.startswith("deleted_")),
+        "orphan files removed": len(orphans),
+    }
+
+
+def _timestamp(millis: int) -> str:
+    return "TIMESTAMP '" + datetime.fromtimestamp(millis / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f") + "'"
+
+
+def maintain(spark: SparkSession, tables: Tables, settings: Maintenance) -> dict[str, dict[str, int]]:
+    """Maintain each of a job's tables that exists."""
+    tables.open(spark)
+    done = {}
+    for table in (ALERTS, QUARANTINE, REJECTED):
+        name = tables.name(table)
+        if spark.catalog.tableExists(name):
+            done[name] = maintain_table(spark, name, settings)
+            log.info("%s: %s", name, ", ".join(f"{count} {what}" for what, count in done[name].items()))
+    return done
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = Maintenance()
+    parser.add_argument("--config", required=True, help="the job's YAML configuration (its output.table)")
+    parser.add_argument("--target-file-mb", type=int, default=defaults.target_file_mb, help="size of compacted files")
+    parser.add_argument("--snapshot-age-hours", type=float, default=defaults.snapshot_age_hours,
+                        help="expire snapshots older than this (time travel goes back this far)")
+    parser.add_argument("--retain-snapshots", type=int, default=defaults.retain_snapshots,
+                        help="keep at least this many snapshots")
+    parser.add_argument("--orphan-age-hours", type=float, default=defaults.orphan_age_hours,
+                        help="remove unreferenced files older than this (never less than a micro-batch lasts)")
+    parser.add_argument("--master", default="local[*]", help="Spark master when run as a command")
+    parser.add_argument("--driver-memory", default="1g", help="driver heap when run as a command")
+
+
+def run(args: argparse.Namespace) -> None:
+    from fink_spark.commands import log_progress, session
+
+    log_progress()
+    config = load_config(args.config, outputs_only=True)
+    if config.output.format != ICEBERG:
+        raise ConfigError("fink-spark maintain keeps Iceberg tables compact; this job writes plain Parquet "
+                          "(output.format: parquet), which has no maintenance.")
+    settings = Maintenance(args.target_file_mb, args.snapshot_age_hours, args.retain_snapshots, args.orphan_age_hours)
+    spark = session("fink-spark-maintain", args)
+    try:
+        done = maintain(spark, Tables.of(config.output, config.survey.name), settings)
+    finally:
+        spark.stop()
+    for name, counts in done.items():
+        print(f"{name}: " + ", ".join(f"{count} {what}" for what, count in counts.items()))
