@@ -13,7 +13,10 @@ starts again from its checkpoint (see `fink_spark.streaming`).
 
 from __future__ import annotations
 
+import hashlib
+import operator
 from collections.abc import Callable
+from functools import reduce
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -66,21 +69,31 @@ def _decoded_once(alert: Column) -> Column:
     return F.when(F.spark_partition_id() >= 0, alert)
 
 
+def _is_key(key: bytes) -> Column:
+    """Whether a record's key is `key`; a long one (a hostile or broken schema) is matched by its
+    length, then its digest, so that the query's plan does not carry it whole."""
+    if len(key) <= 100_000:
+        return F.col("key") == F.lit(key)
+    return (F.length("key") == len(key)) & (F.sha2(F.col("key"), 256) == hashlib.sha256(key).hexdigest())
+
+
 def _reject_reason(writers: WriterSchemas, survey: Survey) -> Column:
     """Why a record is not a genuine alert, or null if it is one."""
     where = F.concat(
         F.lit(" (topic "), F.col("topic"), F.lit(", partition "), F.col("partition").cast("string"),
         F.lit(", offset "), F.col("offset").cast("string"), F.lit(")"),
     )
-    missing = [F.col(f"alert.{column}").isNull() for column in survey.required_columns]
-    missing += [~F.coalesce(F.expr(check), F.lit(False)) for check in survey.sanity_checks]
-    any_missing = missing[0]
-    for condition in missing[1:]:
-        any_missing = any_missing | condition
-    not_decoded = F.when(
-        F.col("alert").isNull() | any_missing,
-        F.lit(f"value does not decode as a {survey.label} alert with the schema its key names"),
-    )
+    # Spark's PERMISSIVE decoding gives null, or a record of nulls, for bytes it cannot decode
+    none_of_them = reduce(operator.and_, [F.col(f"alert.{column}").isNull() for column in survey.required_columns])
+    not_decoded = F.when(F.col("alert").isNull() | none_of_them, F.lit("value does not decode with the writer schema its key names"))
+    for column in survey.required_columns:
+        not_decoded = not_decoded.when(F.col(f"alert.{column}").isNull(),
+                                       F.lit(f"no {column}: not an alert-shaped {survey.label} record"))
+    for check in survey.sanity_checks:
+        not_decoded = not_decoded.when(
+            ~F.coalesce(F.expr(check), F.lit(False)),
+            F.lit(f"{check.replace('alert.', '')} does not hold: the value decodes, but not to a genuine "
+                  f"{survey.label} alert (bytes of another schema?)"))
     for check, why in survey.consistency_checks:
         not_decoded = not_decoded.when(~F.coalesce(F.expr(check), F.lit(False)), F.lit(why))
     reason = (
@@ -93,7 +106,7 @@ def _reject_reason(writers: WriterSchemas, survey: Survey) -> Column:
     if writers.known:
         reason = reason.when(F.col("key").isin(*[F.lit(key) for key in writers.known]), not_decoded)
     for key, why in writers.rejected.items():
-        reason = reason.when(F.col("key") == F.lit(key), F.lit(why))
+        reason = reason.when(_is_key(key), F.lit(why))
     key_text = F.col("key").cast("string")
     unknown = F.ltrim(key_text).startswith("{")
     bundled = [F.lit(key) for key in writers.bundled_versions() if key not in writers.known]

@@ -42,23 +42,27 @@ class Maintenance:
     orphan_age_hours: float = 24.0
 
 
-ATTEMPTS = 3
+ATTEMPTS = 5
+# What a procedure meets when the stream committed meanwhile: its commit lost the race after
+# Iceberg's own retries, or what it replaces changed (the stream's append merged manifests).
+CONCURRENT_CHANGE = ("CommitFailedException", "ValidationException")
 
 
 def _call(spark: SparkSession, statement: str) -> list[Row]:
-    """Run one procedure; a commit that keeps losing to the stream's appends (each is retried
-    within Iceberg first) is tried again from the start, then reported."""
+    """Run one procedure; one that keeps meeting the stream's commits is run again from the
+    table's new state, then reported."""
     for attempt in range(1, ATTEMPTS + 1):
         try:
             return spark.sql(statement).collect()
         except Exception as error:
-            if "CommitFailedException" not in str(error):
+            if not any(kind in str(error) for kind in CONCURRENT_CHANGE):
                 raise
             if attempt == ATTEMPTS:
                 raise ConfigError(f"{statement.split('(')[0]} could not commit {ATTEMPTS} times: the stream's appends kept "
                                   "winning the race. Nothing was lost (an uncommitted rewrite changes nothing): run "
                                   "fink-spark maintain again.") from None
-            log.warning("%s lost a commit race with the stream; trying again", statement.split("(")[0])
+            log.warning("%s met a commit of the stream; trying again", statement.split("(")[0])
+            time.sleep(attempt)
     return []
 
 

@@ -12,6 +12,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fastavro.schema import fingerprint as avro_fingerprint
 from fastavro.schema import parse_schema, to_parsing_canonical_form
@@ -20,6 +21,10 @@ from fink_spark.errors import ConfigError
 from fink_spark.surveys import Survey
 
 VERSION_KEY = re.compile(r"^[0-9][0-9A-Za-z.]*_[0-9][0-9A-Za-z.]*(_replayed)?$")
+# Java's Avro (Spark's from_avro) takes only these names; fastavro, and so Fink's writers, more.
+JAVA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RENAMED_FROM = "fink_spark_renamed_from"  # a field's attribute: the writer's own name, which Java rejects
+PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 
 
 class SchemaKeyError(ValueError):
@@ -78,12 +83,96 @@ def writer_schema_from_key(key: bytes | None, survey: Survey) -> str:
                 f"(no {path.name} in {survey.schema_dir}); add that file to decode these alerts"
             )
         return path.read_text()
+    if len(key) > MAX_SCHEMA_BYTES:
+        raise SchemaKeyError(f"key's schema is {len(key) / 1e6:.1f} MB; fink-spark decodes writer schemas up to "
+                             f"{MAX_SCHEMA_BYTES / 1e6:.0f} MB (Fink's are about 40 kB)")
     try:
         text = key.decode("utf-8")
-        parse_schema(json.loads(text))
-    except Exception as error:  # noqa: BLE001
+        depth = _depth(text)
+        if depth > MAX_DEPTH:
+            raise SchemaKeyError(f"key's schema nests {depth} levels deep; fink-spark decodes schemas up to "
+                                 f"{MAX_DEPTH} levels (Spark's Avro reader recurses once per level)")
+        schema = json.loads(text)
+        parse_schema(schema)
+    except SchemaKeyError:
+        raise
+    except Exception as error:  # noqa: BLE001 - RecursionError included
         raise SchemaKeyError(f"key is not a valid Avro schema: {error}") from error
-    return text
+    legal = java_legal(schema)
+    return text if legal == schema else json.dumps(legal)
+
+
+MAX_DEPTH = 200  # JSON levels of a writer schema; Fink's deepest are about 12
+MAX_SCHEMA_BYTES = 1_000_000  # Fink's largest writer schemas are about 40 kB
+
+
+def _depth(text: str) -> int:
+    """How deep a JSON text nests, read before parsing it (json.loads itself gives up at
+    about 1,000 levels, with a less helpful error)."""
+    deepest = depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _legal_name(name: str) -> str:
+    """A name Java's Avro accepts, for a name it rejects (`2MASS_name` -> `_2MASS_name`,
+    `flux-err` -> `flux_err`); dotted full names part by part."""
+    if "." in name:
+        return ".".join(_legal_name(part) for part in name.split("."))
+    if JAVA_NAME.match(name):
+        return name
+    legal = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    return legal if JAVA_NAME.match(legal) else "_" + legal
+
+
+def java_legal(schema: Any) -> Any:
+    """The same schema with names Java's Avro accepts. Avro's binary encoding does not depend
+    on names, so the writer's values decode the same: a field renamed (a name Java rejects,
+    or one repeated in its record) keeps its own name in `fink_spark_renamed_from`, and the
+    table's history says so. Named types and their references get the same new names."""
+    if isinstance(schema, list):
+        return [java_legal(branch) for branch in schema]
+    if isinstance(schema, str):
+        return schema if schema in PRIMITIVES else _legal_name(schema)
+    if not isinstance(schema, dict):
+        return schema
+    legal = dict(schema)
+    for key in ("name", "namespace"):
+        if isinstance(schema.get(key), str) and schema[key]:
+            legal[key] = _legal_name(schema[key])
+    kind = schema.get("type")
+    if kind in ("record", "error"):
+        fields, seen = [], set()
+        for item in schema.get("fields", []):
+            name = base = _legal_name(item["name"])
+            copy = 2
+            while name in seen:  # a name repeated in its record: the second is <name>_2
+                name, copy = f"{base}_{copy}", copy + 1
+            seen.add(name)
+            field_ = {**item, "name": name, "type": java_legal(item["type"])}
+            if name != item["name"]:
+                field_[RENAMED_FROM] = item["name"]
+            fields.append(field_)
+        legal["fields"] = fields
+    elif kind == "enum":
+        legal["symbols"] = [_legal_name(symbol) for symbol in schema.get("symbols", [])]
+    elif kind == "array":
+        legal["items"] = java_legal(schema["items"])
+    elif kind == "map":
+        legal["values"] = java_legal(schema["values"])
+    elif isinstance(kind, (dict, list)):
+        legal["type"] = java_legal(kind)
+    return legal
 
 
 @dataclass

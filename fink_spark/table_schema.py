@@ -41,6 +41,7 @@ from pyspark.sql.types import (
 )
 
 from fink_spark.errors import ConfigError
+from fink_spark.schemas import RENAMED_FROM
 from fink_spark.state import OUTPUT_TABLE_SCHEMA, TABLE_SCHEMA, CheckpointFiles
 from fink_spark.warehouse import is_warehouse, metadata_location
 
@@ -123,6 +124,7 @@ class _Merge:
         self.added: list[str] = []
         self.widened: list[str] = []
         self.siblings: list[str] = []
+        self.renamed: list[str] = []
 
     def type(self, table: Any, writer: Any, path: str) -> Any | None:
         """The table type that holds both, or None if the writer's values need a sibling column."""
@@ -155,6 +157,7 @@ class _Merge:
             where = f"{path}.{target}" if path else target
             if merged is None:
                 fields.append({"name": target, "type": nullable(lenient(item["type"])), "default": None})
+                self.renamed += _renamed({"type": "record", "name": "-", "fields": [item]}, path)
                 if target == item["name"]:
                     self.added.append(where)
                 else:
@@ -244,7 +247,11 @@ class TableSchema:
     @classmethod
     def first(cls, writer_text: str, source: str) -> TableSchema:
         schema = lenient(expand_schema(json.loads(writer_text)))
-        return cls(schema, [{"at": source, "time": _now(), "started_from": schema.get("name")}])
+        entry = {"at": source, "time": _now(), "started_from": schema.get("name")}
+        renamed = _renamed(schema, "")
+        if renamed:
+            entry["renamed"] = renamed
+        return cls(schema, [entry])
 
     def merge(self, writer_text: str, source: str) -> str | None:
         """Take in a writer schema; returns what changed as one line, or None if nothing did."""
@@ -255,9 +262,12 @@ class TableSchema:
         self.schema = merged
         entry = {"at": source, "time": _now(), "added": merge.added, "widened": merge.widened,
                  "siblings": merge.siblings}
+        if merge.renamed:
+            entry["renamed"] = merge.renamed
         self.history.append(entry)
         parts = [f"{label} {', '.join(entry[key])}" for key, label in
-                 (("added", "added"), ("widened", "widened"), ("siblings", "retyped into new columns")) if entry[key]]
+                 (("added", "added"), ("widened", "widened"), ("siblings", "retyped into new columns"),
+                  ("renamed", "named for Java")) if entry.get(key)]
         return "; ".join(parts)
 
     def reader_for(self, writer_text: str) -> str:
@@ -282,6 +292,18 @@ class TableSchema:
     def from_json(cls, text: str) -> TableSchema:
         saved = json.loads(text)
         return cls(saved["schema"], saved["history"])
+
+
+def _renamed(schema: Any, path: str) -> list[str]:
+    """The fields of a (lenient) schema that stand for writer fields Java's Avro rejects."""
+    record = _record_in(schema)
+    found = []
+    for item in record["fields"] if record else []:
+        where = f"{path}.{item['name']}" if path else item["name"]
+        if RENAMED_FROM in item:
+            found.append(f"{where} (the writer's {item[RENAMED_FROM]!r}, a name Java's Avro rejects)")
+        found += _renamed(item["type"], where)
+    return found
 
 
 def _now() -> str:

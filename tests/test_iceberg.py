@@ -4,6 +4,8 @@ after a schema change between two runs. Hidden partitioning prunes files by nigh
 
 from __future__ import annotations
 
+import csv
+import io
 import sqlite3
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -19,7 +21,9 @@ from pyspark.sql import SparkSession
 from reference import check_alerts, read_alerts
 
 from fink_spark.errors import ConfigError
+from fink_spark.explore import main as explore
 from fink_spark.surveys import ZTF
+from fink_spark.table_schema import read_table
 from fink_spark.testing.local_broker import LocalKafka
 from fink_spark.testing.publisher import publish
 
@@ -115,6 +119,12 @@ def test_a_night_selection_reads_only_that_nights_files(
     table = spark.read.format("iceberg").load(metadata_location(tmp_path / "warehouse"))
     selected = table.where(f"obs_time >= '{start.isoformat()}' AND obs_time < '{(start + timedelta(days=1)).isoformat()}'")
     assert selected.count() == count
+    # fink-spark's own readers take the warehouse too: explore (pyiceberg) and read_table (Spark)
+    out = io.StringIO()
+    explore(["show", str(tmp_path / "warehouse"), "--night", night.isoformat(), "--format", "csv", "--limit", "1000"],
+            out=out)
+    assert len(list(csv.DictReader(io.StringIO(out.getvalue())))) == count
+    assert read_table(spark, str(tmp_path / "warehouse")).count() == sum(nights.values())
 
 
 def test_parquet_options_on_an_iceberg_output_are_a_clear_error(tmp_path: Path) -> None:

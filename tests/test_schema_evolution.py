@@ -30,10 +30,10 @@ from fink_spark.config import parse_config
 from fink_spark.errors import ConfigError
 from fink_spark.paths import PROJECT_ROOT, SCHEMAS_DIR
 from fink_spark.reprocess import KafkaRange, reprocess
-from fink_spark.state import OUTPUT_TABLE_SCHEMA
 from fink_spark.table_schema import read_table
 from fink_spark.testing.local_broker import LocalKafka
 from fink_spark.testing.publisher import encode
+from fink_spark.warehouse import load_pyiceberg
 
 SCHEMA_27 = (SCHEMAS_DIR / "ztf" / "distribution_schema_fink_ztf_2.7_3.10.1.avsc").read_text()
 
@@ -111,7 +111,7 @@ def test_ztf_topic_mixing_seven_writer_schemas_keeps_every_value(spark, broker, 
         "survey": "ztf", "schema": str(SCHEMAS_DIR / "ztf" / "fink_ztf_transfer_2026-03.avsc"),
         "kafka": {"servers": broker.bootstrap, "username": USER, "password_env": "FINK_TEST_PASSWORD",
                   "topics": [topic], "starting_offsets": "earliest"},
-        "output": {"parquet": {"path": str(tmp_path / "alerts"), "checkpoint": str(tmp_path / "chk")}, "console": {"rows": 2}},
+        "output": {"table": {"path": str(tmp_path / "warehouse"), "checkpoint": str(tmp_path / "chk")}, "console": {"rows": 2}},
     }))
     result = subprocess.run(
         [str(PROJECT_ROOT / "spark-submit.sh"), "--master", "local[2]", "jobs/stream.py", "--config", str(config),
@@ -121,8 +121,8 @@ def test_ztf_topic_mixing_seven_writer_schemas_keeps_every_value(spark, broker, 
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
 
-    assert_table_holds(by_position(spark, tmp_path / "alerts"), positions(messages))
-    assert list((tmp_path / "alerts_quarantine").rglob("*.parquet")) == []  # nothing valid quarantined
+    assert_table_holds(by_position(spark, tmp_path / "warehouse"), positions(messages))
+    assert read_table(spark, str(tmp_path / "warehouse"), "quarantine").count() == 0  # nothing valid quarantined
     # One INFO line per schema met, naming where (or 'before the start') and what changed; no stack trace.
     met = [line for line in output.splitlines() if "New writer schema at" in line]
     assert met and all(f"{topic}[" in line and "offset" in line for line in met), output
@@ -131,9 +131,15 @@ def test_ztf_topic_mixing_seven_writer_schemas_keeps_every_value(spark, broker, 
                for line in changes)
     assert any("widened candidate.fid int->long, candidate.magpsf float->double" in line for line in changes)
     assert "\tat " not in output and "Exception" not in output, output[-3000:]
-    # The schema and its history, in the output and beside the checkpoint.
-    saved = json.loads((tmp_path / "alerts" / OUTPUT_TABLE_SCHEMA).read_text())
-    assert saved == json.loads((tmp_path / "chk" / "fink_spark" / "table_schema.json").read_text())
+    # The schema and its history beside the checkpoint; each change met mid-stream is a snapshot
+    # of the Iceberg table whose summary says what changed (no side file in the warehouse).
+    saved = json.loads((tmp_path / "chk" / "fink_spark" / "table_schema.json").read_text())
+    assert not list((tmp_path / "warehouse").rglob("table_schema.json"))
+    summaries = [snapshot.summary.additional_properties for snapshot in load_pyiceberg(tmp_path / "warehouse").snapshots()]
+    recorded = [entry for summary in summaries if "fink-spark.schema-change" in summary
+                for entry in json.loads(summary["fink-spark.schema-change"])]
+    met_mid_stream = [entry for entry in saved["history"] if "offset" in entry["at"]]
+    assert met_mid_stream and recorded == met_mid_stream
     changed = [name for entry in saved["history"] for key in ("added", "widened", "siblings") for name in entry.get(key, [])]
     assert sorted(changed) == sorted([
         "candidate.snr", "prv_candidates[].band", "fink_spark_candid_text", "topic",
@@ -157,8 +163,8 @@ def test_lsst_topic_mixing_six_writer_schemas_keeps_every_value(spark, broker, n
 
     # The same offsets reprocessed as a Kafka range: it meets the schemas it did not know at its start.
     span = KafkaRange.parse(f"{topic}:0=0-{(len(messages) + 1) // 2},1=0-{len(messages) // 2}")
-    ranged = replace(config, parquet=replace(config.output, path=str(tmp_path / "range"),
-                                             checkpoint=str(tmp_path / "range_chk")))
+    ranged = replace(config, output=replace(config.output, path=str(tmp_path / "range"),
+                                            checkpoint=str(tmp_path / "range_chk")))
     assert reprocess(spark, ranged, [], [span], "unused") == len(messages)
     assert_table_holds(by_position(spark, tmp_path / "range"), positions(messages))
 

@@ -116,7 +116,7 @@ def test_poison_messages_go_to_quarantine(spark, broker: LocalKafka, new_topic, 
     assert len(read_output(spark, tmp_path / "alerts")) == 4
     quarantine = {row["kafka_offset"]: row for row in read_output(spark, tmp_path / "alerts_quarantine")}
     assert {offset: row["reject_reason"] for offset, row in quarantine.items()} == {
-        4: "value does not decode as a ZTF alert with the schema its key names",
+        4: "value does not decode with the writer schema its key names",
         5: "empty value",
         6: "key names schema version 9.9_9.9.9, which fink-spark does not bundle",
         7: "key is neither a JSON Avro schema nor a schema version string",

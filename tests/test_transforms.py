@@ -53,7 +53,7 @@ def test_every_reject_reason(spark: SparkSession) -> None:
         [(offset, None) for offset in range(n)] + [
             (n, "null value"),
             (n + 1, "empty value"),
-            (n + 2, "value does not decode as a ZTF alert with the schema its key names"),
+            (n + 2, "value does not decode with the writer schema its key names"),
             (n + 3, "no key: the writer schema is unknown"),
             (n + 4, "key names schema version 9.9_1.0, which fink-spark does not bundle"),
             (n + 5, "key is neither a JSON Avro schema nor a schema version string"),

@@ -16,6 +16,7 @@ import pyspark
 from pyspark.sql import SparkSession
 
 from fink_spark.paths import connector_jars
+from fink_spark.session import CONNECTOR_PACKAGES
 
 POM = Path(__file__).resolve().parent.parent / "deps" / "spark-connectors.pom.xml"
 
@@ -32,6 +33,17 @@ def test_the_kafka_connector_is_at_pysparks_version_and_the_others_at_the_served
     assert jars["spark-sql-kafka-0-10_2.13"] == f"spark-sql-kafka-0-10_2.13-{pyspark.__version__}.jar"
     assert jars["spark-avro_2.13"] == f"spark-avro_2.13-{_version('spark.served.version')}.jar"
     assert jars["spark-token-provider-kafka-0-10_2.13"].endswith(f"-{_version('spark.served.version')}.jar")
+
+
+def test_the_iceberg_runtime_is_built_for_pysparks_minor_line_and_pinned_alike_for_installs() -> None:
+    minor = ".".join(pyspark.__version__.split(".")[:2])
+    runtime = f"iceberg-spark-runtime-{minor}_2.13"
+    jars = {re.sub(r"-\d[\w.]*\.jar$", "", jar.name): jar.name for jar in connector_jars()}
+    assert jars[runtime] == f"{runtime}-{_version('iceberg.version')}.jar"
+    packages = CONNECTOR_PACKAGES["spark.jars.packages"].split(",")
+    assert f"org.apache.iceberg:{runtime}:{_version('iceberg.version')}" in packages
+    sqlite = next(name for name in jars.values() if name.startswith("sqlite-jdbc-"))
+    assert f"org.xerial:sqlite-jdbc:{sqlite.removeprefix('sqlite-jdbc-').removesuffix('.jar')}" in packages
 
 
 def test_avro_decoding_classes_come_from_pysparks_own_spark_sql(spark: SparkSession) -> None:

@@ -1,0 +1,115 @@
+"""Messages that are odd but real: writer schemas whose names Java's Avro rejects (fastavro and
+Fink's writers accept them), and records that decode but are not alert-shaped. None stops the
+job; each odd alert is kept whole, each record that is not an alert is quarantined with a
+reason that is true."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+
+import fastavro
+from conftest import USER, kafka_messages, read_table, run_job, sample
+from pyspark.sql import SparkSession
+from reference import OUTPUT_ONLY, assert_same_value, read_alerts
+from variants import Variant, expected_alert, nullable
+
+from fink_spark.decode import decode_records
+from fink_spark.paths import SCHEMAS_DIR
+from fink_spark.schemas import WriterSchemas, java_legal
+from fink_spark.surveys import ZTF
+from fink_spark.table_schema import TableSchema
+from fink_spark.table_schema import read_table as read_spark_table
+from fink_spark.testing.publisher import encode
+
+BASE = json.loads((SCHEMAS_DIR / "ztf" / "fink_ztf_transfer_2026-03.avsc").read_text())
+# Fink's mangrove cross-match as a record, as a module writes it (the keys of its map: the real
+# alerts' values), beside two more names Java rejects; real 2026 alerts otherwise.
+HOST = {"type": "record", "name": "mangrove_host", "fields": [
+    {"name": name, "type": nullable("string")} for name in ("HyperLEDA_name", "2MASS_name", "lum_dist", "ang_dist")]}
+JAVA_NAMES = Variant("java_names", [
+    ("add", "mangrove host", nullable(HOST), lambda _, alert: dict(alert["mangrove"])),
+    ("add", "flux-ratio", nullable("double"), lambda _, alert: alert["candidate"]["magpsf"] / alert["candidate"]["magap"]),
+], columns={"mangrove host": "mangrove_host", "mangrove_host.2MASS_name": "mangrove_host._2MASS_name",
+            "flux-ratio": "flux_ratio"})
+
+
+def test_java_legal_names_decode_the_writers_bytes_unchanged() -> None:
+    """Names that start with a digit, hold '-', '.' or a space, or repeat in a record: legal
+    stand-ins, the same types in the same order, so the same bytes give the same values."""
+    writer = {"type": "record", "name": "9alert", "fields": [
+        {"name": "2MASS_name", "type": "string"}, {"name": "flux-err", "type": "double"},
+        {"name": "ra dec", "type": {"type": "array", "items": "double"}}, {"name": "n", "type": "int"},
+        {"name": "n", "type": "long"}, {"name": "host", "type": {"type": "record", "name": "my.9host", "fields": [
+            {"name": "1st", "type": "string"}]}}, {"name": "again", "type": ["null", "my.9host"]}]}
+    legal = java_legal(writer)
+    assert [item["name"] for item in legal["fields"]] == ["_2MASS_name", "flux_err", "ra_dec", "n", "n_2", "host", "again"]
+    assert legal["name"] == "_9alert" and legal["fields"][5]["type"]["name"] == "my._9host"
+    assert legal["fields"][6]["type"] == ["null", "my._9host"]
+    assert [item.get("fink_spark_renamed_from") for item in legal["fields"]] == [
+        "2MASS_name", "flux-err", "ra dec", None, "n", None, None]
+    record = {"2MASS_name": "J1", "flux-err": 0.5, "ra dec": [1.0, 2.0], "n": 7, "host": {"1st": "x"}, "again": None}
+    value = encode(record, fastavro.parse_schema(writer))
+    decoded = fastavro.schemaless_reader(io.BytesIO(value), fastavro.parse_schema(legal))
+    assert list(decoded.values()) == ["J1", 0.5, [1.0, 2.0], 7, 7, {"_1st": "x"}, None]
+
+
+def test_a_topic_with_a_writer_schema_java_rejects_keeps_every_alert(
+    spark: SparkSession, broker, new_topic, tmp_path,  # noqa: ANN001
+) -> None:
+    from confluent_kafka import Producer
+
+    from fink_spark.config import parse_config
+
+    topic = new_topic("fink_mangrove_ztf")
+    alerts = read_alerts(sample("ztf-2026"))
+    odd_text = json.dumps(JAVA_NAMES.schema(copy.deepcopy(BASE)))
+    base_text = json.dumps(BASE)
+    producer = Producer(broker.client_config(USER))
+    expected = []
+    for index, alert in enumerate(alerts):  # the odd schema and the published one, in turn
+        text, record = (odd_text, JAVA_NAMES.record(alert)) if index % 2 else (base_text, alert)
+        value = encode(record, fastavro.parse_schema(json.loads(text)))
+        producer.produce(topic, value=value, key=text.encode())
+        decoded = fastavro.schemaless_reader(io.BytesIO(value), fastavro.parse_schema(json.loads(text)))
+        expected.append(expected_alert(decoded, JAVA_NAMES.columns if index % 2 else {}))
+    assert producer.flush(30) == 0
+    config = parse_config({
+        "survey": "ztf",
+        "kafka": {"servers": broker.bootstrap, "username": USER, "password": "test-password-4f1c", "topics": [topic]},
+        "output": {"table": {"path": str(tmp_path / "warehouse"), "checkpoint": str(tmp_path / "chk")}},
+        "trigger": {"available_now": True},
+    })
+    run_job(spark, config)
+    rows = {row["kafka_offset"]: row.asDict(recursive=True)
+            for row in read_spark_table(spark, str(tmp_path / "warehouse")).collect()}
+    assert sorted(rows) == list(range(len(alerts)))
+    assert read_table(tmp_path / "warehouse", table="ztf.quarantine").num_rows == 0
+    for offset, alert in enumerate(expected):
+        alert = {k: v for k, v in alert.items() if k not in ("year", "month", "day")}
+        row = {k: v for k, v in rows[offset].items() if k not in OUTPUT_ONLY}
+        assert_same_value(row, alert, f"offset {offset}", every_field=True)
+    assert rows[1]["mangrove_host"]["_2MASS_name"] == alerts[1]["mangrove"]["2MASS_name"]
+    history = json.loads((tmp_path / "chk" / "fink_spark" / "table_schema.json").read_text())["history"]
+    renamed = sorted(name for entry in history for name in entry.get("renamed", []))
+    assert renamed == [f"{column} (the writer's {name!r}, a name Java's Avro rejects)" for column, name in [
+        ("flux_ratio", "flux-ratio"), ("mangrove_host", "mangrove host"), ("mangrove_host._2MASS_name", "2MASS_name")]]
+
+
+def test_records_that_are_not_alert_shaped_are_quarantined_with_a_true_reason(spark: SparkSession) -> None:
+    """A flat record like fink-mm's (objectId, candid, jd, GRB fields; no candidate), a record
+    without ids, and bytes of another schema: each reason says what is wrong."""
+    flat = {"type": "record", "name": "fink_mm", "fields": [
+        {"name": "objectId", "type": "string"}, {"name": "candid", "type": "long"}, {"name": "jd", "type": "double"},
+        {"name": "gcn_source", "type": "string"}, {"name": "p_assoc", "type": "double"}]}
+    alert = read_alerts(sample("ztf-2026"))[0]
+    records = [{"objectId": alert["objectId"], "candid": alert["candid"], "jd": alert["candidate"]["jd"],
+                "gcn_source": "Fermi", "p_assoc": 0.4}]
+    writers = WriterSchemas(ZTF)
+    text = json.dumps(flat)
+    writers.learn(text.encode())
+    table = TableSchema.first(json.dumps(BASE), "start")
+    table.merge(text, "test")
+    decoded = kafka_messages(spark, text, records, "fink_mm_ztf").transform(decode_records(writers, table, ZTF))
+    assert [row.reject_reason for row in decoded.collect()] == ["no candidate.jd: not an alert-shaped ZTF record"]
