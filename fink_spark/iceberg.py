@@ -26,6 +26,7 @@ from pyspark.sql.types import StructType
 
 from fink_spark.config import TableOutput
 from fink_spark.errors import ConfigError
+from fink_spark.sinks import SessionMetrics
 from fink_spark.warehouse import CATALOG, CATALOG_FILE
 
 WRITER, BATCH_ID, SCHEMA_CHANGE = "fink-spark.writer", "fink-spark.batch-id", "fink-spark.schema-change"
@@ -146,14 +147,15 @@ class IcebergAppends:
         newest = newest_tagged(self.spark, self.name, self.writer)
         return newest is not None and int(newest[1].get(BATCH_ID)) >= batch_id
 
-    def write(self, batch_id: int, frame: DataFrame) -> dict[str, Any]:
-        """Append the batch; returns the metrics that `frame.observe(...)` gathered."""
-        from fink_spark.sinks import observed_metrics
-
+    def write(self, batch_id: int, frame: DataFrame) -> None:
+        """Append the batch, tagged."""
         (frame.writeTo(self.name).option("check-ordering", "false")
          .option(f"snapshot-property.{WRITER}", self.writer)
          .option(f"snapshot-property.{BATCH_ID}", str(batch_id)).append())
-        return observed_metrics(frame)
+
+    def metrics(self) -> SessionMetrics:
+        """A V2 write runs a plan of its own, seen by the session's listener only."""
+        return SessionMetrics()
 
     def write_nothing(self, batch_id: int) -> None:
         """Nothing to record: a batch with no append is written again, as nothing, if replayed."""

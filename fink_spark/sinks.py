@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import DataType, StructType
@@ -33,14 +33,57 @@ def trigger_options(trigger: TriggerConfig) -> dict[str, Any]:
     return {"processingTime": trigger.processing_time}
 
 
+class PlanMetrics:
+    """Metrics gathered while a frame's plan runs (Spark's `observe`), read back after it ran.
+
+    Spark's file sink runs the frame's own plan: its metrics are read from that execution,
+    by name. A DataSource V2 write (Iceberg) runs a plan built from the frame, which only
+    the session's listener sees: `SessionMetrics` reads them through `Observation`s.
+    """
+
+    def observe(self, frame: DataFrame, name: str, *metrics: Column) -> DataFrame:
+        return frame.observe(name, *metrics)
+
+    def collected(self, frame: DataFrame) -> dict[str, Any]:
+        """Every metric of the plan that ended in `frame`, by observation name."""
+        return observed_metrics(frame)
+
+
+class SessionMetrics(PlanMetrics):
+    def __init__(self) -> None:
+        self.pending: dict[str, Observation] = {}
+
+    def observe(self, frame: DataFrame, name: str, *metrics: Column) -> DataFrame:
+        self.pending[name] = Observation(name)
+        return frame.observe(self.pending[name], *metrics)
+
+    def collected(self, frame: DataFrame) -> dict[str, Any]:
+        return {name: _plain(observation.get) for name, observation in self.pending.items()}
+
+
+def _plain(value: Any) -> Any:
+    """Rows as dicts, at any depth (as `observed_metrics` gives them)."""
+    if isinstance(value, Row):
+        return value.asDict(recursive=True)
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
 class Sink(Protocol):
     """One output written batch by batch from inside `foreachBatch`, exactly once."""
 
     def has(self, batch_id: int) -> bool: ...
 
-    def write(self, batch_id: int, frame: DataFrame) -> dict[str, Any]: ...
+    def write(self, batch_id: int, frame: DataFrame) -> None: ...
 
     def write_nothing(self, batch_id: int) -> None: ...
+
+    def metrics(self) -> PlanMetrics:
+        """How the metrics of a batch this sink writes are read back."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -136,11 +179,12 @@ class ParquetLog:
         ids = sink_log_batches(self._log.names(""))
         return bool(ids) and max(ids) >= batch_id
 
-    def write(self, batch_id: int, frame: DataFrame) -> dict[str, Any]:
-        """Append the batch unless it is committed already; returns the metrics that
-        `frame.observe(...)` gathered while writing it."""
+    def write(self, batch_id: int, frame: DataFrame) -> None:
+        """Append the batch unless it is committed already (it runs the frame's own plan)."""
         self._sink.addBatch(batch_id, frame._jdf)
-        return observed_metrics(frame)
+
+    def metrics(self) -> PlanMetrics:
+        return PlanMetrics()
 
     def write_nothing(self, batch_id: int) -> None:
         """Commit a batch that has nothing for this folder. Every batch id must be in the log
@@ -159,10 +203,9 @@ def observed_metrics(frame: DataFrame) -> dict[str, Any]:
     return {name: json.loads(metrics.get(name).get().json()) for name in names}
 
 
-def run_observed(frame: DataFrame) -> dict[str, Any]:
-    """Run the frame's plan once, for its observed metrics only (nothing is kept)."""
+def run_plan(frame: DataFrame) -> None:
+    """Run the frame's own plan once, for its observed metrics only (nothing is kept)."""
     frame._jdf.queryExecution().toRdd().count()
-    return observed_metrics(frame)
 
 
 @dataclass(frozen=True)
@@ -202,8 +245,9 @@ class MicroBatchOutputs:
     def _write_table(self, decoded: DataFrame, batch_id: int) -> dict[str, Any] | None:
         """Write the kept alerts; returns the batch's counts and console lines (None for a
         batch committed before a restart, whose records are not read again)."""
-        records = decoded.observe(
-            "records",
+        plan = self.table.metrics() if self.table is not None else PlanMetrics()
+        records = plan.observe(
+            decoded, "records",
             F.count(F.lit(1)).alias("records"),
             F.count_if(F.col("reject_reason").isNotNull()).alias("quarantined"),
         )
@@ -211,13 +255,14 @@ class MicroBatchOutputs:
         kept_metrics = [F.count(F.lit(1)).alias("kept")]
         if self.console is not None:
             kept_metrics.append(_first_lines(kept, self.survey, self.console.rows).alias("lines"))
-        kept = kept.observe("kept", *kept_metrics)
+        kept = plan.observe(kept, "kept", *kept_metrics)
         if self.table is not None:
             if self.table.has(batch_id):
                 return None
-            metrics = self.table.write(batch_id, kept)
+            self.table.write(batch_id, kept)
         else:  # the table is written by another query (de-duplication): count here
-            metrics = run_observed(kept)
+            run_plan(kept)
+        metrics = plan.collected(kept)
         counts = {**metrics["records"], **metrics["kept"]}
         counts["filtered"] = counts["records"] - counts["quarantined"] - counts["kept"]
         return counts

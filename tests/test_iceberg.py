@@ -21,7 +21,9 @@ from pyspark.sql import SparkSession
 from reference import check_alerts, read_alerts
 
 from fink_spark.errors import ConfigError
+from fink_spark.config import parse_config
 from fink_spark.explore import main as explore
+from fink_spark.reprocess import reprocess
 from fink_spark.surveys import ZTF
 from fink_spark.table_schema import read_table
 from fink_spark.testing.local_broker import LocalKafka
@@ -59,11 +61,13 @@ def test_every_reader_sees_every_column_of_both_schemas_and_every_alert_once(
     client = broker.client_config(USER)
     config = iceberg_config(broker, tmp_path, [sn, old])
     first = publish(client, old, [sample("ztf-0p2")], ZTF)  # Fink's 2019 schema: no Fink science columns
-    run_job(spark, config)
+    printed = run_job(spark, config)
+    assert f"--- batch 0: {first} alerts, 0 quarantined ---" in printed  # the console counts the table's write
     warehouse = tmp_path / "warehouse"
     columns_before = set(user_catalog(warehouse).load_table("ztf.alerts").schema().column_names)
     second = publish(client, sn, [sample("ztf-2026")], ZTF)  # the 2026 schema: Fink's classifiers and more
-    run_job(spark, config)
+    printed = run_job(spark, config)
+    assert f"{second} alerts" in printed and "0 quarantined" in printed
     assert not (warehouse / "_fink_spark").exists()  # no side file: the table holds its schema
 
     # Spark's own Iceberg source, by the table's metadata file: no catalog, no fink-spark code
@@ -125,11 +129,17 @@ def test_a_night_selection_reads_only_that_nights_files(
             out=out)
     assert len(list(csv.DictReader(io.StringIO(out.getvalue())))) == count
     assert read_table(spark, str(tmp_path / "warehouse")).count() == sum(nights.values())
+    # ... and reprocessing takes the table as an input, like a Parquet folder
+    again = parse_config({"survey": "ztf", "output": {"table": {"path": str(tmp_path / "again"),
+                                                                "checkpoint": str(tmp_path / "again_chk")}}},
+                         kafka_required=False)
+    assert reprocess(spark, again, [str(tmp_path / "warehouse")], [], "unused") == sum(nights.values())
+    copied = read_table(spark, str(tmp_path / "again")).select("topic", "candid", "obs_time").collect()
+    original = read_table(spark, str(tmp_path / "warehouse")).select("topic", "candid", "obs_time").collect()
+    assert sorted(copied) == sorted(original)
 
 
 def test_parquet_options_on_an_iceberg_output_are_a_clear_error(tmp_path: Path) -> None:
-    from fink_spark.config import parse_config
-
     with pytest.raises(ConfigError, match=r"'output.table.quarantine_path' does not apply to output.format iceberg"):
         parse_config({"survey": "ztf", "output": {"table": {"path": "w", "checkpoint": "c", "quarantine_path": "q"}}},
                      base=tmp_path, kafka_required=False)
