@@ -359,7 +359,8 @@ def report(results: list[Result], lat: Latency | None, args: argparse.Namespace)
         processing = f"{r.rate_no_startup:.0f}" if r.rate_no_startup else "—"
         lines.append(f"| {r.workload} | {r.contender} | {r.alerts} | {r.rate:.0f} | {r.megabytes / r.seconds:.1f} | "
                      f"{processing} | {r.peak_memory_mb:.0f} | {r.output_mb:.0f} |")
-    names = ("lean Python, 2 processes", "lean Python, 1 process", "fink-client", "Kafka")
+    # fink-spark: the Iceberg table, as shipped; "fink-spark parquet": the plain Parquet sink
+    names = ("fink-spark parquet", "lean Python, 2 processes", "lean Python, 1 process", "fink-client", "Kafka")
     lines += ["", "## Ratios (end to end, same workload, same run)", "",
               "| workload | " + " | ".join(f"fink-spark / {name}" for name in names) + " |",
               "|---|" + "---:|" * len(names)]
@@ -451,6 +452,8 @@ def main() -> None:
     parser.add_argument("--ztf-sizes", help="comma-separated ZTF workloads instead of 10000,50000,200000")
     parser.add_argument("--lsst-sizes", help="comma-separated LSST workloads instead of 10000,20000")
     parser.add_argument("--no-latency", action="store_true", help="throughput only")
+    parser.add_argument("--sinks-only", action="store_true",
+                        help="only fink-spark, with the Iceberg table and with the Parquet sink, side by side")
     parser.add_argument("--latency-only", action="store_true",
                         help="measure the latency again; keep the throughput figures of the last run (bench/results.json)")
     args = parser.parse_args()
@@ -479,7 +482,7 @@ def main() -> None:
         print(f"throughput figures from {RAW_RESULTS}: {args.note}", flush=True)
     with LocalKafka(users={USER: PASSWORD}, heap="2g", workdir=WORK / "kafka") as broker:
         if not args.latency_only:
-            results = throughput(broker, ztf_sizes, lsst_sizes, everyone_ztf, everyone_lsst)
+            results = throughput(broker, ztf_sizes, lsst_sizes, everyone_ztf, everyone_lsst, args.sinks_only)
         lat = None if args.no_latency else latency(broker, rate, seconds)
         if lat:
             print(f"latency at {rate} alerts/s: {lat.summary()}", flush=True)
@@ -491,7 +494,7 @@ def main() -> None:
 
 
 def throughput(broker: LocalKafka, ztf_sizes: list[int], lsst_sizes: list[int], everyone_ztf: int,
-               everyone_lsst: int) -> list[Result]:
+               everyone_lsst: int, sinks_only: bool = False) -> list[Result]:
     """Publish every workload, then run the contenders on each, one after another.
 
     fink-spark and Kafka's tool read every workload; the lean consumer (1 and 2 processes)
@@ -507,11 +510,11 @@ def throughput(broker: LocalKafka, ztf_sizes: list[int], lsst_sizes: list[int], 
         print(f"published {count} alerts ({size:.0f} MB) to {topic}", flush=True)
     for survey, topic, count, size in topics:
         # the Iceberg table (as shipped) and the plain Parquet sink, side by side in one run
-        contenders: list[Callable[..., Result]] = [kafka_limit, fink_spark,
-                                                   functools.partial(fink_spark, output_format="parquet")]
-        if count == (everyone_ztf if survey is ZTF else everyone_lsst):
+        sinks: list[Callable[..., Result]] = [fink_spark, functools.partial(fink_spark, output_format="parquet")]
+        contenders = sinks if sinks_only else [kafka_limit, *sinks]
+        if not sinks_only and count == (everyone_ztf if survey is ZTF else everyone_lsst):
             contenders += [lean_python, functools.partial(lean_python, processes=2)]
-        if survey is ZTF and count == min(ztf_sizes):  # fink-client: about 70 alerts/s, the smallest workload
+        if not sinks_only and survey is ZTF and count == min(ztf_sizes):  # fink-client: about 70 alerts/s
             contenders += [fink_client]
         for contender in contenders:
             result = contender(broker, topic, survey, count, size)

@@ -76,6 +76,15 @@ def test_kill_9_mid_stream_loses_nothing_and_duplicates_nothing(spark, broker, n
     assert crashes == 3
     assert len(rows) == sent == len({row["candid"] for row in rows})
     assert len({(row["kafka_partition"], row["kafka_offset"]) for row in rows}) == sent
+    # every reader that knows nothing of fink-spark sees the same: polars, DuckDB, Spark's Iceberg source
+    import duckdb
+    import polars as pl
+
+    table = iceberg_table(tmp_path / "warehouse")
+    assert pl.scan_iceberg(table).select(pl.col("candid").n_unique(), pl.len()).collect().row(0) == (sent, sent)
+    arrow = table.scan(selected_fields=("candid",)).to_arrow()  # noqa: F841 - DuckDB reads it by name
+    assert duckdb.sql("SELECT count(DISTINCT candid), count(*) FROM arrow").fetchall() == [(sent, sent)]
+    assert spark.read.format("iceberg").load(table.metadata_location).select("candid").distinct().count() == sent
 
 
 def data_files(warehouse: Path) -> int:

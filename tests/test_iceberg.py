@@ -20,8 +20,8 @@ from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
 from pyspark.sql import SparkSession
 from reference import check_alerts, read_alerts
 
-from fink_spark.errors import ConfigError
 from fink_spark.config import parse_config
+from fink_spark.errors import ConfigError
 from fink_spark.explore import main as explore
 from fink_spark.reprocess import reprocess
 from fink_spark.surveys import ZTF

@@ -130,7 +130,8 @@ def test_ztf_topic_mixing_seven_writer_schemas_keeps_every_value(spark, broker, 
     assert any("retyped into new columns candidate.isdiffpos__boolean, prv_candidates[].isdiffpos__boolean" in line
                for line in changes)
     assert any("widened candidate.fid int->long, candidate.magpsf float->double" in line for line in changes)
-    assert "\tat " not in output and "Exception" not in output, output[-3000:]
+    noisy = [line for line in output.splitlines() if "\tat " in line or "Exception" in line]
+    assert not noisy, "\n".join(noisy[:20])
     # The schema and its history beside the checkpoint; each change met mid-stream is a snapshot
     # of the Iceberg table whose summary says what changed (no side file in the warehouse).
     saved = json.loads((tmp_path / "chk" / "fink_spark" / "table_schema.json").read_text())
