@@ -487,8 +487,9 @@ def main() -> None:
         if lat:
             print(f"latency at {rate} alerts/s: {lat.summary()}", flush=True)
     measured_at = saved.get("measured_at") if args.latency_only else time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    RAW_RESULTS.write_text(json.dumps({"results": [asdict(r) for r in results], "quick": args.quick, "note": args.note,
-                                       "measured_at": measured_at}, indent=1))
+    if not args.sinks_only:  # the figures --latency-only reports with: a full run's
+        RAW_RESULTS.write_text(json.dumps({"results": [asdict(r) for r in results], "quick": args.quick,
+                                           "note": args.note, "measured_at": measured_at}, indent=1))
     Path(args.output).write_text(report(results, lat, args))
     print(f"results in {args.output}")
 

@@ -129,6 +129,8 @@ def decode_records(writers: WriterSchemas, table: TableSchema, survey: Survey) -
     """Raw Kafka records -> the same records with `alert` (struct) and `reject_reason`."""
 
     def transform(records: DataFrame) -> DataFrame:
+        jvm = records.sparkSession._jvm  # type: ignore[attr-defined]
+        writers.reject_unparsable(lambda text: jvm.org.apache.avro.Schema.Parser().parse(text))
         decoded = records.withColumn("alert", _decoded_once(_decoded(writers, table)))
         return decoded.withColumn("reject_reason", _reject_reason(writers, survey))
 

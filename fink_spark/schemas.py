@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,10 +125,10 @@ def _depth(text: str) -> int:
     return deepest
 
 
-def _legal_name(name: str) -> str:
+def _legal_name(name: str, dotted: bool = True) -> str:
     """A name Java's Avro accepts, for a name it rejects (`2MASS_name` -> `_2MASS_name`,
-    `flux-err` -> `flux_err`); dotted full names part by part."""
-    if "." in name:
+    `flux-err` -> `flux_err`); the full name of a type part by part (a field's may not hold a dot)."""
+    if dotted and "." in name:
         return ".".join(_legal_name(part) for part in name.split("."))
     if JAVA_NAME.match(name):
         return name
@@ -154,12 +155,14 @@ def java_legal(schema: Any) -> Any:
     if kind in ("record", "error"):
         fields, seen = [], set()
         for item in schema.get("fields", []):
-            name = base = _legal_name(item["name"])
+            name = base = _legal_name(item["name"], dotted=False)
             copy = 2
             while name in seen:  # a name repeated in its record: the second is <name>_2
                 name, copy = f"{base}_{copy}", copy + 1
             seen.add(name)
-            field_ = {**item, "name": name, "type": java_legal(item["type"])}
+            # A writer's defaults never take part in decoding, and Java rejects some that
+            # fastavro takes (null for a union whose first branch is not null): left out.
+            field_ = {**{k: v for k, v in item.items() if k != "default"}, "name": name, "type": java_legal(item["type"])}
             if name != item["name"]:
                 field_[RENAMED_FROM] = item["name"]
             fields.append(field_)
@@ -211,6 +214,17 @@ class WriterSchemas:
         entries = json.loads(text)
         self.known.update({bytes.fromhex(key): schema for key, schema in entries["known"]})
         self.rejected.update({bytes.fromhex(key): why for key, why in entries["rejected"]})
+
+    def reject_unparsable(self, parse: Callable[[str], object]) -> None:
+        """Move to `rejected` the known schemas that `parse` (Java's Avro parser) refuses, with
+        its message: a writer schema Spark cannot use must cost its messages, not the job."""
+        for key, text in list(self.known.items()):
+            try:
+                parse(text)
+            except Exception as error:  # noqa: BLE001 - any refusal: the messages go to the quarantine
+                message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                self.rejected[key] = f"Spark's Avro cannot parse the key's schema: {message}"
+                del self.known[key]
 
     def bundled_versions(self) -> dict[bytes, str]:
         """The version-string keys whose schema file is bundled for the survey, with the schema.

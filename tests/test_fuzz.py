@@ -161,7 +161,9 @@ def test_the_job_never_stops_on_fuzzed_messages_among_real_alerts(spark, broker,
     folder = tmp_path_factory.mktemp("fuzz")
     run_job(spark, job_config(broker, folder, [topic]))
     kept = read_table(spark, str(folder / "alerts")).select("kafka_offset", "candid").collect()
-    quarantined = read_table(spark, str(folder / "alerts_quarantine")).select("kafka_offset", "reject_reason").collect()
+    quarantine = folder / "alerts_quarantine"
+    quarantined = (read_table(spark, str(quarantine)).select("kafka_offset", "reject_reason").collect()
+                   if list(quarantine.rglob("*.parquet")) else [])  # a draw of messages that all decode
     assert len(kept) + len(quarantined) == len(sent)  # every message once, in one of the two
     assert all(row.reject_reason for row in quarantined)
     real = {offset for offset, (_, _, kind) in enumerate(sent) if kind in ("real", "alert")}

@@ -41,18 +41,20 @@ def test_java_legal_names_decode_the_writers_bytes_unchanged() -> None:
     writer = {"type": "record", "name": "9alert", "fields": [
         {"name": "2MASS_name", "type": "string"}, {"name": "flux-err", "type": "double"},
         {"name": "ra dec", "type": {"type": "array", "items": "double"}}, {"name": "n", "type": "int"},
+        {"name": "x.y", "type": "int"},
         {"name": "n", "type": "long"}, {"name": "host", "type": {"type": "record", "name": "my.9host", "fields": [
             {"name": "1st", "type": "string"}]}}, {"name": "again", "type": ["null", "my.9host"]}]}
     legal = java_legal(writer)
-    assert [item["name"] for item in legal["fields"]] == ["_2MASS_name", "flux_err", "ra_dec", "n", "n_2", "host", "again"]
-    assert legal["name"] == "_9alert" and legal["fields"][5]["type"]["name"] == "my._9host"
-    assert legal["fields"][6]["type"] == ["null", "my._9host"]
+    assert [item["name"] for item in legal["fields"]] == ["_2MASS_name", "flux_err", "ra_dec", "n", "x_y", "n_2", "host",
+                                                          "again"]
+    assert legal["name"] == "_9alert" and legal["fields"][6]["type"]["name"] == "my._9host"
+    assert legal["fields"][7]["type"] == ["null", "my._9host"]
     assert [item.get("fink_spark_renamed_from") for item in legal["fields"]] == [
-        "2MASS_name", "flux-err", "ra dec", None, "n", None, None]
-    record = {"2MASS_name": "J1", "flux-err": 0.5, "ra dec": [1.0, 2.0], "n": 7, "host": {"1st": "x"}, "again": None}
+        "2MASS_name", "flux-err", "ra dec", None, "x.y", "n", None, None]
+    record = {"2MASS_name": "J1", "flux-err": 0.5, "ra dec": [1.0, 2.0], "n": 7, "x.y": 3, "host": {"1st": "x"}, "again": None}
     value = encode(record, fastavro.parse_schema(writer))
     decoded = fastavro.schemaless_reader(io.BytesIO(value), fastavro.parse_schema(legal))
-    assert list(decoded.values()) == ["J1", 0.5, [1.0, 2.0], 7, 7, {"_1st": "x"}, None]
+    assert list(decoded.values()) == ["J1", 0.5, [1.0, 2.0], 7, 3, 7, {"_1st": "x"}, None]
 
 
 def test_a_topic_with_a_writer_schema_java_rejects_keeps_every_alert(
