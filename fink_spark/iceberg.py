@@ -26,7 +26,7 @@ from pyspark.sql.types import StructType
 
 from fink_spark.config import TableOutput
 from fink_spark.errors import ConfigError
-from fink_spark.sinks import SessionMetrics
+from fink_spark.metrics import SessionMetrics
 from fink_spark.warehouse import CATALOG, CATALOG_FILE
 
 WRITER, BATCH_ID, SCHEMA_CHANGE = "fink-spark.writer", "fink-spark.batch-id", "fink-spark.schema-change"

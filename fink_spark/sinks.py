@@ -10,19 +10,20 @@ during the table's write.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
-from pyspark.sql import Column, DataFrame, Observation, Row, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import DataType, StructType
 
+from fink_spark import iceberg
 from fink_spark.config import ICEBERG, ConsoleOutput, TableOutput, TriggerConfig
 from fink_spark.display import batch_header, format_table
+from fink_spark.metrics import PlanMetrics
 from fink_spark.state import SINK_LOG, CheckpointFiles, sink_log_batches
 from fink_spark.surveys import Survey
 
@@ -31,45 +32,6 @@ def trigger_options(trigger: TriggerConfig) -> dict[str, Any]:
     if trigger.available_now:
         return {"availableNow": True}
     return {"processingTime": trigger.processing_time}
-
-
-class PlanMetrics:
-    """Metrics gathered while a frame's plan runs (Spark's `observe`), read back after it ran.
-
-    Spark's file sink runs the frame's own plan: its metrics are read from that execution,
-    by name. A DataSource V2 write (Iceberg) runs a plan built from the frame, which only
-    the session's listener sees: `SessionMetrics` reads them through `Observation`s.
-    """
-
-    def observe(self, frame: DataFrame, name: str, *metrics: Column) -> DataFrame:
-        return frame.observe(name, *metrics)
-
-    def collected(self, frame: DataFrame) -> dict[str, Any]:
-        """Every metric of the plan that ended in `frame`, by observation name."""
-        return observed_metrics(frame)
-
-
-class SessionMetrics(PlanMetrics):
-    def __init__(self) -> None:
-        self.pending: dict[str, Observation] = {}
-
-    def observe(self, frame: DataFrame, name: str, *metrics: Column) -> DataFrame:
-        self.pending[name] = Observation(name)
-        return frame.observe(self.pending[name], *metrics)
-
-    def collected(self, frame: DataFrame) -> dict[str, Any]:
-        return {name: _plain(observation.get) for name, observation in self.pending.items()}
-
-
-def _plain(value: Any) -> Any:
-    """Rows as dicts, at any depth (as `observed_metrics` gives them)."""
-    if isinstance(value, Row):
-        return value.asDict(recursive=True)
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
 
 
 class Sink(Protocol):
@@ -101,8 +63,6 @@ def open_sinks(spark: SparkSession, output: TableOutput, survey: Survey, writer:
     alerts, quarantine, rejected). Iceberg tables are created, or evolved to the columns,
     now: before the query starts, a schema change is committed on its own."""
     if output.format == ICEBERG:
-        from fink_spark import iceberg
-
         tables = iceberg.Tables.of(output, survey.name)
         tables.open(spark)
         properties = iceberg.table_properties(output.compression)
@@ -131,8 +91,6 @@ def table_query(frame: DataFrame, output: TableOutput, survey: Survey, checkpoin
     writer = frame.writeStream.queryName(name).outputMode("append").option("checkpointLocation", checkpoint)
     writer = writer.trigger(**trigger_options(trigger))
     if output.format == ICEBERG:
-        from fink_spark import iceberg
-
         return writer.format("iceberg").option("fanout-enabled", "true").toTable(
             iceberg.Tables.of(output, survey.name).name("alerts"))
     writer = writer.format("parquet").option("compression", output.compression)
@@ -192,15 +150,6 @@ class ParquetLog:
         directly saves a Spark job over the batch's plan, 0.2 to 0.4 s a micro-batch."""
         if not self.has(batch_id):
             self._sink_log.add(batch_id, self._no_files)
-
-
-def observed_metrics(frame: DataFrame) -> dict[str, Any]:
-    """The metrics `frame.observe(name, ...)` gathered when the frame's plan last ran, by name."""
-    metrics = frame._jdf.queryExecution().observedMetrics()
-    names, iterator = [], metrics.keysIterator()
-    while iterator.hasNext():
-        names.append(iterator.next())
-    return {name: json.loads(metrics.get(name).get().json()) for name in names}
 
 
 def run_plan(frame: DataFrame) -> None:
