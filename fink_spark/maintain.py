@@ -43,6 +43,7 @@ class Maintenance:
 
 
 ATTEMPTS = 5
+MIN_ORPHAN_AGE_HOURS = 24  # Iceberg's remove_orphan_files refuses a shorter interval
 # What a procedure meets when the stream committed meanwhile: its commit lost the race after
 # Iceberg's own retries, or what it replaces changed (the stream's append merged manifests).
 CONCURRENT_CHANGE = ("CommitFailedException", "ValidationException")
@@ -120,7 +121,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retain-snapshots", type=int, default=defaults.retain_snapshots,
                         help="keep at least this many snapshots")
     parser.add_argument("--orphan-age-hours", type=float, default=defaults.orphan_age_hours,
-                        help="remove unreferenced files older than this (never less than a micro-batch lasts)")
+                        help=f"remove unreferenced files older than this (at least {MIN_ORPHAN_AGE_HOURS})")
     parser.add_argument("--master", default="local[*]", help="Spark master when run as a command")
     parser.add_argument("--driver-memory", default="1g", help="driver heap when run as a command")
 
@@ -133,6 +134,10 @@ def run(args: argparse.Namespace) -> None:
     if config.output.format != ICEBERG:
         raise ConfigError("fink-spark maintain keeps Iceberg tables compact; this job writes plain Parquet "
                           "(output.format: parquet), which has no maintenance.")
+    if args.orphan_age_hours < MIN_ORPHAN_AGE_HOURS:
+        raise ConfigError(f"--orphan-age-hours {args.orphan_age_hours:g} is too short: a file the stream is writing "
+                          f"now is not referenced yet, and Iceberg refuses less than {MIN_ORPHAN_AGE_HOURS} hours. "
+                          f"Give {MIN_ORPHAN_AGE_HOURS} or more.")
     settings = Maintenance(args.target_file_mb, args.snapshot_age_hours, args.retain_snapshots, args.orphan_age_hours)
     spark = session("fink-spark-maintain", args)
     try:

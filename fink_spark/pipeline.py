@@ -129,8 +129,9 @@ class BatchLog:
         total = self.totals.setdefault(progress.name, [0, 0.0])
         total[0] += progress.numInputRows
         total[1] += progress.durationMs.get("triggerExecution", 0) / 1000
-        log.info("%s: batch %d, %d records, %.0f records/s",
-                 progress.name, progress.batchId, progress.numInputRows, progress.processedRowsPerSecond)
+        log.info("%s: batch %d, %d records in %.2f s, %.0f records/s",
+                 progress.name, progress.batchId, progress.numInputRows,
+                 progress.durationMs.get("triggerExecution", 0) / 1000, progress.processedRowsPerSecond)
 
     def wait_for(self, queries: list[StreamingQuery]) -> None:
         """Wait until every query has ended (available now) or one fails, logging their

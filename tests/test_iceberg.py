@@ -20,6 +20,7 @@ from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
 from pyspark.sql import SparkSession
 from reference import check_alerts, read_alerts
 
+from fink_spark.cli import main as cli
 from fink_spark.config import parse_config
 from fink_spark.errors import ConfigError
 from fink_spark.explore import main as explore
@@ -143,3 +144,12 @@ def test_parquet_options_on_an_iceberg_output_are_a_clear_error(tmp_path: Path) 
     with pytest.raises(ConfigError, match=r"'output.table.quarantine_path' does not apply to output.format iceberg"):
         parse_config({"survey": "ztf", "output": {"table": {"path": "w", "checkpoint": "c", "quarantine_path": "q"}}},
                      base=tmp_path, kafka_required=False)
+
+
+def test_maintain_refuses_an_orphan_age_iceberg_would_refuse(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    config = tmp_path / "job.yaml"
+    config.write_text("survey: ztf\noutput:\n  table: {path: w, checkpoint: c}\n")
+    with pytest.raises(SystemExit) as stopped:
+        cli(["maintain", "--config", str(config), "--orphan-age-hours", "1"])
+    assert stopped.value.code == 2
+    assert "--orphan-age-hours 1 is too short" in capsys.readouterr().err
