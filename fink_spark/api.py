@@ -48,7 +48,8 @@ def read_alerts(spark: SparkSession, config: ConfigLike) -> DataFrame:
     """
     plan = prepare_stream(job_config(config))
     survey, kafka = plan.config.survey, plan.config.kafka
-    records = read_stream(spark, kafka, "alerts", spark.sparkContext.defaultParallelism, plan.max_offsets_per_trigger)  # type: ignore[arg-type]
+    records = read_stream(spark, kafka, "alerts", spark.sparkContext.defaultParallelism,  # type: ignore[arg-type]
+                          plan.max_offsets_per_trigger, plan.starting_offsets)
     decoded = records.transform(decode_records(plan.writers, plan.table, survey))
     return decoded.transform(kept_alerts(survey, plan.config.filters))
 

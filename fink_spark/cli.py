@@ -36,6 +36,9 @@ COMMANDS = {
     "explore": ("fink_spark.explore", "add_arguments", "run"),
     "discover": ("fink_spark.discover", "add_arguments", "run"),
     "maintain": ("fink_spark.maintain", "add_arguments", "run"),
+    "topics": ("fink_spark.commands", "add_topics_arguments", "print_topics"),
+    "status": ("fink_spark.commands", "add_status_arguments", "print_status"),
+    "config": ("fink_spark.commands", "add_config_arguments", "print_config"),
 }
 SUMMARIES = {
     "stream": "Stream Fink topics into a checkpointed Iceberg table (or Parquet), a quarantine and the console.",
@@ -43,6 +46,9 @@ SUMMARIES = {
     "explore": "Look at the alerts a job kept: tables, cutouts, light curves, summaries (no Spark needed).",
     "discover": "Save the writer schema of a Fink topic, and say what it holds.",
     "maintain": "Compact a job's Iceberg tables and expire old snapshots, safely while the stream runs.",
+    "topics": "List the topics your credentials may read, with partitions and end offsets.",
+    "status": "Say, without starting a job, where its checkpoint is on each partition and how far behind.",
+    "config": "Print the configuration a job would run with (file and flags), the password hidden.",
 }
 
 
@@ -59,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     subcommands = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
     chosen = next((word for word in arguments if not word.startswith("-")), None)
     for name, summary in SUMMARIES.items():
-        subcommand = subcommands.add_parser(name, help=summary, description=summary)
+        subcommand = subcommands.add_parser(name, help=summary, description=summary,
+                                             formatter_class=argparse.RawDescriptionHelpFormatter)
         if name == chosen:
             module_name, add_arguments, run = COMMANDS[name]
             module = importlib.import_module(module_name)

@@ -1,4 +1,5 @@
-"""The `stream` and `reprocess` commands, shared by `fink-spark` and spark-submit's jobs/."""
+"""The `stream`, `reprocess`, `config`, `status` and `topics` commands, shared by
+`fink-spark` and spark-submit's jobs/."""
 
 from __future__ import annotations
 
@@ -6,14 +7,24 @@ import argparse
 import logging
 import os
 
+import yaml
 from pyspark.sql import SparkSession
 
 from fink_spark.cli import SUMMARIES
-from fink_spark.config import load_config
+from fink_spark.config import effective_config
 from fink_spark.errors import ConfigError
+from fink_spark.flags import TOPIC_NAMING, add_output_flags, add_source_flags, add_start_flags, job_config, source_config
+from fink_spark.positions import status, status_table, topics_table
 from fink_spark.reprocess import FILES_PER_BATCH, KafkaRange, reprocess
 from fink_spark.session import build_session, local_session
-from fink_spark.streaming import prepare_stream, run_stream
+from fink_spark.streaming import (
+    StreamPlan,
+    committed_offsets,
+    job_files,
+    prepare_stream,
+    refuse_start_on_a_used_checkpoint,
+    run_stream,
+)
 
 STREAM_HELP = SUMMARIES["stream"]
 REPROCESS_HELP = SUMMARIES["reprocess"]
@@ -39,16 +50,24 @@ def session(app: str, args: argparse.Namespace, conf: dict[str, str] | None = No
 
 
 def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="YAML configuration file (see conf/)")
-    parser.add_argument("--available-now", action="store_true", help="consume what is there, then stop")
-    parser.add_argument("--servers", help="Kafka bootstrap servers, instead of the file's kafka.servers")
+    add_source_flags(parser)
+    add_start_flags(parser)
+    add_output_flags(parser)
     _spark_options(parser)
+    parser.epilog = TOPIC_NAMING
+
+
+def stream_plan(args: argparse.Namespace) -> StreamPlan:
+    """The stream command's configuration (file and flags), checked, and its plan."""
+    config = job_config(args)
+    if args.start_at:
+        refuse_start_on_a_used_checkpoint(config)
+    return prepare_stream(config)
 
 
 def stream(args: argparse.Namespace) -> None:
     log_progress()
-    config = load_config(args.config).with_overrides(available_now=args.available_now, servers=args.servers)
-    plan = prepare_stream(config)
+    plan = stream_plan(args)
     spark = session("fink-spark-stream", args)
     try:
         run_stream(spark, plan)
@@ -57,7 +76,8 @@ def stream(args: argparse.Namespace) -> None:
 
 
 def add_reprocess_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="YAML configuration (survey, schema, filters, output)")
+    add_source_flags(parser)
+    add_output_flags(parser)
     parser.add_argument("--input", nargs="*", default=[], help="files, folders or globs (local or Hadoop URIs)")
     parser.add_argument("--kafka-range", action="append", default=[], help="TOPIC:PARTITION=START-END[,...]")
     parser.add_argument("--topic", default="reprocessed", help="topic column of alerts read from files")
@@ -68,7 +88,7 @@ def add_reprocess_arguments(parser: argparse.ArgumentParser) -> None:
 
 def reprocess_command(args: argparse.Namespace) -> None:
     log_progress()
-    config = load_config(args.config, kafka_required=bool(args.kafka_range))
+    config = job_config(args, kafka_required=bool(args.kafka_range))
     ranges = [KafkaRange.parse(text) for text in args.kafka_range]
     if not args.input and not ranges:
         raise ConfigError("Give at least one --input or --kafka-range.")
@@ -81,3 +101,43 @@ def reprocess_command(args: argparse.Namespace) -> None:
     finally:
         spark.stop()
     print(f"{count} alerts {'pass the filters' if args.count_only else 'written to ' + config.output.path}")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    add_source_flags(parser)
+    add_start_flags(parser)
+    add_output_flags(parser)
+
+
+def print_config(args: argparse.Namespace) -> None:
+    """The configuration a job given these flags would run with, defaults included."""
+    config = job_config(args, kafka_required=False)
+    print(yaml.safe_dump(effective_config(config), sort_keys=False), end="")
+
+
+def add_status_arguments(parser: argparse.ArgumentParser) -> None:
+    add_source_flags(parser)
+    add_output_flags(parser)
+
+
+def print_status(args: argparse.Namespace) -> None:
+    """Each partition's checkpoint position, end offset, lag and oldest unread alert."""
+    config = job_config(args)
+    committed = committed_offsets(job_files(config))
+    rows = status(config.kafka, committed)  # type: ignore[arg-type]
+    print("\n".join(status_table(rows)))
+    lag = sum(row.lag for row in rows)
+    where = "checkpoint " + config.output.checkpoint if committed else (
+        f"no checkpoint yet at {config.output.checkpoint}: a new job starts at {config.kafka.starting_offsets}")  # type: ignore[union-attr]
+    print(f"{lag:,} alerts not read yet ({where})")
+
+
+def add_topics_arguments(parser: argparse.ArgumentParser) -> None:
+    add_source_flags(parser)
+    parser.epilog = TOPIC_NAMING
+
+
+def print_topics(args: argparse.Namespace) -> None:
+    """The topics these credentials may read."""
+    _, kafka = source_config(args)
+    print("\n".join(topics_table(kafka)))

@@ -10,7 +10,8 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +69,26 @@ class KafkaConfig:
     ssl_ca: str | None = None
 
     @property
+    def start_time(self) -> datetime | None:
+        """The time a new checkpoint starts at, when `starting_offsets` is one."""
+        return None if self.starting_offsets in STARTS else parse_time(self.starting_offsets)
+
+    @property
     def security_protocol(self) -> str:
         """SASL_SSL / SASL_PLAINTEXT with credentials, SSL / PLAINTEXT without, TLS when a CA is given."""
         return ("SASL_" if self.username else "") + ("SSL" if self.ssl_ca else "PLAINTEXT")
+
+
+STARTS = ("earliest", "latest")
+
+
+def parse_time(text: str) -> datetime | None:
+    """An ISO 8601 time (UTC unless it says otherwise), or None if the text is not one."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 ICEBERG, PARQUET = "iceberg", "parquet"
@@ -122,8 +140,12 @@ class ConsoleOutput:
 
 @dataclass(frozen=True)
 class TriggerConfig:
+    """When micro-batches start, and when the job stops: never, once the topics are read
+    (`available_now`), or once `limit` alerts are kept."""
+
     processing_time: str | None = "10 seconds"
     available_now: bool = False
+    limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -135,18 +157,6 @@ class JobConfig:
     trigger: TriggerConfig = field(default_factory=TriggerConfig)
     schema: str | None = None
     filters: tuple[Filter, ...] = ()
-    source_file: str | None = None
-
-    def with_overrides(self, available_now: bool = False, servers: str | None = None) -> JobConfig:
-        """The configuration with command-line options applied over the file's values."""
-        config = self
-        if available_now:
-            config = replace(config, trigger=TriggerConfig(processing_time=None, available_now=True))
-        if servers:
-            if config.kafka is None:
-                raise ConfigError("--servers needs a 'kafka' section in the configuration.")
-            config = replace(config, kafka=replace(config.kafka, servers=servers))
-        return config
 
 
 # zstd: measured about twice as fast as snappy on alerts (cutouts are gzipped FITS, which
@@ -245,7 +255,7 @@ def fink_client_credentials(name: str | None) -> dict[str, Any]:
     return saved
 
 
-def _kafka(root: _Section, base: Path, required: bool) -> KafkaConfig | None:
+def _kafka(root: _Section, base: Path, required: bool, topics_required: bool = True) -> KafkaConfig | None:
     kafka = root.section(
         "kafka",
         {
@@ -264,12 +274,14 @@ def _kafka(root: _Section, base: Path, required: bool) -> KafkaConfig | None:
         raise ConfigError("Missing required key 'kafka.servers' (or 'kafka.credentials', naming fink-client's).")
     if isinstance(servers, list):
         servers = ",".join(str(server) for server in servers)
-    topics = kafka.get("topics", (list, str), default=[])
+    pattern = kafka.get("topic_pattern", str)
+    # fink-client keeps the topics subscribed to (finkctl topic subscribe) with the credentials
+    subscribed = list(saved.get("topics") or []) if not pattern else []
+    topics = kafka.get("topics", (list, str), default=subscribed)
     topics = [topics] if isinstance(topics, str) else topics
     if not all(isinstance(topic, str) and topic for topic in topics):
         raise ConfigError("'kafka.topics' must be a list of topic names.")
-    pattern = kafka.get("topic_pattern", str)
-    if bool(topics) == bool(pattern):
+    if (topics_required or topics or pattern) and bool(topics) == bool(pattern):
         raise ConfigError("Give exactly one of 'kafka.topics' (a list) or 'kafka.topic_pattern'.")
     if pattern:
         try:
@@ -277,9 +289,10 @@ def _kafka(root: _Section, base: Path, required: bool) -> KafkaConfig | None:
         except re.error as error:
             raise ConfigError(f"'kafka.topic_pattern' is not a valid regex: {error}.") from error
     starting = kafka.get("starting_offsets", str, default="earliest")
-    if starting not in ("earliest", "latest"):
+    if starting not in STARTS and parse_time(starting) is None:
         raise ConfigError(
-            f"'kafka.starting_offsets' must be 'earliest' or 'latest', not {starting!r}."
+            f"'kafka.starting_offsets' must be 'earliest', 'latest' or a time such as 2026-11-28T20:00:00Z, "
+            f"not {starting!r}."
         )
     on_data_loss = kafka.get("on_data_loss", str, default="fail")
     if on_data_loss not in ("fail", "skip"):
@@ -304,7 +317,7 @@ def _kafka(root: _Section, base: Path, required: bool) -> KafkaConfig | None:
         topic_pattern=pattern,
         username=username,
         password=password,
-        group_id=kafka.get("group_id", str, default=saved.get("groupid")),
+        group_id=kafka.get("group_id", str, default=saved.get("groupid") or saved.get("group_id")),
         starting_offsets=starting,
         max_offsets_per_trigger=max_offsets,
         max_bytes_per_trigger=max_bytes,
@@ -333,7 +346,7 @@ def _ssl_ca(kafka: _Section, base: Path) -> str | None:
     return str(path)
 
 
-def _outputs(root: _Section, base: Path) -> tuple[TableOutput, ConsoleOutput]:
+def _outputs(root: _Section, base: Path, survey: Survey) -> tuple[TableOutput, ConsoleOutput]:
     output = root.section("output", {"table", "parquet", "format", "console"})
     if "output" not in root.data:
         raise ConfigError("Missing required key 'output'.")
@@ -354,7 +367,7 @@ def _outputs(root: _Section, base: Path) -> tuple[TableOutput, ConsoleOutput]:
         raise ConfigError("Missing required key 'output.table' (path and checkpoint of the output).")
     key = f"output.{name}"
     iceberg = table_format == ICEBERG
-    allowed = set(ICEBERG_PARTITIONS) if iceberg else {"topic", "year", "month", "day"}
+    allowed = {*(ICEBERG_PARTITIONS if iceberg else ("topic", "year", "month", "day")), *survey.class_partitions}
     partition_by = section.get("partition_by", list, default=list(ICEBERG_PARTITIONS) if iceberg else
                                ["topic", "year", "month", "day"])
     unknown = [column for column in partition_by if column not in allowed]
@@ -402,7 +415,10 @@ def _outputs(root: _Section, base: Path) -> tuple[TableOutput, ConsoleOutput]:
 
 
 def _trigger(root: _Section) -> TriggerConfig:
-    trigger = root.section("trigger", {"processing_time", "available_now"})
+    trigger = root.section("trigger", {"processing_time", "available_now", "limit"})
+    limit = trigger.get("limit", int)
+    if limit is not None and limit <= 0:
+        raise ConfigError(f"'trigger.limit' must be a positive number of alerts, not {limit}.")
     available_now = trigger.get("available_now", bool, default=False)
     interval = trigger.get("processing_time", str)
     if available_now and interval:
@@ -412,8 +428,8 @@ def _trigger(root: _Section) -> TriggerConfig:
             f"'trigger.processing_time' must be an interval such as '10 seconds', not {interval!r}."
         )
     if available_now:
-        return TriggerConfig(processing_time=None, available_now=True)
-    return TriggerConfig(processing_time=interval or "10 seconds")
+        return TriggerConfig(processing_time=None, available_now=True, limit=limit)
+    return TriggerConfig(processing_time=interval or "10 seconds", limit=limit)
 
 
 def _resolve(path: str, base: Path) -> str:
@@ -423,9 +439,7 @@ def _resolve(path: str, base: Path) -> str:
     return str((base / path).resolve())
 
 
-def parse_config(
-    data: Any, base: Path | None = None, source: str | None = None, kafka_required: bool = True
-) -> JobConfig:
+def parse_config(data: Any, base: Path | None = None, kafka_required: bool = True) -> JobConfig:
     """Check a configuration mapping and build the typed configuration.
 
     Relative paths in it are taken from `base`, by default the current folder. Only
@@ -444,7 +458,7 @@ def parse_config(
         if not Path(schema).is_file():
             raise ConfigError(f"'schema' names {schema}, which is not a file.")
         load_schema_text(schema)  # a broken file is an error now, before Spark starts
-    output, console = _outputs(root, base)
+    output, console = _outputs(root, base, get_survey(survey_name))
     return JobConfig(
         survey=get_survey(survey_name),
         kafka=_kafka(root, base, kafka_required),
@@ -453,22 +467,75 @@ def parse_config(
         trigger=_trigger(root),
         schema=schema,
         filters=parse_filters(root.data.get("filters"), get_survey(survey_name)),
-        source_file=source,
     )
 
 
-def load_config(path: str | Path, kafka_required: bool = True, outputs_only: bool = False) -> JobConfig:
-    """Load and check a YAML configuration file (`outputs_only`: its Kafka section left unread,
-    for commands that only look at the outputs and need no password)."""
+def parse_source(data: Any, base: Path | None = None) -> tuple[Survey | None, KafkaConfig]:
+    """The survey (if given) and the Kafka section alone, for commands that write nothing
+    (discover, topics): the rest of the mapping is left unchecked, topics may be left out."""
+    if not isinstance(data, dict):
+        raise ConfigError("the file must be a mapping of keys to values.")
+    root = _Section({key: data.get(key) for key in ("survey", "kafka") if key in data}, "", {"survey", "kafka"})
+    survey_name = root.get("survey", str)
+    if survey_name is not None and survey_name not in SURVEYS:
+        raise ConfigError(f"'survey' is {survey_name!r}; it must be one of {', '.join(sorted(SURVEYS))}.")
+    kafka = _kafka(root, base or Path.cwd(), required=True, topics_required=False)
+    return (get_survey(survey_name) if survey_name else None), kafka  # type: ignore[return-value]
+
+
+def read_config_file(path: str | Path) -> Any:
+    """A YAML configuration file's mapping, unchecked (`parse_config` checks it)."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as error:
         raise ConfigError(f"Cannot read the configuration file {path}: {error.strerror}.") from error
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {error}") from error
+
+
+def load_config(path: str | Path, kafka_required: bool = True, outputs_only: bool = False) -> JobConfig:
+    """Load and check a YAML configuration file (`outputs_only`: its Kafka section left unread,
+    for commands that only look at the outputs and need no password)."""
+    data = read_config_file(path)
     if outputs_only and isinstance(data, dict):
         data = {key: value for key, value in data.items() if key != "kafka"}
-    return parse_config(data, source=str(path), kafka_required=kafka_required and not outputs_only)
+    return parse_config(data, kafka_required=kafka_required and not outputs_only)
+
+
+def effective_config(config: JobConfig) -> dict[str, Any]:
+    """The configuration as the job runs it, defaults included, in the file's keys; the
+    password shows as ***."""
+    output = config.output
+    table = {"path": output.path, "checkpoint": output.checkpoint, "partition_by": list(output.partition_by),
+             "compression": output.compression, "deduplicate": output.deduplicate_gap}
+    if output.format == ICEBERG:
+        table.update(rejected=output.keep_rejected, catalog=output.catalog, namespace=output.namespace)
+    else:
+        table.update(quarantine_path=output.quarantine, rejected_path=output.rejected_path)
+    data: dict[str, Any] = {"survey": config.survey.name}
+    kafka = config.kafka
+    if kafka is not None:
+        data["kafka"] = {
+            "servers": kafka.servers, "topics": list(kafka.topics) or None, "topic_pattern": kafka.topic_pattern,
+            "username": kafka.username, "password": "***" if kafka.password else None, "group_id": kafka.group_id,
+            "starting_offsets": kafka.starting_offsets, "max_offsets_per_trigger": kafka.max_offsets_per_trigger,
+            "max_bytes_per_trigger": kafka.max_bytes_per_trigger, "on_data_loss": kafka.on_data_loss,
+            "ssl_ca": kafka.ssl_ca,
+        }
+    data["schema"] = config.schema
+    data["output"] = {"format": output.format, "table": table,
+                      "console": {"enabled": config.console.enabled, "rows": config.console.rows}}
+    trigger = config.trigger
+    data["trigger"] = {"available_now": True} if trigger.available_now else {"processing_time": trigger.processing_time}
+    data["trigger"]["limit"] = trigger.limit
+    data["filters"] = [item.condition for item in config.filters] or None  # as run: presets as their SQL
+    return _without_nones(data)
+
+
+def _without_nones(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _without_nones(item) for key, item in value.items() if item is not None}
+    return value

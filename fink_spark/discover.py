@@ -1,6 +1,6 @@
 """Discover the writer schema of a Fink topic and save it as an .avsc file.
 
-    python -m fink_spark.discover --config conf/fink_ztf.yaml --topic fink_sn_candidates_ztf --output schemas/mine.avsc
+    fink-spark discover --credentials ztf --topic fink_sn_candidates_ztf --output schemas/mine.avsc
 
 It reads the key of the newest message (for Data Transfer topics `ftransfer_*`, of the
 first message of `<topic>_schema`), writes the schema and prints a summary.
@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 
 from fink_spark.cli import SUMMARIES, run_cli
-from fink_spark.config import load_config
+from fink_spark.errors import ConfigError
+from fink_spark.flags import add_source_flags, source_config
 from fink_spark.kafka_source import topic_schema
 from fink_spark.schemas import schema_fingerprint
 from fink_spark.surveys import Survey
@@ -42,20 +43,22 @@ def main() -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="job configuration (for the servers and credentials)")
+    add_source_flags(parser)
     parser.add_argument("--topic", required=True)
     parser.add_argument("--output", required=True, help="where to write the .avsc")
-    parser.add_argument("--servers", help="Kafka bootstrap servers, instead of the file's")
 
 
 def run(args: argparse.Namespace) -> None:
-    config = load_config(args.config).with_overrides(servers=args.servers)
-    schema_text = topic_schema(config.kafka, args.topic, config.survey)
+    args.topics, args.topic_pattern = args.topic, None  # the topic discovered: its survey is its suffix
+    survey, kafka = source_config(args)
+    if survey is None:
+        raise ConfigError(f"Which survey is {args.topic}? Give --survey ztf or --survey lsst.")
+    schema_text = topic_schema(kafka, args.topic, survey)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(json.loads(schema_text), indent=1) + "\n")
     print(f"schema of {args.topic} written to {output}")
-    print(summary(schema_text, config.survey))
+    print(summary(schema_text, survey))
 
 
 if __name__ == "__main__":

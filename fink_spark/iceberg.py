@@ -192,5 +192,6 @@ def newest_tagged(spark: SparkSession, name: str, writer: str | None = None) -> 
 
 
 def alert_partitioning(partition_by: tuple[str, ...]) -> list[Any]:
-    """Hidden partitioning of the alerts: by topic, and by night (the UTC day of `obs_time`)."""
-    return [F.col("topic") if column == "topic" else F.partitioning.days(F.col("obs_time")) for column in partition_by]
+    """Hidden partitioning of the alerts: by night (the UTC day of `obs_time`), and by the
+    value of the other columns named (topic, a class)."""
+    return [F.partitioning.days(F.col("obs_time")) if column == "night" else F.col(column) for column in partition_by]

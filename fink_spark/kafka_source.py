@@ -12,6 +12,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -76,14 +77,17 @@ def spark_kafka_options(kafka: KafkaConfig) -> dict[str, str]:
 
 
 def stream_options(
-    kafka: KafkaConfig, query: str = "alerts", min_partitions: int = 1, max_offsets: int | None = None
+    kafka: KafkaConfig, query: str = "alerts", min_partitions: int = 1, max_offsets: int | None = None,
+    starting_offsets: str | None = None,
 ) -> dict[str, str]:
     """Options of one streaming query's Kafka source.
 
     Spark pools its Kafka consumers by group id: queries that run side by side must not
     share one, so every query but `alerts` (which keeps the configured group id) reads as
     `<group id>-<query>`. The queries assign partitions and never join their group.
-    `max_offsets` bounds a micro-batch (default: `kafka.max_offsets_per_trigger`).
+    `max_offsets` bounds a micro-batch (default: `kafka.max_offsets_per_trigger`);
+    `starting_offsets` is where a new checkpoint starts: earliest, latest or Spark's JSON of
+    offsets (a start at a time, resolved by `offsets_at_time`).
     `min_partitions` splits the offsets of busy Kafka partitions over several tasks, except
     when deleted offsets are skipped: Spark's Kafka reader then hands its consumer back to the
     pool and goes on using it (`KafkaDataConsumer.get`), so a second task on the same Kafka
@@ -95,7 +99,7 @@ def stream_options(
     skip_losses = kafka.on_data_loss == "skip"
     options["minPartitions"] = str(1 if skip_losses else min_partitions)
     options["failOnDataLoss"] = str(not skip_losses).lower()
-    options["startingOffsets"] = kafka.starting_offsets
+    options["startingOffsets"] = starting_offsets or kafka.starting_offsets
     max_offsets = max_offsets or kafka.max_offsets_per_trigger
     if max_offsets:
         options["maxOffsetsPerTrigger"] = str(max_offsets)
@@ -104,10 +108,10 @@ def stream_options(
 
 def read_stream(
     spark: SparkSession, kafka: KafkaConfig, query: str = "alerts", min_partitions: int = 1,
-    max_offsets: int | None = None,
+    max_offsets: int | None = None, starting_offsets: str | None = None,
 ) -> DataFrame:
     """The live stream of raw Kafka records (key, value, topic, partition, offset, timestamp)."""
-    options = stream_options(kafka, query, min_partitions, max_offsets)
+    options = stream_options(kafka, query, min_partitions, max_offsets, starting_offsets)
     return spark.readStream.format("kafka").options(**options).load().select(*KAFKA_COLUMNS)
 
 
@@ -148,8 +152,14 @@ def _client_errors(config: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
     return {**config, "error_cb": errors.append}, errors
 
 
-def subscribed_partitions(kafka: KafkaConfig, timeout: float = 15.0) -> dict[str, int]:
-    """The subscribed topics and their partition counts, or a KafkaAccessError saying why not."""
+def readable_topics(kafka: KafkaConfig, timeout: float = 15.0) -> dict[str, int]:
+    """Every topic these credentials may describe (Kafka's metadata answers only with the
+    topics the user's ACLs allow), with its partition count."""
+    return _topics(kafka, timeout)[1]
+
+
+def _topics(kafka: KafkaConfig, timeout: float) -> tuple[Any, dict[str, int]]:
+    """An admin client and the topics it sees, or a KafkaAccessError saying why none."""
     from confluent_kafka import KafkaError
     from confluent_kafka.admin import AdminClient
 
@@ -169,11 +179,19 @@ def subscribed_partitions(kafka: KafkaConfig, timeout: float = 15.0) -> dict[str
             f"Cannot reach the Kafka brokers {kafka.servers} as {who}: {error}. "
             "Check 'kafka.servers' and your network."
         ) from None
-    available = {
+    return admin, {
         name: len(topic.partitions)
         for name, topic in metadata.topics.items()
         if topic.error is None and not name.startswith("__")
     }
+
+
+def subscribed_partitions(kafka: KafkaConfig, timeout: float = 15.0) -> dict[str, int]:
+    """The subscribed topics and their partition counts, or a KafkaAccessError saying why not."""
+    from confluent_kafka import KafkaError
+
+    admin, available = _topics(kafka, timeout)
+    who = f"user {kafka.username!r}" if kafka.username else "an anonymous client"
     if kafka.topic_pattern:
         pattern = re.compile(kafka.topic_pattern)
         chosen = {name: count for name, count in available.items() if pattern.fullmatch(name)}
@@ -200,10 +218,14 @@ def subscribed_partitions(kafka: KafkaConfig, timeout: float = 15.0) -> dict[str
 
 @dataclass(frozen=True)
 class Message:
-    """What the job peeks at before it starts: a message's key (its writer schema) and size."""
+    """What the job peeks at before it starts: a message's key (its writer schema), size and
+    place (its Kafka timestamp in ms)."""
 
     key: bytes | None
     size: int
+    topic: str = ""
+    partition: int = 0
+    timestamp_ms: int | None = None
 
 
 def newest(
@@ -212,11 +234,9 @@ def newest(
 ) -> list[Message]:
     """The newest message of each subscribed partition (a bounded read), and the message at
     `starts` (where the job will begin reading) where given."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
-    consumer = Consumer(
-        {**client_config(kafka), "group.id": kafka.group_id or "fink-spark-peek", "enable.auto.commit": False}
-    )
+    consumer = _peeking_consumer(kafka)
     last, first = [], []
     try:
         for topic, count in partitions.items():
@@ -244,31 +264,76 @@ def _messages_at(consumer: Any, positions: list[Any], timeout: float) -> list[Me
             break
         if message.error() is None:
             key, value = message.key(), message.value()
-            messages.append(Message(bytes(key) if key is not None else None, len(value or b"") + len(key or b"")))
+            kind, moment = message.timestamp()
+            messages.append(Message(bytes(key) if key is not None else None, len(value or b"") + len(key or b""),
+                                    message.topic(), message.partition(), moment if kind else None))
     return messages
 
 
-def earliest_offsets(kafka: KafkaConfig, partitions: dict[str, int], timeout: float = 10.0) -> dict[str, dict[int, int]]:
-    """The first offset still on the broker, per partition (retention deletes older ones)."""
-    from confluent_kafka import Consumer, TopicPartition
+def _peeking_consumer(kafka: KafkaConfig) -> Any:
+    from confluent_kafka import Consumer
 
-    consumer = Consumer({**client_config(kafka), "group.id": kafka.group_id or "fink-spark-peek"})
+    return Consumer({**client_config(kafka), "group.id": kafka.group_id or "fink-spark-peek", "enable.auto.commit": False})
+
+
+def watermarks(kafka: KafkaConfig, partitions: dict[str, int], timeout: float = 10.0) -> dict[str, dict[int, tuple[int, int]]]:
+    """Per partition, the first offset still on the broker (retention deletes older ones)
+    and the end offset (the next message's)."""
+    from confluent_kafka import TopicPartition
+
+    consumer = _peeking_consumer(kafka)
     try:
         return {
-            topic: {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[0] for p in range(count)}
+            topic: {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout) for p in range(count)}
             for topic, count in partitions.items()
         }
     finally:
         consumer.close()
 
 
+def earliest_offsets(kafka: KafkaConfig, partitions: dict[str, int], timeout: float = 10.0) -> dict[str, dict[int, int]]:
+    """The first offset still on the broker, per partition."""
+    return {topic: {p: low for p, (low, _) in parts.items()} for topic, parts in watermarks(kafka, partitions, timeout).items()}
+
+
+def offsets_at_time(kafka: KafkaConfig, partitions: dict[str, int], when: datetime,
+                    timeout: float = 10.0) -> dict[str, dict[int, int]]:
+    """Per partition, the first message at or after `when` (Kafka's index of timestamps);
+    the end offset where every message is older."""
+    from confluent_kafka import TopicPartition
+
+    millis = int(when.timestamp() * 1000)
+    ends = watermarks(kafka, partitions, timeout)
+    consumer = _peeking_consumer(kafka)
+    try:
+        found = consumer.offsets_for_times(
+            [TopicPartition(topic, p, millis) for topic, count in partitions.items() for p in range(count)], timeout=timeout)
+    finally:
+        consumer.close()
+    offsets: dict[str, dict[int, int]] = {}
+    for position in found:
+        end = ends[position.topic][position.partition][1]
+        offsets.setdefault(position.topic, {})[position.partition] = position.offset if position.offset >= 0 else end
+    return offsets
+
+
+def messages_at(kafka: KafkaConfig, positions: dict[str, dict[int, int]], timeout: float = 10.0) -> list[Message]:
+    """The messages at these offsets (one per partition; none where the offset is past the end)."""
+    from confluent_kafka import TopicPartition
+
+    consumer = _peeking_consumer(kafka)
+    try:
+        return _messages_at(consumer, [TopicPartition(topic, p, offset) for topic, parts in positions.items()
+                                       for p, offset in parts.items()], timeout)
+    finally:
+        consumer.close()
+
+
 def key_at(kafka: KafkaConfig, topic: str, partition: int, offset: int, timeout: float = 10.0) -> bytes | None:
     """The key of one message."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
-    consumer = Consumer(
-        {**client_config(kafka), "group.id": kafka.group_id or "fink-spark-peek", "enable.auto.commit": False}
-    )
+    consumer = _peeking_consumer(kafka)
     try:
         consumer.assign([TopicPartition(topic, partition, offset)])
         message = consumer.poll(timeout)

@@ -21,9 +21,11 @@ from datetime import datetime, timezone
 from pyspark.sql import Row, SparkSession
 
 from fink_spark.cli import SUMMARIES
-from fink_spark.config import ICEBERG, load_config
+from fink_spark.config import ICEBERG
 from fink_spark.errors import ConfigError
+from fink_spark.flags import job_config
 from fink_spark.iceberg import Tables, newest_tagged
+from fink_spark.surveys import SURVEYS
 from fink_spark.warehouse import ALERTS, QUARANTINE, REJECTED
 
 log = logging.getLogger(__name__)
@@ -114,7 +116,9 @@ def maintain(spark: SparkSession, tables: Tables, settings: Maintenance) -> dict
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = Maintenance()
-    parser.add_argument("--config", required=True, help="the job's YAML configuration (its output.table)")
+    parser.add_argument("--config", help="the job's YAML configuration (its output.table)")
+    parser.add_argument("--output", metavar="PATH", help="the job's warehouse, instead of a configuration's")
+    parser.add_argument("--survey", choices=sorted(SURVEYS), help="the tables' survey, with --output")
     parser.add_argument("--target-file-mb", type=int, default=defaults.target_file_mb, help="size of compacted files")
     parser.add_argument("--snapshot-age-hours", type=float, default=defaults.snapshot_age_hours,
                         help="expire snapshots older than this (time travel goes back this far)")
@@ -130,7 +134,7 @@ def run(args: argparse.Namespace) -> None:
     from fink_spark.commands import log_progress, session
 
     log_progress()
-    config = load_config(args.config, outputs_only=True)
+    config = job_config(args, outputs_only=True)
     if config.output.format != ICEBERG:
         raise ConfigError("fink-spark maintain keeps Iceberg tables compact; this job writes plain Parquet "
                           "(output.format: parquet), which has no maintenance.")

@@ -18,6 +18,7 @@ from fink_spark.config import JobConfig, KafkaConfig
 from fink_spark.decode import UNKNOWN_SCHEMA, alerts
 from fink_spark.filters import Filter, apply_filters
 from fink_spark.kafka_source import key_at
+from fink_spark.positions import lag_line, spark_offsets
 from fink_spark.schemas import WriterSchemas, load_schema_text
 from fink_spark.state import LEGACY_READER_SCHEMA, TABLE_SCHEMA, CheckpointFiles
 from fink_spark.surveys import Survey
@@ -129,13 +130,18 @@ class BatchLog:
         total = self.totals.setdefault(progress.name, [0, 0.0])
         total[0] += progress.numInputRows
         total[1] += progress.durationMs.get("triggerExecution", 0) / 1000
-        log.info("%s: batch %d, %d records in %.2f s, %.0f records/s",
-                 progress.name, progress.batchId, progress.numInputRows,
-                 progress.durationMs.get("triggerExecution", 0) / 1000, progress.processedRowsPerSecond)
+        line = (f"{progress.name}: batch {progress.batchId}, {progress.numInputRows} records in "
+                f"{progress.durationMs.get('triggerExecution', 0) / 1000:.2f} s, {progress.processedRowsPerSecond:.0f} records/s")
+        newest = [spark_offsets(source.latestOffset) for source in progress.sources if "kafka" in source.description.lower()]
+        if newest and newest[0]:  # the offsets read against the newest offsets the source saw
+            rate = total[0] / total[1] if total[1] else 0.0
+            line += "; " + lag_line(spark_offsets(progress.sources[0].endOffset), newest[0], rate)
+        log.info("%s", line)
 
-    def wait_for(self, queries: list[StreamingQuery]) -> None:
-        """Wait until every query has ended (available now) or one fails, logging their
-        batches meanwhile; a failure stops the others and is raised.
+    def wait_for(self, queries: list[StreamingQuery], done: Callable[[dict[str, int]], bool] | None = None) -> None:
+        """Wait until every query has ended (available now), `done(last batches finished)`
+        holds (then they are stopped) or one fails, logging their batches meanwhile; a
+        failure stops the others and is raised.
 
         Each query is asked about itself: the session's `awaitAnyTermination` keeps the
         last query to fail until reset, and a query that failed before the wait began
@@ -147,6 +153,10 @@ class BatchLog:
                     raise failed
                 active = [query for query in queries if query.isActive]
                 if not active:
+                    break
+                if done is not None and done(self.last_batch):
+                    for query in active:  # a batch it interrupts was not committed: a restart reads it again
+                        query.stop()
                     break
                 with suppress(StreamingQueryException):  # raised again above, with the others stopped
                     active[0].awaitTermination(PROGRESS_INTERVAL)

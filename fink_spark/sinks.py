@@ -23,6 +23,7 @@ from pyspark.sql.types import DataType, StructType
 from fink_spark import iceberg
 from fink_spark.config import ICEBERG, ConsoleOutput, TableOutput, TriggerConfig
 from fink_spark.display import batch_header, format_table
+from fink_spark.errors import ConfigError
 from fink_spark.metrics import PlanMetrics
 from fink_spark.state import SINK_LOG, CheckpointFiles, sink_log_batches
 from fink_spark.surveys import Survey
@@ -62,6 +63,13 @@ def open_sinks(spark: SparkSession, output: TableOutput, survey: Survey, writer:
     """The sinks of a job's outputs, made ready for frames of `columns` (by output name:
     alerts, quarantine, rejected). Iceberg tables are created, or evolved to the columns,
     now: before the query starts, a schema change is committed on its own."""
+    missing = [column for column in output.partition_by if column in survey.class_partitions
+               and column not in columns["alerts"].names]
+    if missing:
+        others = ", ".join(column for column in output.partition_by if column not in missing) or "topic"
+        raise ConfigError(f"'output.table.partition_by' names {missing[0]}, which these alerts do not have (their "
+                          f"writer schema predates it): partition by {others} instead, or give a reader schema that "
+                          "has it ('schema').")
     if output.format == ICEBERG:
         tables = iceberg.Tables.of(output, survey.name)
         tables.open(spark)
@@ -177,13 +185,15 @@ class MicroBatchOutputs:
     rejected: tuple[Sink, Callable[[DataFrame], DataFrame]] | None = None
     console: ConsoleOutput | None = None
     out: TextIO | None = None
-    totals: dict[str, int] = field(default_factory=dict)  # records, quarantined, kept, filtered: over all batches
+    # records, quarantined, kept, filtered: over all batches; and the last batch written
+    totals: dict[str, int] = field(default_factory=dict)
 
     def __call__(self, decoded: DataFrame, batch_id: int) -> None:
         counts = self._write_table(decoded, batch_id)
         for name, count in (counts or {}).items():
             if isinstance(count, int):
                 self.totals[name] = self.totals.get(name, 0) + count
+        self.totals["batch"] = batch_id
         self._write_side(self.quarantine, self.quarantined, decoded, batch_id, counts, "quarantined")
         if self.rejected is not None:
             sink, rejections = self.rejected

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TextIO
 
 from pyspark.errors import StreamingQueryException
@@ -30,6 +30,8 @@ from fink_spark.kafka_source import (
     Message,
     earliest_offsets,
     newest,
+    offsets_at_time,
+    offsets_json,
     read_stream,
     subscribed_partitions,
     topic_schema,
@@ -66,7 +68,7 @@ def start_queries(spark: SparkSession, plan: StreamPlan, out: TextIO | None = No
 
     def decoded(query: str) -> DataFrame:
         records = read_stream(spark, config.kafka, query, min_partitions=spark.sparkContext.defaultParallelism,
-                              max_offsets=plan.max_offsets_per_trigger)
+                              max_offsets=plan.max_offsets_per_trigger, starting_offsets=plan.starting_offsets)
         return records.transform(decode_records(plan.writers, plan.table, survey))
 
     kept = kept_alerts(survey, config.filters)
@@ -95,6 +97,7 @@ def start_queries(spark: SparkSession, plan: StreamPlan, out: TextIO | None = No
         rejected=(sinks.rejected, rejections) if sinks.rejected is not None and rejections is not None else None,
         console=config.console if config.console.enabled else None,
         out=out,
+        totals=plan.totals,
     )
     writer = records.writeStream.queryName("alerts").foreachBatch(outputs)
     writer = writer.option("checkpointLocation", f"{checkpoint}/alerts").trigger(**trigger_options(config.trigger))
@@ -103,14 +106,39 @@ def start_queries(spark: SparkSession, plan: StreamPlan, out: TextIO | None = No
 
 @dataclass
 class StreamPlan:
-    """What the job knows before Spark starts: the checked config, the schemas, its state.
-    `writers` and `table` grow while the job runs, as it meets new writer schemas."""
+    """What the job knows before Spark starts: the checked config, the schemas, its state,
+    where a new checkpoint starts. `writers` and `table` grow while the job runs, as it
+    meets new writer schemas; `totals` counts the records, quarantined and kept alerts."""
 
     config: JobConfig
     writers: WriterSchemas
     table: TableSchema
     state: CheckpointFiles
     max_offsets_per_trigger: int | None = None
+    starting_offsets: str | None = None
+    totals: dict[str, int] = field(default_factory=dict)
+
+    def limit_reached(self) -> bool:
+        """Whether `trigger.limit` alerts are kept."""
+        limit = self.config.trigger.limit
+        return limit is not None and self.totals.get("kept", 0) >= limit
+
+    def done(self, finished: dict[str, int]) -> bool:
+        """Whether to stop: the limit is reached, and the batch that reached it is committed
+        (`finished`: the last batch each query finished), so that none is cut short."""
+        return self.limit_reached() and finished.get("alerts", -1) >= self.totals["batch"]
+
+
+def refuse_start_on_a_used_checkpoint(config: JobConfig) -> None:
+    """A start position applies to a new checkpoint only: Spark ignores it on a used one,
+    which would silently go on from where it stopped."""
+    state = job_files(config)
+    if state.names("alerts/offsets"):
+        raise ConfigError(
+            f"--start-at applies to a new checkpoint, and {config.output.checkpoint} has been used: the job would go on "
+            "from where it stopped. Leave out --start-at to go on, or give a new --checkpoint (or --output) to start "
+            "over at that point."
+        )
 
 
 def prepare_stream(config: JobConfig) -> StreamPlan:
@@ -121,7 +149,12 @@ def prepare_stream(config: JobConfig) -> StreamPlan:
     state = job_files(config)
     # Where reading begins: after the last committed batch, or at the configured start.
     starts = committed_offsets(state)
-    if not starts and config.kafka.starting_offsets == "earliest":
+    starting_offsets = None
+    if not starts and config.kafka.start_time is not None:
+        starts = offsets_at_time(config.kafka, partitions, config.kafka.start_time)
+        starting_offsets = offsets_json(starts)
+        log.info("Starting at %s: offsets %s", config.kafka.starting_offsets, starting_offsets)
+    elif not starts and config.kafka.starting_offsets == "earliest":
         starts = earliest_offsets(config.kafka, partitions)
     newest_messages = newest(config.kafka, partitions, starts=starts)
     newest_keys = [message.key for message in newest_messages if message.key is not None]
@@ -140,7 +173,10 @@ def prepare_stream(config: JobConfig) -> StreamPlan:
     state.write(WRITER_SCHEMAS, writers.to_json())
     if config.kafka.on_data_loss == "skip":
         record_skipped_offsets(config, partitions, state)
-    return StreamPlan(config, writers, table, state, batch_size(config.kafka, newest_messages))
+    max_offsets = batch_size(config.kafka, newest_messages)
+    if config.trigger.limit is not None:  # overshoot the limit by at most one small batch
+        max_offsets = min(max_offsets or config.trigger.limit, config.trigger.limit)
+    return StreamPlan(config, writers, table, state, max_offsets, starting_offsets)
 
 
 def batch_size(kafka: KafkaConfig, newest_messages: list[Message]) -> int | None:
@@ -219,8 +255,11 @@ def _run_until_done(spark: SparkSession, plan: StreamPlan, out: TextIO | None, p
     while True:
         queries = start_queries(spark, plan, out)
         try:
-            progress.wait_for(queries)
+            progress.wait_for(queries, plan.done)
             progress.log_totals()
+            if plan.limit_reached():
+                log.info("Stopped after %d alerts kept (--limit %d); the checkpoint goes on from there",
+                         plan.totals["kept"], config.trigger.limit)
             return
         except StreamingQueryException as error:
             # The first query to fail may be one that another's failure interrupted: look at all of them.

@@ -131,6 +131,9 @@ class Survey:
         The columns and conditions behind the filter presets.
     photometry
         Where the light curve lies (plots).
+    class_partitions
+        Class columns the table may also be partitioned by, as fink-client's transfer
+        offers them (ZTF: finkclass, tnsclass).
     card_fields
         Fink's fields shown on an alert card; `group.*` expands a record's fields.
     fink_fields
@@ -156,6 +159,7 @@ class Survey:
     card_fields: tuple[str, ...]
     fink_fields: tuple[str, ...]
     flux_zero_point: float | None = None
+    class_partitions: tuple[str, ...] = ()
 
     @property
     def mjd_expression(self) -> str:
@@ -228,6 +232,7 @@ ZTF = Survey(
     ),
     version_schema_pattern="distribution_schema_fink_ztf_{version}.avsc",
     class_column="finkclass",
+    class_partitions=("finkclass", "tnsclass"),
     brightness_column="candidate.magpsf",
     label="ZTF",
     id_copies=("candid", "candidate.candid"),

@@ -50,7 +50,7 @@ def test_valid_config_keeps_the_password_secret(tmp_path: Path) -> None:
          "'kafka.max_offsets_per_trigger' must be of type int, not str ('many')."),
         (lambda d: d["kafka"].update(topic="x"), "Unknown key 'kafka.topic'. Did you mean 'kafka.topics'?"),
         (lambda d: d["kafka"].update(starting_offsets="oldest"),
-         "'kafka.starting_offsets' must be 'earliest' or 'latest', not 'oldest'."),
+         "'kafka.starting_offsets' must be 'earliest', 'latest' or a time such as 2026-11-28T20:00:00Z, not 'oldest'."),
         (lambda d: d["output"]["parquet"].pop("checkpoint"), "Missing required key 'output.parquet.checkpoint'."),
         (lambda d: d["kafka"].update(password_env="NOT_SET_ANYWHERE"),
          "'kafka.password_env' names the environment variable NOT_SET_ANYWHERE, which is not set"),

@@ -18,6 +18,7 @@ from confluent_kafka import Producer
 from conftest import PASSWORD, USER, job_config, read_table, run_job, sample
 from reference import read_alerts
 
+from fink_spark.cli import main as cli
 from fink_spark.errors import KafkaAccessError
 from fink_spark.paths import PROJECT_ROOT, SCHEMAS_DIR
 from fink_spark.streaming import prepare_stream
@@ -205,6 +206,14 @@ def test_acls_like_finks_a_readable_topic_and_a_forbidden_one(spark, acl_broker,
         f"User 'fink_user' is not authorized to read topic fink_forbidden_ztf on {acl_broker.bootstrap}: "
         "ask Fink for access, or remove it from 'kafka.topics'."
     )
+
+
+def test_topics_lists_what_the_credentials_may_read(acl_broker, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    saved = tmp_path / "ztf_credentials.yml"
+    saved.write_text(f"username: {USER}\npassword: {PASSWORD}\nservers: {acl_broker.bootstrap}\ngroupid: fink_user_spark\n")
+    cli(["topics", "--credentials", str(saved)])
+    printed = [[cell.strip() for cell in line.split(" | ")] for line in capsys.readouterr().out.splitlines()]
+    assert printed == [["topic", "partitions", "end offsets (sum)", "alerts held"], ["fink_allowed_ztf", "1", "4", "4"]]
 
 
 def free_port() -> int:
