@@ -21,6 +21,7 @@ from functools import reduce
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.avro.functions import from_avro
+from pyspark.sql.types import DataType, StructType
 
 from fink_spark.schemas import VERSION_KEY, WriterSchemas
 from fink_spark.surveys import Survey
@@ -77,19 +78,35 @@ def _is_key(key: bytes) -> Column:
     return (F.length("key") == len(key)) & (F.sha2(F.col("key"), 256) == hashlib.sha256(key).hexdigest())
 
 
-def _reject_reason(writers: WriterSchemas, survey: Survey) -> Column:
-    """Why a record is not a genuine alert, or null if it is one."""
+def has_column(schema: DataType, path: str) -> bool:
+    """Whether a (dotted) column exists: older schemas lack some of Fink's fields."""
+    data_type: DataType = schema
+    for name in path.split("."):
+        if not isinstance(data_type, StructType) or name not in data_type.names:
+            return False
+        data_type = data_type[name].dataType
+    return True
+
+
+def _reject_reason(writers: WriterSchemas, survey: Survey, time_columns: list[str]) -> Column:
+    """Why a record is not a genuine alert, or null if it is one. `time_columns`: those of
+    the survey's time columns that the decoded records have (an alert's, a flat record's)."""
     where = F.concat(
         F.lit(" (topic "), F.col("topic"), F.lit(", partition "), F.col("partition").cast("string"),
         F.lit(", offset "), F.col("offset").cast("string"), F.lit(")"),
     )
+    time = survey.time_sql([f"alert.{column}" for column in time_columns]) if time_columns else "NULL"
+    required = [F.col(f"alert.{column}") for column in survey.required_columns] + [F.expr(time)]
     # Spark's PERMISSIVE decoding gives null, or a record of nulls, for bytes it cannot decode
-    none_of_them = reduce(operator.and_, [F.col(f"alert.{column}").isNull() for column in survey.required_columns])
+    none_of_them = reduce(operator.and_, [column.isNull() for column in required])
     not_decoded = F.when(F.col("alert").isNull() | none_of_them, F.lit("value does not decode with the writer schema its key names"))
     for column in survey.required_columns:
         not_decoded = not_decoded.when(F.col(f"alert.{column}").isNull(),
                                        F.lit(f"no {column}: not an alert-shaped {survey.label} record"))
+    not_decoded = not_decoded.when(F.expr(time).isNull(), F.lit(
+        f"no {' nor '.join(survey.time_columns)}: not an alert-shaped {survey.label} record"))
     for check in survey.sanity_checks:
+        check = check.replace("{time}", time)
         not_decoded = not_decoded.when(
             ~F.coalesce(F.expr(check), F.lit(False)),
             F.lit(f"{check.replace('alert.', '')} does not hold: the value decodes, but not to a genuine "
@@ -132,16 +149,21 @@ def decode_records(writers: WriterSchemas, table: TableSchema, survey: Survey) -
         jvm = records.sparkSession._jvm  # type: ignore[attr-defined]
         writers.reject_unparsable(lambda text: jvm.org.apache.avro.Schema.Parser().parse(text))
         decoded = records.withColumn("alert", _decoded_once(_decoded(writers, table)))
-        return decoded.withColumn("reject_reason", _reject_reason(writers, survey))
+        alert_type = decoded.schema["alert"].dataType
+        time_columns = [column for column in survey.time_columns if has_column(alert_type, column)]
+        return decoded.withColumn("reject_reason", _reject_reason(writers, survey, time_columns))
 
     return transform
 
 
-def _night(survey: Survey) -> list[Column]:
+def _night(survey: Survey, columns: StructType) -> list[Column]:
     """year, month, day of the alert's observation (UTC date of its time, as Fink partitions),
-    and the time itself, `obs_time` (an Iceberg table is partitioned by its day)."""
-    date = F.expr(f"date_add(DATE'1858-11-17', CAST(floor({survey.mjd_expression}) AS INT))")
-    obs_time = F.expr(f"timestamp_micros(CAST(round(({survey.mjd_expression} - {UNIX_EPOCH_MJD}) * 86400000000) AS BIGINT))")
+    and the time itself, `obs_time` (an Iceberg table is partitioned by its day), from
+    whichever of the survey's time columns the record has."""
+    present = [column for column in survey.time_columns if has_column(columns, column)]
+    mjd = survey.mjd_sql(present) if present else "CAST(NULL AS DOUBLE)"
+    date = F.expr(f"date_add(DATE'1858-11-17', CAST(floor({mjd}) AS INT))")
+    obs_time = F.expr(f"timestamp_micros(CAST(round(({mjd} - {UNIX_EPOCH_MJD}) * 86400000000) AS BIGINT))")
     return [F.year(date).alias("year"), F.month(date).alias("month"), F.dayofmonth(date).alias("day"),
             obs_time.alias(OBS_TIME)]
 
@@ -171,7 +193,7 @@ def alerts(survey: Survey) -> Callable[[DataFrame], DataFrame]:
             "timestamp AS kafka_timestamp",
             f"{INGEST_TIME} AS ingest_time",
         )
-        return flat.select("*", *_night(survey))
+        return flat.select("*", *_night(survey, flat.schema))
 
     return transform
 

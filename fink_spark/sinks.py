@@ -18,10 +18,11 @@ from typing import Any, Protocol, TextIO
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
-from pyspark.sql.types import DataType, StructType
+from pyspark.sql.types import StructType
 
 from fink_spark import iceberg
 from fink_spark.config import ICEBERG, ConsoleOutput, TableOutput, TriggerConfig
+from fink_spark.decode import has_column
 from fink_spark.display import batch_header, format_table
 from fink_spark.errors import ConfigError
 from fink_spark.metrics import PlanMetrics
@@ -267,13 +268,3 @@ def console_values(survey: Survey, schema: StructType) -> list[Column]:
         (F.col(column.column) if has_column(schema, column.column) else F.lit(None)).alias(column.label)
         for column in survey.console_columns
     ]
-
-
-def has_column(schema: StructType, path: str) -> bool:
-    """Whether a (dotted) column exists: older schemas lack some of Fink's fields."""
-    data_type: DataType = schema
-    for name in path.split("."):
-        if not isinstance(data_type, StructType) or name not in data_type.names:
-            return False
-        data_type = data_type[name].dataType
-    return True

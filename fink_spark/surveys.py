@@ -104,13 +104,16 @@ class Survey:
     time_column, time_offset
         The alert's observation time is `time_column - time_offset`, an MJD: it
         decides the night (year/month/day partitions) and the console's time column.
+    time_alternatives
+        Where records of another shape hold that time (fink-mm's flat records: `jd`):
+        such records are kept too, with the columns they have.
     required_columns
-        Columns a genuine alert always has: a decoded value where any is null did not
-        really decode (corrupt bytes, or bytes written with another schema).
+        Columns a genuine record always has, beside its time: a decoded value where any
+        is null did not really decode (corrupt bytes, or bytes written with another schema).
     sanity_checks
-        SQL conditions over the decoded `alert` struct that every genuine alert meets:
-        bytes that happen to parse with the wrong schema give ids and times out of
-        range, and fail them.
+        SQL conditions over the decoded `alert` struct that every genuine record meets
+        (`{time}`: its time, from whichever time column it has): bytes that happen to
+        parse with the wrong schema give ids and times out of range, and fail them.
     consistency_checks
         (SQL condition, reason) pairs for alerts that decode but contradict themselves
         (an id given twice with two values): quarantined with that reason.
@@ -160,14 +163,31 @@ class Survey:
     fink_fields: tuple[str, ...]
     flux_zero_point: float | None = None
     class_partitions: tuple[str, ...] = ()
+    time_alternatives: tuple[str, ...] = ()
+
+    @property
+    def time_columns(self) -> tuple[str, ...]:
+        """The time's column in an alert, then in records of other shapes."""
+        return (self.time_column, *self.time_alternatives)
 
     @property
     def mjd_expression(self) -> str:
         """SQL for the alert's observation time as MJD."""
-        return f"{self.time_column} - {self.time_offset}" if self.time_offset else self.time_column
+        return self.mjd_sql([self.time_column])
+
+    @staticmethod
+    def time_sql(time_columns: list[str]) -> str:
+        """SQL for the first of these time columns that is set."""
+        return time_columns[0] if len(time_columns) == 1 else f"coalesce({', '.join(time_columns)})"
+
+    def mjd_sql(self, time_columns: list[str]) -> str:
+        """SQL for the observation time as MJD from the first of these columns that is set."""
+        time = self.time_sql(time_columns)
+        return f"{time} - {self.time_offset}" if self.time_offset else time
 
     def mjd_of(self, alert: dict[str, Any]) -> float:
-        return value_at(alert, self.time_column) - self.time_offset
+        times = [value_at(alert, column) for column in self.time_columns]
+        return next(time for time in times if time is not None) - self.time_offset
 
     def object_of(self, alert: dict[str, Any]) -> Any:
         return value_at(alert, self.object_column)
@@ -215,14 +235,16 @@ ZTF = Survey(
     id_column="candid",
     object_column="objectId",
     time_column="candidate.jd",
+    time_alternatives=("jd",),  # fink-mm's flat records (objectId, candid, jd, GCN fields)
     time_offset=JD_MINUS_MJD,
-    required_columns=("candid", "objectId", "candidate.jd"),
+    required_columns=("candid", "objectId"),
     sanity_checks=(
         "alert.candid > 0",
         "alert.objectId RLIKE '^ZTF[0-9]{2}[a-z]{7}$'",
-        "alert.candidate.jd BETWEEN 2450000 AND 2500000",
+        "{time} BETWEEN 2450000 AND 2500000",
     ),
-    consistency_checks=(("alert.candidate.candid = alert.candid", "candidate.candid differs from candid"),),
+    consistency_checks=(("alert.candidate IS NULL OR alert.candidate.candid = alert.candid",
+                         "candidate.candid differs from candid"),),
     console_columns=(
         ConsoleColumn("timestamp", "candidate.jd", mjd_offset=JD_MINUS_MJD),
         ConsoleColumn("topic", "topic"),
@@ -266,10 +288,10 @@ LSST = Survey(
     object_column="diaSource.diaObjectId",
     time_column="diaSource.midpointMjdTai",
     time_offset=0.0,
-    required_columns=("diaSourceId", "diaSource.midpointMjdTai"),
+    required_columns=("diaSourceId",),
     sanity_checks=(
         "alert.diaSourceId > 0",
-        "alert.diaSource.midpointMjdTai BETWEEN 50000 AND 80000",
+        "{time} BETWEEN 50000 AND 80000",
     ),
     consistency_checks=(("alert.diaSource.diaSourceId = alert.diaSourceId", "diaSource.diaSourceId differs from diaSourceId"),),
     console_columns=(

@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from functools import reduce
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +19,28 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 
 from fink_spark.config import JobConfig, parse_config
+from fink_spark.decode import decode_records
 from fink_spark.paths import SAMPLE_DIR
+from fink_spark.pipeline import kept_alerts
+from fink_spark.schemas import WriterSchemas
 from fink_spark.session import build_session, local_conf
 from fink_spark.streaming import prepare_stream, run_stream
+from fink_spark.surveys import Survey
+from fink_spark.table_schema import TableSchema
 from fink_spark.testing.local_broker import LocalKafka
 from fink_spark.testing.publisher import encode, read_saved_alerts
 
 USER, PASSWORD = "fink_user", "test-password-4f1c"
 _topic_numbers = itertools.count()
+BROKER_FIXTURES = {"broker", "acl_broker", "new_topic"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use the broker (directly or through another fixture) are marked `broker`:
+    `scripts/test.sh --fast` leaves them out."""
+    for item in items:
+        if BROKER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.broker)
 
 
 @pytest.fixture(scope="session")
@@ -77,6 +92,21 @@ def kafka_records(spark: SparkSession, folder: str, topic: str, extra_values: tu
     Spark's Kafka source: for tests of transformations that need no broker."""
     saved = next(read_saved_alerts([sample(folder)]))
     return kafka_messages(spark, saved.schema_text, saved.records, topic, extra_values)
+
+
+def kept_in_memory(spark: SparkSession, folders: list[str], survey: Survey, schema: str | None = None) -> DataFrame:
+    """Sample folders' alerts as the job keeps them (no filter), decoded from in-memory Kafka
+    records with the job's own transformations: the table's schema starts from `schema` (a
+    file) or the first folder's writer schema, and takes in the others'. No broker."""
+    saved = list(read_saved_alerts([sample(folder) for folder in folders]))  # one per file
+    writers = WriterSchemas(survey)
+    table = TableSchema.first(Path(schema).read_text() if schema else saved[0].schema_text, "test")
+    for alerts in saved:
+        writers.learn(alerts.schema_text.encode())
+        table.merge(alerts.schema_text, "test")
+    records = [kafka_messages(spark, alerts.schema_text, alerts.records, f"fink_{survey.name}") for alerts in saved]
+    decoded = reduce(DataFrame.unionByName, records).transform(decode_records(writers, table, survey))
+    return decoded.transform(kept_alerts(survey, ())).localCheckpoint()
 
 
 def kafka_messages(spark: SparkSession, schema_text: str, records: list[dict[str, Any]], topic: str,

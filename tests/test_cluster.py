@@ -50,6 +50,7 @@ def committed_batches(folder: Path) -> int:
     return len([p for p in log.iterdir() if p.name.split(".")[0].isdigit()]) if log.exists() else 0
 
 
+@pytest.mark.subprocess
 def test_job_survives_losing_a_worker_with_every_alert_once(spark, broker, new_topic, cluster, tmp_path: Path) -> None:  # noqa: ANN001
     topic = new_topic("fink_cluster_ztf", partitions=2)
     sent = publish(broker.client_config(USER), topic, [sample("ztf-0p2")], ZTF, copies=75)  # 300 alerts

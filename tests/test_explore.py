@@ -19,11 +19,13 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pytest
-from conftest import sample, stream_samples
+from conftest import sample
 from reference import read_alerts
 
+from fink_spark.config import parse_config
 from fink_spark.explore import main as explore
 from fink_spark.plots import lightcurve_points
+from fink_spark.reprocess import reprocess
 from fink_spark.surveys import LSST, MJD_ZERO, ZTF
 
 ZTF_ALERTS = read_alerts(sample("ztf-2026"))
@@ -31,13 +33,16 @@ LSST_ALERTS = read_alerts(sample("lsst-2026"))
 
 
 @pytest.fixture(scope="module")
-def outputs(spark, broker, tmp_path_factory):  # noqa: ANN001, ANN201
-    """Parquet outputs of the job for the ZTF and the LSST samples."""
+def outputs(spark, tmp_path_factory):  # noqa: ANN001, ANN201
+    """Parquet outputs of the ZTF and the LSST samples, written as the job writes them (by
+    reprocessing their Avro files into the topic `fink_explore_<survey>`: no broker)."""
     folder = tmp_path_factory.mktemp("explore")
-    outputs = {
-        name: stream_samples(spark, broker, folder / name, f"fink_explore_{name}", [f"{name}-2026"], survey=name)
-        for name in ("ztf", "lsst")
-    }
+    outputs = {}
+    for name in ("ztf", "lsst"):
+        config = parse_config({"survey": name, "output": {"parquet": {
+            "path": str(folder / name / "alerts"), "checkpoint": str(folder / name / "checkpoints")}}}, kafka_required=False)
+        reprocess(spark, config, [str(sample(f"{name}-2026"))], [], f"fink_explore_{name}")
+        outputs[name] = folder / name / "alerts"
     for output in outputs.values():
         committed = next(output.rglob("*.parquet"))
         shutil.copy(committed, committed.with_name("part-99999-uncommitted.c000.zstd.parquet"))
@@ -136,6 +141,7 @@ def test_no_matching_alert_is_a_clear_error(spark, outputs, tmp_path: Path) -> N
         run(spark, "cutouts", outputs["ztf"], "--object-id", "ZTF00nothere", "--output", str(tmp_path / "x.png"))
 
 
+@pytest.mark.subprocess
 def test_explore_answers_without_spark_and_prints_only_its_answer(outputs, tmp_path: Path) -> None:  # noqa: ANN001
     """As a user runs it: the installed command, no JVM started (Spark would write its
     warnings to stderr), no astropy warning about ZTF's cutout headers."""
@@ -174,6 +180,7 @@ def test_a_bad_where_is_one_clear_line(spark, outputs) -> None:  # noqa: ANN001
         run(spark, "show", outputs["ztf"], "--where", "candidate.nothere > 1")
 
 
+@pytest.mark.subprocess
 def test_pictures_without_matplotlib_say_what_to_install(spark, outputs, tmp_path: Path) -> None:  # noqa: ANN001
     """A fresh Python where matplotlib cannot be imported, as without the [plots] extra."""
     no_matplotlib = "import sys; sys.modules['matplotlib'] = None; from fink_spark.cli import main; main()"

@@ -54,6 +54,7 @@ def committed_batches(checkpoint: Path) -> int:
     return len([p for p in commits.iterdir() if p.name.isdigit()]) if commits.exists() else 0
 
 
+@pytest.mark.subprocess
 def test_kill_9_mid_stream_loses_nothing_and_duplicates_nothing(spark, broker, new_topic, tmp_path: Path) -> None:  # noqa: ANN001
     topic = new_topic("fink_crash_ztf", partitions=2)
     sent = publish(broker.client_config(USER), topic, [sample("ztf-0p2")], ZTF, copies=100)  # 400 alerts
@@ -99,6 +100,7 @@ def iceberg_table(warehouse: Path):  # noqa: ANN201
     return SqlCatalog("fink", uri=f"sqlite:///{warehouse}/catalog.db").load_table("ztf.alerts")
 
 
+@pytest.mark.subprocess
 def test_maintenance_beside_the_live_stream_loses_and_duplicates_nothing_and_compacts(
     spark, broker, new_topic, tmp_path: Path,  # noqa: ANN001
 ) -> None:
@@ -222,6 +224,7 @@ def free_port() -> int:
     return port()
 
 
+@pytest.mark.subprocess
 def test_the_password_never_shows(spark, broker, new_topic, tmp_path: Path) -> None:  # noqa: ANN001
     """Logs, console, checkpoint, event log, Spark UI environment and SQL pages: no password anywhere."""
     import urllib.request
@@ -277,6 +280,7 @@ def test_offsets_deleted_by_retention_fail_clearly_or_are_skipped_and_recorded(s
     assert skipped[0]["gaps"] == [{"topic": topic, "partition": 0, "from_offset": 20, "to_offset": 30}]
 
 
+@pytest.mark.subprocess
 def test_broker_outage_the_job_waits_and_resumes_by_itself(spark, tmp_path: Path) -> None:  # noqa: ANN001
     topic = "fink_outage_ztf"
     with LocalKafka(users={USER: PASSWORD}) as kafka:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import USER, job_config, run_job, sample, stream_samples
+from conftest import USER, job_config, kept_in_memory, run_job, sample
 from reference import read_alerts
 
 from fink_spark.errors import ConfigError
@@ -23,12 +23,9 @@ ALERTS = read_alerts(sample("ztf-2026")) + read_alerts(sample("ztf-0p2"))
 
 
 @pytest.fixture(scope="module")
-def kept(spark, broker, tmp_path_factory):  # noqa: ANN001, ANN201
-    """The sample ZTF alerts as the streaming job keeps them (no filter)."""
-    schema = str(SCHEMAS_DIR / "ztf" / "fink_ztf_transfer_2026-03.avsc")
-    output = stream_samples(spark, broker, tmp_path_factory.mktemp("filters"), "fink_filters_ztf",
-                            ["ztf-2026", "ztf-0p2"], schema=schema)
-    return spark.read.parquet(str(output))
+def kept(spark):  # noqa: ANN001, ANN201
+    """The sample ZTF alerts as the job keeps them (no filter), in one table of both schemas."""
+    return kept_in_memory(spark, ["ztf-2026", "ztf-0p2"], ZTF, str(SCHEMAS_DIR / "ztf" / "fink_ztf_transfer_2026-03.avsc"))
 
 
 def selected(kept, items: list) -> set[int]:  # noqa: ANN001
@@ -172,11 +169,9 @@ LSST_ALERTS = read_alerts(sample("lsst-2026")) + read_alerts(sample("lsst-rubin-
 
 
 @pytest.fixture(scope="module")
-def kept_lsst(spark, broker, tmp_path_factory):  # noqa: ANN001, ANN201
+def kept_lsst(spark):  # noqa: ANN001, ANN201
     """The sample LSST alerts (Fink 2026 and Rubin 9.0 schemas) as the job keeps them."""
-    output = stream_samples(spark, broker, tmp_path_factory.mktemp("filters_lsst"), "fink_filters_lsst",
-                            ["lsst-2026", "lsst-rubin-9.0"], survey="lsst")
-    return spark.read.parquet(str(output))
+    return kept_in_memory(spark, ["lsst-2026", "lsst-rubin-9.0"], LSST)
 
 
 @pytest.mark.parametrize(

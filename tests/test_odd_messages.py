@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+from datetime import datetime, timedelta
 
 import fastavro
 from conftest import USER, kafka_messages, read_table, run_job, sample
@@ -15,7 +16,7 @@ from pyspark.sql import SparkSession
 from reference import OUTPUT_ONLY, assert_same_value, read_alerts
 from variants import Variant, expected_alert, nullable
 
-from fink_spark.decode import decode_records
+from fink_spark.decode import alerts, decode_records
 from fink_spark.paths import SCHEMAS_DIR
 from fink_spark.schemas import WriterSchemas, java_legal
 from fink_spark.surveys import ZTF
@@ -99,19 +100,31 @@ def test_a_topic_with_a_writer_schema_java_rejects_keeps_every_alert(
         ("flux_ratio", "flux-ratio"), ("mangrove_host", "mangrove host"), ("mangrove_host._2MASS_name", "2MASS_name")]]
 
 
-def test_records_that_are_not_alert_shaped_are_quarantined_with_a_true_reason(spark: SparkSession) -> None:
-    """A flat record like fink-mm's (objectId, candid, jd, GRB fields; no candidate), a record
-    without ids, and bytes of another schema: each reason says what is wrong."""
+def test_flat_records_like_fink_mms_are_kept_and_records_without_ids_say_why(spark: SparkSession) -> None:
+    """A flat record like fink-mm's (objectId, candid, jd, GCN fields; no candidate struct) is
+    kept with the columns it has, its night from `jd`; a record without ids, or without any
+    time, is quarantined with what it lacks."""
     flat = {"type": "record", "name": "fink_mm", "fields": [
-        {"name": "objectId", "type": "string"}, {"name": "candid", "type": "long"}, {"name": "jd", "type": "double"},
-        {"name": "gcn_source", "type": "string"}, {"name": "p_assoc", "type": "double"}]}
+        {"name": "objectId", "type": ["null", "string"]}, {"name": "candid", "type": ["null", "long"]},
+        {"name": "jd", "type": ["null", "double"]}, {"name": "gcn_source", "type": "string"},
+        {"name": "p_assoc", "type": "double"}]}
     alert = read_alerts(sample("ztf-2026"))[0]
-    records = [{"objectId": alert["objectId"], "candid": alert["candid"], "jd": alert["candidate"]["jd"],
-                "gcn_source": "Fermi", "p_assoc": 0.4}]
+    good = {"objectId": alert["objectId"], "candid": alert["candid"], "jd": alert["candidate"]["jd"],
+            "gcn_source": "Fermi", "p_assoc": 0.4}
+    records = [good, {**good, "candid": None}, {**good, "jd": None}]
     writers = WriterSchemas(ZTF)
     text = json.dumps(flat)
     writers.learn(text.encode())
     table = TableSchema.first(json.dumps(BASE), "start")
     table.merge(text, "test")
     decoded = kafka_messages(spark, text, records, "fink_mm_ztf").transform(decode_records(writers, table, ZTF))
-    assert [row.reject_reason for row in decoded.collect()] == ["no candidate.jd: not an alert-shaped ZTF record"]
+    assert [row.reject_reason for row in decoded.orderBy("offset").collect()] == [
+        None, "no candid: not an alert-shaped ZTF record", "no candidate.jd nor jd: not an alert-shaped ZTF record"]
+    kept = decoded.transform(alerts(ZTF)).collect()
+    assert len(kept) == 1
+    row = kept[0].asDict()
+    assert {key: row[key] for key in good} == good
+    assert row["candidate"] is None  # the alert's columns are there, empty
+    expected_time = datetime(1858, 11, 17) + timedelta(days=good["jd"] - 2400000.5)
+    assert abs((row["obs_time"] - expected_time).total_seconds()) < 1e-3
+    assert (row["year"], row["month"], row["day"]) == (expected_time.year, expected_time.month, expected_time.day)

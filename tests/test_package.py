@@ -42,6 +42,7 @@ def run_installed(venv: Path, folder: Path, *command: str) -> subprocess.Complet
     return subprocess.run(list(command), cwd=folder, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.subprocess
 def test_the_command_is_installed_with_its_schemas(installed: Path, tmp_path: Path) -> None:
     where = run_installed(installed, tmp_path, "python", "-c", "import fink_spark.paths as p; print(p.__file__, p.SCHEMAS_DIR)")
     module, schemas = where.stdout.split()
@@ -51,6 +52,7 @@ def test_the_command_is_installed_with_its_schemas(installed: Path, tmp_path: Pa
         assert f"    {command}" in help_text
 
 
+@pytest.mark.subprocess
 def test_reprocess_count_only_and_the_python_api_from_another_folder(installed: Path, tmp_path: Path) -> None:
     inputs = [str(sample("ztf-2026")), str(sample("ztf-0p2"))]
     alerts = read_alerts(sample("ztf-2026")) + read_alerts(sample("ztf-0p2"))
@@ -80,6 +82,7 @@ def test_without_java_the_error_says_what_to_install(monkeypatch: pytest.MonkeyP
         build_session("fink-spark-without-java", "local[1]")
 
 
+@pytest.mark.subprocess
 def test_connectors_that_cannot_be_resolved_are_one_clear_error(tmp_path: Path) -> None:
     """No .jars/ and Maven Central cannot serve the connectors (offline, a firewall): a
     version that does not exist stands for it, with an empty Ivy cache."""
@@ -95,6 +98,7 @@ def test_connectors_that_cannot_be_resolved_are_one_clear_error(tmp_path: Path) 
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.subprocess
 def test_jobs_start_from_the_class_archive_and_skip_one_java_cannot_use(monkeypatch: pytest.MonkeyPatch,
                                                                       tmp_path: Path) -> None:
     """scripts/setup.sh records the classes a job loads; the driver JVM then reads them from

@@ -143,6 +143,7 @@ def submit_reprocess(config: Path, folder: Path, *extra: str) -> subprocess.Pope
     )
 
 
+@pytest.mark.subprocess
 def test_killed_run_resumes_and_ends_with_each_alert_once(spark, tmp_path: Path) -> None:  # noqa: ANN001
     total = write_one_alert_files(tmp_path / "saved", copies=60)  # 240 files
     config = tmp_path / "job.yaml"
@@ -166,6 +167,7 @@ def test_killed_run_resumes_and_ends_with_each_alert_once(spark, tmp_path: Path)
     shutil.rmtree(tmp_path / "saved")
 
 
+@pytest.mark.subprocess
 def test_twenty_thousand_one_alert_files_with_a_1g_driver(spark, tmp_path: Path) -> None:  # noqa: ANN001
     total = write_one_alert_files(tmp_path / "saved", copies=5000)
     assert total == 20000

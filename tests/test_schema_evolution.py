@@ -101,6 +101,7 @@ def positions(messages: list[Message]) -> dict[tuple[int, int], Message]:
     return {(index % 2, index // 2): message for index, message in enumerate(messages)}
 
 
+@pytest.mark.subprocess
 def test_ztf_topic_mixing_seven_writer_schemas_keeps_every_value(spark, broker, new_topic, tmp_path: Path) -> None:  # noqa: ANN001
     topic = new_topic("fink_versions_ztf", partitions=2)
     messages = messages_of("ztf", ZTF_VARIANTS)

@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 import fastavro
+import pytest
 from confluent_kafka import Producer
-from conftest import PASSWORD, USER, job_config, kafka_records, run_job, sample
+from conftest import PASSWORD, USER, job_config, kafka_messages, kafka_records, run_job, sample
 from reference import OUTPUT_ONLY, assert_same_value, read_alerts
 
 from fink_spark.decode import alerts, decode_records
@@ -89,6 +90,7 @@ def test_data_transfer_topic_takes_its_schema_from_the_side_topic(spark, broker,
     assert sorted((r.candid, r.objectId) for r in rows) == sorted((a["candid"], a["objectId"]) for a in alerts)
 
 
+@pytest.mark.subprocess
 def test_discover_saves_the_topic_schema(broker, new_topic, tmp_path: Path) -> None:
     topic = new_topic("fink_discover_ztf")
     publish(broker.client_config(USER), topic, [sample("ztf-0p2")], ZTF)
@@ -140,3 +142,44 @@ def test_each_record_is_decoded_once_whatever_reads_the_alert(spark) -> None:
     plan = kept._jdf.queryExecution().optimizedPlan().toString()  # noqa: SLF001 - the plan Spark will run
     assert plan.count("from_avro(") == len(writers.known) == 2
     assert kept.count() == sum(record["candidate"]["magpsf"] < 19 for record in saved.records) > 0
+
+
+# Every bundled writer schema, and the real alerts the tests write with it.
+BUNDLED = {
+    "ztf/fink_ztf_transfer_2026-03.avsc": "ztf-2026",
+    "ztf/distribution_schema_fink_ztf_2.7_3.10.1.avsc": "ztf-2026",
+    "ztf/distribution_schema_0p2.avsc": "ztf-0p2",
+    "ztf/ztf_alert_3.3.avsc": "ztf-raw-3.3",
+    "lsst/fink_lsst_transfer_2026-03.avsc": "lsst-2026",
+    "lsst/rubin_lsst.v9_0_fink_ingest.avsc": "lsst-rubin-9.0",
+}
+
+
+def test_every_bundled_schema_file_is_listed_here_and_in_the_readme() -> None:
+    files = {path.relative_to(SCHEMAS_DIR).as_posix() for path in SCHEMAS_DIR.glob("*/*.avsc")}
+    assert files == set(BUNDLED)
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    assert [name for name in BUNDLED if f"`{name}`" not in readme] == []
+    for survey in ("ztf", "lsst"):
+        assert f"{survey}/{(SCHEMAS_DIR / survey / 'latest').read_text().strip()}" in BUNDLED
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLED))
+def test_each_bundled_schema_parses_and_decodes_its_real_alerts(spark, name: str) -> None:  # noqa: ANN001
+    """Parsed by fastavro and by Java's Avro (Spark's), and the sample's alerts written with it
+    come out of the job's decoding with their ids, every one kept."""
+    from fink_spark.surveys import SURVEYS
+
+    survey = SURVEYS[name.split("/")[0]]
+    text = (SCHEMAS_DIR / name).read_text()
+    parsed = fastavro.parse_schema(json.loads(text))
+    spark._jvm.org.apache.avro.Schema.Parser().parse(text)  # noqa: SLF001 - raises if Java's Avro refuses it
+    values = [encode(record, parsed) for record in read_alerts(sample(BUNDLED[name]))]
+    written = [fastavro.schemaless_reader(io.BytesIO(value), parsed) for value in values]  # what the schema keeps
+    writers = WriterSchemas(survey)
+    writers.learn(text.encode())
+    records = kafka_messages(spark, text, written, f"fink_{survey.name}")
+    decoded = records.transform(decode_records(writers, TableSchema.first(text, "test"), survey))
+    kept = decoded.transform(alerts(survey)).select(survey.id_column).collect()
+    assert sorted(row[0] for row in kept) == sorted(record[survey.id_column] for record in written)
+    assert decoded.where("reject_reason IS NOT NULL").count() == 0

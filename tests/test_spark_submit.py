@@ -6,6 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import PASSWORD, USER, sample
 
@@ -22,6 +23,7 @@ def submit(config: Path, *job_options: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.subprocess
 def test_spark_submit_runs_the_job_from_a_yaml_file(spark, broker, new_topic, tmp_path: Path) -> None:  # noqa: ANN001
     topic = new_topic("fink_submit_ztf")
     publish(broker.client_config(USER), topic, [sample("ztf-0p2")], ZTF)
@@ -45,6 +47,7 @@ def test_spark_submit_runs_the_job_from_a_yaml_file(spark, broker, new_topic, tm
     assert spark.read.parquet(str(tmp_path / "alerts")).count() == 4
 
 
+@pytest.mark.subprocess
 def test_spark_submit_reports_a_bad_config_in_one_line(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("survey: ztf\nkafka: {servers: x, topics: [t]}\noutput: {parquet: {path: a}}\n")
@@ -57,6 +60,7 @@ def test_spark_submit_reports_a_bad_config_in_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "a").exists()
 
 
+@pytest.mark.subprocess
 def test_a_users_driver_java_options_are_added_to_the_projects(tmp_path: Path) -> None:
     """--driver-java-options and spark.driver.extraJavaOptions would otherwise replace the
     log configuration and the class-data archive that spark-submit.sh passes."""
