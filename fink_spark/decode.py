@@ -168,7 +168,7 @@ def _night(survey: Survey, columns: StructType) -> list[Column]:
             obs_time.alias(OBS_TIME)]
 
 
-def alerts(survey: Survey) -> Callable[[DataFrame], DataFrame]:
+def flatten_alerts(survey: Survey) -> Callable[[DataFrame], DataFrame]:
     """Decoded records -> one row per genuine alert: its fields as columns, Kafka metadata, night.
 
     An alert field named like a metadata column is kept as `alert_<name>`; Fink's own

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -28,3 +30,27 @@ def format_value(value: Any) -> str:
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.4g}"
     return "—" if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a whole output holds."""
+
+    total: int
+    per_topic: dict[str, int]
+    per_night: dict[str, int]
+    per_class: dict[str, int]
+    magnitudes: list[float]
+
+    def text(self) -> str:
+        def block(title: str, counts: dict[str, int]) -> list[str]:
+            width = max([len(k) for k in counts] + [1])
+            return [title] + [f"  {key.ljust(width)}  {value}" for key, value in counts.items()]
+
+        lines = [f"{self.total} alerts"]
+        lines += block("per topic:", self.per_topic) + block("per night:", self.per_night)
+        lines += block("per Fink class:", self.per_class)
+        if self.magnitudes:
+            lines.append(f"magnitude: min {min(self.magnitudes):.2f}, median {statistics.median(self.magnitudes):.2f}, "
+                         f"max {max(self.magnitudes):.2f}")
+        return "\n".join(lines)

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from fink_spark.cli import SUMMARIES, run_cli
 from fink_spark.committed import committed_files, read_committed
-from fink_spark.display import format_table, format_value
+from fink_spark.display import Summary, format_table, format_value
 from fink_spark.errors import ConfigError
 from fink_spark.surveys import Survey, survey_with_columns, value_at
 from fink_spark.warehouse import is_warehouse, load_pyiceberg
@@ -246,30 +246,6 @@ def summary_rows(output: Output, selection: Selection) -> list[dict[str, Any]]:
         }
         for alert in records(table)
     ]
-
-
-@dataclass(frozen=True)
-class Summary:
-    """What a whole output holds."""
-
-    total: int
-    per_topic: dict[str, int]
-    per_night: dict[str, int]
-    per_class: dict[str, int]
-    magnitudes: list[float]
-
-    def text(self) -> str:
-        def block(title: str, counts: dict[str, int]) -> list[str]:
-            width = max([len(k) for k in counts] + [1])
-            return [title] + [f"  {key.ljust(width)}  {value}" for key, value in counts.items()]
-
-        lines = [f"{self.total} alerts"]
-        lines += block("per topic:", self.per_topic) + block("per night:", self.per_night)
-        lines += block("per Fink class:", self.per_class)
-        if self.magnitudes:
-            lines.append(f"magnitude: min {min(self.magnitudes):.2f}, median {float(np.median(self.magnitudes)):.2f}, "
-                         f"max {max(self.magnitudes):.2f}")
-        return "\n".join(lines)
 
 
 def summarize(rows: Sequence[dict[str, Any]]) -> Summary:

@@ -15,7 +15,7 @@ from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.streaming.listener import StreamingQueryProgress
 
 from fink_spark.config import JobConfig, KafkaConfig
-from fink_spark.decode import UNKNOWN_SCHEMA, alerts
+from fink_spark.decode import UNKNOWN_SCHEMA, flatten_alerts
 from fink_spark.filters import Filter, apply_filters
 from fink_spark.kafka_source import key_at
 from fink_spark.positions import lag_line, spark_offsets
@@ -35,7 +35,7 @@ _WHERE = re.compile(UNKNOWN_SCHEMA + r" \(topic (?P<topic>.+?), partition (?P<pa
 
 def kept_alerts(survey: Survey, filters: tuple[Filter, ...]) -> Callable[[DataFrame], DataFrame]:
     """Decoded records -> the alerts that pass the filters: what the sinks see."""
-    return lambda decoded: decoded.transform(alerts(survey)).transform(apply_filters(filters))
+    return lambda decoded: decoded.transform(flatten_alerts(survey)).transform(apply_filters(filters))
 
 
 def table_schema(config: JobConfig, state: CheckpointFiles, writers: WriterSchemas, newest_keys: list[bytes]) -> TableSchema:
@@ -97,7 +97,7 @@ def learn_schema_at(failures: list[str], kafka: KafkaConfig | None, writers: Wri
     return True
 
 
-class BatchLog:
+class BatchProgress:
     """One line per micro-batch on the job's log (how many records, how fast), and the
     totals of each query over all its batches (start-up excluded).
 

@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -28,11 +28,8 @@ except ImportError as missing:
     package = (missing.name or "a module").split(".")[0]
     raise ConfigError(f"Pictures need matplotlib and astropy ({package} is not installed): pip install 'fink-spark[plots]'.") from None
 
-from fink_spark.display import format_value  # noqa: E402
+from fink_spark.display import Summary, format_value  # noqa: E402
 from fink_spark.surveys import Survey  # noqa: E402
-
-if TYPE_CHECKING:
-    from fink_spark.explore import Summary
 
 STAMPS = ("Science", "Template", "Difference")
 BAND_COLOURS = {"u": "#56b4e9", "g": "#009e73", "r": "#d55e00", "i": "#cc79a7", "z": "#666666", "y": "#e69f00"}

@@ -38,11 +38,11 @@ from pyspark.sql.streaming.listener import StreamingQueryProgress
 from pyspark.sql.types import ArrayType, DataType, StructField, StructType
 
 from fink_spark.config import JobConfig, TriggerConfig
-from fink_spark.decode import METADATA_COLUMNS, alerts, decode_records, quarantined
+from fink_spark.decode import METADATA_COLUMNS, decode_records, flatten_alerts, quarantined
 from fink_spark.errors import ConfigError
 from fink_spark.filters import check_filters
 from fink_spark.kafka_source import key_at, read_offset_range
-from fink_spark.pipeline import BatchLog, kept_alerts, learn_schema_at, quiet_planned_stops, table_schema
+from fink_spark.pipeline import BatchProgress, kept_alerts, learn_schema_at, quiet_planned_stops, table_schema
 from fink_spark.schemas import WriterSchemas
 from fink_spark.sinks import MicroBatchOutputs, open_sinks
 from fink_spark.state import OUTPUT_TABLE_SCHEMA, CheckpointFiles
@@ -294,7 +294,7 @@ def read_kafka_range(spark: SparkSession, config: JobConfig, span: KafkaRange, w
     return frame.transform(decode_records(writers, table, config.survey)).select(*RECORD_COLUMNS)
 
 
-class _Progress(BatchLog):
+class _Progress(BatchProgress):
     """Files and alerts done, rate and time left, one line per micro-batch."""
 
     def __init__(self, total_files: int | None, files_per_batch: int, counts: dict[str, int]) -> None:
@@ -380,7 +380,7 @@ def reprocess(
             sources += [read_kafka_range(spark, config, span, writers, table) for span in kafka_ranges]
             # One query over the union of the inputs: a Parquet sink folder takes one writer.
             records = reduce(DataFrame.unionByName, sources)
-            check_filters(config.filters, records.transform(alerts(survey)))
+            check_filters(config.filters, records.transform(flatten_alerts(survey)))
             try:
                 if count_only:
                     return _count(records.transform(kept), progress)
@@ -404,7 +404,7 @@ def reprocess(
     return totals.get("kept", 0)
 
 
-def _count(table: DataFrame, progress: BatchLog) -> int:
+def _count(table: DataFrame, progress: BatchProgress) -> int:
     """Count what passes, writing nothing (a throw-away checkpoint: every run counts everything)."""
     counted: list[int] = []
     with tempfile.TemporaryDirectory(prefix="fink-spark-count-") as checkpoint:

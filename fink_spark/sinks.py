@@ -4,7 +4,7 @@ quarantine, the rejected ids and the console.
 The live job feeds all of them from one micro-batch, read from Kafka and decoded once
 (`MicroBatchOutputs`): each output is a sink with the same three methods (`has`, `write`,
 `write_nothing`): Iceberg appends (`fink_spark.iceberg`) or Spark's own file sink for
-Parquet (`ParquetLog`). The console gets its counts and lines from metrics gathered
+Parquet (`ParquetFileSink`). The console gets its counts and lines from metrics gathered
 during the table's write.
 """
 
@@ -89,7 +89,7 @@ def open_sinks(spark: SparkSession, output: TableOutput, survey: Survey, writer:
         paths = {"alerts": output.path, "quarantine": output.quarantine, "rejected": output.rejected_path}
         partition_by = {"alerts": output.partition_by, "quarantine": tuple(c for c in output.partition_by if c == "topic"),
                         "rejected": ("topic",)}
-        sinks = {name: ParquetLog(spark, paths[name], partition_by[name], output.compression) for name in columns}  # type: ignore[misc]
+        sinks = {name: ParquetFileSink(spark, paths[name], partition_by[name], output.compression) for name in columns}  # type: ignore[misc]
     return Sinks(sinks["alerts"] if own_table else None, sinks["quarantine"], sinks.get("rejected"))
 
 
@@ -108,7 +108,7 @@ def table_query(frame: DataFrame, output: TableOutput, survey: Survey, checkpoin
     return writer.start(output.path)
 
 
-class ParquetLog:
+class ParquetFileSink:
     """A Parquet folder written batch by batch, exactly once, from inside `foreachBatch`.
 
     It is Spark's own streaming file sink (`FileStreamSink`), the one `writeStream.format

@@ -22,7 +22,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from fink_spark.config import JobConfig, KafkaConfig
-from fink_spark.decode import alerts, decode_records, quarantined
+from fink_spark.decode import decode_records, flatten_alerts, quarantined
 from fink_spark.errors import ConfigError, KafkaAccessError
 from fink_spark.filters import check_filters, deduplicate, first_rejection
 from fink_spark.kafka_source import (
@@ -36,7 +36,7 @@ from fink_spark.kafka_source import (
     subscribed_partitions,
     topic_schema,
 )
-from fink_spark.pipeline import BatchLog, kept_alerts, learn_schema_at, quiet_planned_stops, table_schema
+from fink_spark.pipeline import BatchProgress, kept_alerts, learn_schema_at, quiet_planned_stops, table_schema
 from fink_spark.schemas import (
     WriterSchemas,
     key_kind,
@@ -73,11 +73,11 @@ def start_queries(spark: SparkSession, plan: StreamPlan, out: TextIO | None = No
 
     kept = kept_alerts(survey, config.filters)
     records = decoded("alerts")
-    check_filters(config.filters, records.transform(alerts(survey)))
+    check_filters(config.filters, records.transform(flatten_alerts(survey)))
     deduplicated = (decoded("deduplicated").transform(kept).transform(deduplicate(survey, output.deduplicate_gap))
                     if output.deduplicate_gap else None)
     table_frame = deduplicated if deduplicated is not None else records.transform(kept)
-    rejections = (lambda batch: batch.transform(alerts(survey)).transform(first_rejection(config.filters, survey))) \
+    rejections = (lambda batch: batch.transform(flatten_alerts(survey)).transform(first_rejection(config.filters, survey))) \
         if output.rejected else None
     columns = {"alerts": table_frame.schema, "quarantine": records.transform(quarantined).schema}
     if rejections is not None:
@@ -173,13 +173,13 @@ def prepare_stream(config: JobConfig) -> StreamPlan:
     state.write(WRITER_SCHEMAS, writers.to_json())
     if config.kafka.on_data_loss == "skip":
         record_skipped_offsets(config, partitions, state)
-    max_offsets = batch_size(config.kafka, newest_messages)
+    max_offsets = records_per_batch(config.kafka, newest_messages)
     if config.trigger.limit is not None:  # overshoot the limit by at most one small batch
         max_offsets = min(max_offsets or config.trigger.limit, config.trigger.limit)
     return StreamPlan(config, writers, table, state, max_offsets, starting_offsets)
 
 
-def batch_size(kafka: KafkaConfig, newest_messages: list[Message]) -> int | None:
+def records_per_batch(kafka: KafkaConfig, newest_messages: list[Message]) -> int | None:
     """The most records a micro-batch reads: `kafka.max_bytes_per_trigger` over the size of
     the topics' newest messages, within `kafka.max_offsets_per_trigger`. A backlog is so
     drained in batches of bounded size whatever its length (ZTF alerts weigh about 50 kB,
@@ -229,7 +229,7 @@ def record_skipped_offsets(config: JobConfig, partitions: dict[str, int], state:
 def run_stream(spark: SparkSession, plan: StreamPlan, out: TextIO | None = None) -> None:
     """Run the job until it is stopped (processing-time trigger) or has read everything (available now)."""
     with quiet_planned_stops():
-        _run_until_done(spark, plan, out, BatchLog())
+        _run_until_done(spark, plan, out, BatchProgress())
 
 
 def _explained(error: StreamingQueryException, config: JobConfig) -> Exception:
@@ -250,7 +250,7 @@ def _explained(error: StreamingQueryException, config: JobConfig) -> Exception:
     return error
 
 
-def _run_until_done(spark: SparkSession, plan: StreamPlan, out: TextIO | None, progress: BatchLog) -> None:
+def _run_until_done(spark: SparkSession, plan: StreamPlan, out: TextIO | None, progress: BatchProgress) -> None:
     config, writers, state = plan.config, plan.writers, plan.state
     while True:
         queries = start_queries(spark, plan, out)

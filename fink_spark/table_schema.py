@@ -285,9 +285,6 @@ class TableSchema:
         """The table's schema as a reader of itself (e.g. for files already in its shape)."""
         return self.reader_for(json.dumps(self.schema))
 
-    def to_json(self) -> str:
-        return json.dumps({"schema": self.schema, "history": self.history}, indent=1)
-
     @classmethod
     def from_json(cls, text: str) -> TableSchema:
         saved = json.loads(text)

@@ -10,7 +10,7 @@ import pytest
 from fink_spark.config import Secret, load_config, parse_config
 from fink_spark.errors import ConfigError
 from fink_spark.kafka_source import Message, stream_options
-from fink_spark.streaming import batch_size
+from fink_spark.streaming import records_per_batch
 
 VALID = {
     "survey": "ztf",
@@ -115,12 +115,12 @@ def test_batch_bytes_take_units(setting: str | int, expected: int, tmp_path: Pat
 def test_micro_batches_are_sized_by_the_bytes_of_the_newest_messages(tmp_path: Path) -> None:
     kafka = parse_config(VALID, base=tmp_path).kafka  # 500 MB by default
     ztf, lsst = [Message(b"{}", 50_000)] * 2, [Message(b"{}", 250_000), Message(None, 230_000)]
-    assert batch_size(kafka, ztf) == 10_000
-    assert batch_size(kafka, lsst) == 2083
+    assert records_per_batch(kafka, ztf) == 10_000
+    assert records_per_batch(kafka, lsst) == 2083
     capped = parse_config(config_with(lambda d: d["kafka"].update(max_offsets_per_trigger=500)), base=tmp_path).kafka
-    assert batch_size(capped, ztf) == 500
-    assert stream_options(kafka, max_offsets=batch_size(kafka, ztf))["maxOffsetsPerTrigger"] == "10000"
-    assert batch_size(kafka, []) is None and "maxOffsetsPerTrigger" not in stream_options(kafka)
+    assert records_per_batch(capped, ztf) == 500
+    assert stream_options(kafka, max_offsets=records_per_batch(kafka, ztf))["maxOffsetsPerTrigger"] == "10000"
+    assert records_per_batch(kafka, []) is None and "maxOffsetsPerTrigger" not in stream_options(kafka)
 
 
 def test_fink_client_credentials_fill_the_kafka_section(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001

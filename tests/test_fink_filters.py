@@ -23,7 +23,7 @@ import pytest
 from conftest import kafka_messages, sample
 from pyspark.sql import DataFrame, SparkSession
 
-from fink_spark.decode import alerts, decode_records
+from fink_spark.decode import decode_records, flatten_alerts
 from fink_spark.filters import EXTRAGALACTIC_CLASSES, FINK_FILTERS_VERSION, FINK_UTILS_VERSION, apply_filters, parse_filters
 from fink_spark.schemas import WriterSchemas
 from fink_spark.surveys import LSST, ZTF, Survey
@@ -131,7 +131,7 @@ def decoded_alerts(spark: SparkSession, survey: Survey, schema_text: str, record
     writers.learn(schema_text.encode())
     messages = kafka_messages(spark, schema_text, records, f"fink_variants_{survey.name}")
     table = TableSchema.first(schema_text, "test")
-    return messages.transform(decode_records(writers, table, survey)).transform(alerts(survey)).cache()
+    return messages.transform(decode_records(writers, table, survey)).transform(flatten_alerts(survey)).cache()
 
 
 def selected_by(table: DataFrame, survey: Survey, preset: str, **parameters: float) -> set[int]:

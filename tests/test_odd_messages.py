@@ -16,7 +16,7 @@ from pyspark.sql import SparkSession
 from reference import OUTPUT_ONLY, assert_same_value, read_alerts
 from variants import Variant, expected_alert, nullable
 
-from fink_spark.decode import alerts, decode_records
+from fink_spark.decode import decode_records, flatten_alerts
 from fink_spark.paths import SCHEMAS_DIR
 from fink_spark.schemas import WriterSchemas, java_legal
 from fink_spark.surveys import ZTF
@@ -120,7 +120,7 @@ def test_flat_records_like_fink_mms_are_kept_and_records_without_ids_say_why(spa
     decoded = kafka_messages(spark, text, records, "fink_mm_ztf").transform(decode_records(writers, table, ZTF))
     assert [row.reject_reason for row in decoded.orderBy("offset").collect()] == [
         None, "no candid: not an alert-shaped ZTF record", "no candidate.jd nor jd: not an alert-shaped ZTF record"]
-    kept = decoded.transform(alerts(ZTF)).collect()
+    kept = decoded.transform(flatten_alerts(ZTF)).collect()
     assert len(kept) == 1
     row = kept[0].asDict()
     assert {key: row[key] for key in good} == good

@@ -15,7 +15,7 @@ from confluent_kafka import Producer
 from conftest import PASSWORD, USER, job_config, kafka_messages, kafka_records, run_job, sample
 from reference import OUTPUT_ONLY, assert_same_value, read_alerts
 
-from fink_spark.decode import alerts, decode_records
+from fink_spark.decode import decode_records, flatten_alerts
 from fink_spark.filters import apply_filters, parse_filters
 from fink_spark.paths import PROJECT_ROOT, SCHEMAS_DIR
 from fink_spark.schemas import WriterSchemas, schema_fingerprint
@@ -137,7 +137,7 @@ def test_each_record_is_decoded_once_whatever_reads_the_alert(spark) -> None:
     assert saved.schema_text == SCHEMA_2026
     records = kafka_records(spark, "ztf-2026", "t")
     table = TableSchema.first(SCHEMA_2026, "start")
-    kept = records.transform(decode_records(writers, table, ZTF)).transform(alerts(ZTF))
+    kept = records.transform(decode_records(writers, table, ZTF)).transform(flatten_alerts(ZTF))
     kept = kept.transform(apply_filters(parse_filters(["candidate.magpsf < 19"], ZTF)))
     plan = kept._jdf.queryExecution().optimizedPlan().toString()  # noqa: SLF001 - the plan Spark will run
     assert plan.count("from_avro(") == len(writers.known) == 2
@@ -180,6 +180,6 @@ def test_each_bundled_schema_parses_and_decodes_its_real_alerts(spark, name: str
     writers.learn(text.encode())
     records = kafka_messages(spark, text, written, f"fink_{survey.name}")
     decoded = records.transform(decode_records(writers, TableSchema.first(text, "test"), survey))
-    kept = decoded.transform(alerts(survey)).select(survey.id_column).collect()
+    kept = decoded.transform(flatten_alerts(survey)).select(survey.id_column).collect()
     assert sorted(row[0] for row in kept) == sorted(record[survey.id_column] for record in written)
     assert decoded.where("reject_reason IS NOT NULL").count() == 0

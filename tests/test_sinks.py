@@ -17,7 +17,7 @@ from fink_spark.decode import decode_records, quarantined
 from fink_spark.filters import first_rejection, parse_filters
 from fink_spark.pipeline import kept_alerts
 from fink_spark.schemas import WriterSchemas
-from fink_spark.sinks import MicroBatchOutputs, ParquetLog
+from fink_spark.sinks import MicroBatchOutputs, ParquetFileSink
 from fink_spark.surveys import ZTF
 from fink_spark.table_schema import TableSchema
 from fink_spark.testing.publisher import read_saved_alerts
@@ -40,9 +40,9 @@ def outputs(spark: SparkSession, root: Path, out: io.StringIO) -> MicroBatchOutp
         survey=ZTF,
         kept=kept_alerts(ZTF, filters),
         quarantined=quarantined,
-        table=ParquetLog(spark, str(root / "alerts"), ("topic",), "zstd"),
-        quarantine=ParquetLog(spark, str(root / "quarantine"), ("topic",), "zstd"),
-        rejected=(ParquetLog(spark, str(root / "rejected"), ("topic",), "zstd"),
+        table=ParquetFileSink(spark, str(root / "alerts"), ("topic",), "zstd"),
+        quarantine=ParquetFileSink(spark, str(root / "quarantine"), ("topic",), "zstd"),
+        rejected=(ParquetFileSink(spark, str(root / "rejected"), ("topic",), "zstd"),
                   lambda batch: batch.transform(kept_alerts(ZTF, ())).transform(first_rejection(filters, ZTF))),
         console=ConsoleOutput(enabled=True, rows=3),
         out=out,

@@ -17,7 +17,7 @@ from reference import check_alerts, read_alerts
 
 from fink_spark.errors import KafkaAccessError
 from fink_spark.paths import SCHEMAS_DIR
-from fink_spark.pipeline import BatchLog
+from fink_spark.pipeline import BatchProgress
 from fink_spark.streaming import prepare_stream
 from fink_spark.surveys import LSST, ZTF
 from fink_spark.testing.local_broker import LocalKafka
@@ -153,10 +153,10 @@ def test_a_query_that_failed_before_the_wait_fails_the_job_and_no_later_one(spar
         failing.awaitTermination(120)
     assert not failing.isActive
     with pytest.raises(StreamingQueryException, match=r"row \d+ is bad"):
-        BatchLog().wait_for([failing])
+        BatchProgress().wait_for([failing])
     spark.range(3).write.parquet(str(tmp_path / "rows"))
     healthy = (spark.readStream.schema("id BIGINT").parquet(str(tmp_path / "rows")).writeStream.queryName("healthy")
                .format("noop").trigger(availableNow=True).start())
-    batches = BatchLog()
+    batches = BatchProgress()
     batches.wait_for([healthy])
     assert batches.totals["healthy"][0] == 3
