@@ -351,6 +351,9 @@ def report(results: list[Result], lat: Latency | None, args: argparse.Namespace)
         "without start-up (fink-spark: the sum of its micro-batches; Kafka's tool: its own clock).",
         *([f"Throughput figures: {args.note}; latency measured again on its own."] if args.note else []),
         "",
+        "Beside it: `SINKS.md` (`--sinks-only`: the Iceberg table against the plain Parquet sink, side by side) and",
+        "`SOAK.md` (`soak.py`: a season of small micro-batches, each sink, before and after `fink-spark maintain`).",
+        "",
         "| workload | contender | alerts | end to end (alerts/s) | MB/s | processing (alerts/s) "
         "| peak memory, PSS (MB) | output (MB) |",
         "|---|---|---:|---:|---:|---:|---:|---:|",

@@ -93,6 +93,14 @@ def soak(broker: LocalKafka, topic: str, output_format: str, per_batch: int) -> 
 def report(results: list[dict[str, object]], batches: int, per_batch: int) -> str:
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [f"# Soak: {batches} micro-batches of {per_batch} ZTF alerts, {when}", "",
+             "`bench/soak.py`: the shipped configuration, one topic drained with --available-now in micro-batches",
+             f"of {per_batch} alerts, once into the Iceberg table and once into the plain Parquet sink, one after the",
+             "other on this machine. Batch times are Spark's (triggerExecution), the median of the first and of the last",
+             "tenth (at most 50 batches). Data files read: those a reader plans (pyiceberg's scan; Parquet: every",
+             "file); files on disk include files no snapshot references any more. Log/metadata: Parquet's",
+             "_spark_metadata; Iceberg's metadata/ and catalog. pandas reads: `pd.read_parquet(folder)`;",
+             "`load_pyiceberg(warehouse).scan().to_pandas()`. After maintain: `fink-spark maintain",
+             "--snapshot-age-hours 0 --retain-snapshots 1` once the stream stopped.", "",
              "| sink | batches | first batches (median s) | last batches (median s) | data files read | files on disk | "
              "log/metadata MB | pandas reads the output (s) | rows pandas sees |", "|---|---|---|---|---|---|---|---|---|"]
     for result in results:
