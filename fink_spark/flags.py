@@ -50,18 +50,18 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated, e.g. topic,night,finkclass (output.table.partition_by)")
     parser.add_argument("--filter", action="append", default=[], metavar="SQL",
                         help="keep alerts for which this Spark SQL condition holds; repeatable (filters)")
-    parser.add_argument("--limit", type=int, metavar="N",
-                        help="stop after N alerts kept (the last micro-batch is kept whole) (trigger.limit)")
-    parser.add_argument("--no-console", action="store_true", help="print no alerts (output.console.enabled: false)")
 
 
 def add_start_flags(parser: argparse.ArgumentParser) -> None:
-    """Where a live job begins, and whether it ends."""
+    """Where a live job begins, whether it ends, and what it prints."""
     parser.add_argument("--start-at", metavar="WHEN",
                         help="earliest, latest or a time (2026-11-28T20:00:00Z): where a new checkpoint starts "
                              "(kafka.starting_offsets)")
     parser.add_argument("--available-now", action="store_true",
                         help="consume what is there, then stop (trigger.available_now)")
+    parser.add_argument("--limit", type=int, metavar="N",
+                        help="stop after N alerts kept (the last micro-batch is kept whole) (trigger.limit)")
+    parser.add_argument("--no-console", action="store_true", help="print no alerts (output.console.enabled: false)")
 
 
 def job_config(args: argparse.Namespace, kafka_required: bool = True, outputs_only: bool = False) -> JobConfig:
