@@ -1,8 +1,9 @@
-"""The streaming job: Kafka -> decode -> filters -> Parquet, quarantine and console.
+"""The streaming job: Kafka -> decode -> filters -> the table, quarantine and console.
 
-One Spark streaming query, `alerts`, reads each Kafka record once and decodes it once;
-each micro-batch then feeds the Parquet table (exactly once), the quarantine (the records
-that are not alerts) and the console. Its checkpoint is `<checkpoint>/alerts`. When a
+One Spark streaming query, `alerts`, reads the Kafka records; each micro-batch then feeds
+the table (exactly once), the quarantine (the records that are not alerts) and the
+console, decoding a clean batch once (a batch with records for the quarantine is read
+again for it). Its checkpoint is `<checkpoint>/alerts`. When a
 record's key carries a writer schema the job has not met, the query stops; the job
 learns the schema, adds it to the table's (`fink_spark.table_schema`), saves both
 beside the checkpoint and the output, and starts again from the checkpoint, so that
@@ -57,9 +58,9 @@ def job_files(config: JobConfig) -> CheckpointFiles:
 def start_queries(spark: SparkSession, plan: StreamPlan, out: TextIO | None = None) -> list[StreamingQuery]:
     """Start the job's query with the writer schemas known now.
 
-    One query, `alerts`, reads each record from Kafka once and decodes it once; each of its
-    micro-batches feeds the table, the quarantine, the rejected ids and the console
-    (`MicroBatchOutputs`). With de-duplication, a second query, `deduplicated`, writes the
+    One query, `alerts`, reads the records from Kafka; each of its micro-batches feeds the
+    table, the quarantine, the rejected ids and the console (`MicroBatchOutputs`: a side
+    output with records reads the batch again). With de-duplication, a second query, `deduplicated`, writes the
     table: merging copies across batches needs Spark's streaming state, which only a
     query of its own keeps.
     """
