@@ -307,6 +307,7 @@ def test_broker_outage_the_job_waits_and_resumes_by_itself(spark, tmp_path: Path
     assert sorted(offsets) == list(range(200))
 
 
+@pytest.mark.broker  # a TLS broker of its own
 def test_sasl_ssl_with_a_ca_named_in_the_config(spark, tmp_path: Path) -> None:  # noqa: ANN001
     with LocalKafka(users={USER: PASSWORD}, tls=True) as kafka:
         kafka.create_topics(["fink_tls_ztf"])
