@@ -22,7 +22,7 @@ from pyspark.sql.types import StructType
 
 from fink_spark import iceberg
 from fink_spark.config import ICEBERG, ConsoleOutput, TableOutput, TriggerConfig
-from fink_spark.decode import has_column
+from fink_spark.decode import OBS_TIME, has_column
 from fink_spark.display import batch_header, format_table
 from fink_spark.errors import ConfigError
 from fink_spark.metrics import PlanMetrics
@@ -74,7 +74,6 @@ def open_sinks(spark: SparkSession, output: TableOutput, survey: Survey, writer:
     if output.format == ICEBERG:
         tables = iceberg.Tables.of(output, survey.name)
         tables.open(spark)
-        properties = iceberg.table_properties(output.compression)
         partitioning = {
             "alerts": iceberg.alert_partitioning(output.partition_by),
             "quarantine": [F.col("topic"), F.partitioning.days(F.col("ingest_time"))],
@@ -83,6 +82,10 @@ def open_sinks(spark: SparkSession, output: TableOutput, survey: Survey, writer:
         sinks = {}
         for name, frame_columns in columns.items():
             sink = iceberg.IcebergAppends(spark, tables.name(name), writer, partitioning[name])
+            # statistics for the columns readers select alerts by: id, object, time
+            metrics = tuple(column for column in (survey.id_column, survey.object_column, OBS_TIME, "ingest_time")
+                            if has_column(frame_columns, column))
+            properties = iceberg.table_properties(output.compression, metrics)
             sink.prepare(frame_columns, properties, changes if name == "alerts" else None)
             sinks[name] = sink
     else:
