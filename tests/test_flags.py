@@ -129,3 +129,25 @@ def test_offsets_read_from_spark_json_and_from_pyspark_progress_text() -> None:
     expected = {"fink_kn_ztf": {0: 12}, "fink_sn_ztf": {0: 12, 1: 0}}
     assert spark_offsets('{"fink_kn_ztf":{"0":12},"fink_sn_ztf":{"0":12,"1":0}}') == expected
     assert spark_offsets("{'fink_kn_ztf': {'0': 12}, 'fink_sn_ztf': {'0': 12, '1': 0}}") == expected
+
+
+def test_reprocess_from_flags_alone(spark, tmp_path: Path) -> None:  # noqa: ANN001
+    """`fink-spark reprocess --survey ztf --input <avro files> --output <folder>`, no YAML: every
+    alert of the files lands in the table once."""
+    import argparse
+
+    from conftest import read_table, sample
+    from reference import read_alerts
+
+    from fink_spark.commands import add_reprocess_arguments
+    from fink_spark.flags import job_config
+    from fink_spark.reprocess import reprocess
+
+    parser = argparse.ArgumentParser()
+    add_reprocess_arguments(parser)
+    args = parser.parse_args(["--survey", "ztf", "--input", str(sample("ztf-2026")), "--output", str(tmp_path / "alerts")])
+    config = job_config(args, kafka_required=False)
+    assert config.output.checkpoint == str(tmp_path / "alerts" / "checkpoints")
+    assert reprocess(spark, config, args.input, [], args.topic) == 31
+    kept = read_table(tmp_path / "alerts", ["candid"]).column("candid").to_pylist()
+    assert sorted(kept) == sorted(alert["candid"] for alert in read_alerts(sample("ztf-2026")))
