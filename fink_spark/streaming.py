@@ -38,6 +38,7 @@ from fink_spark.kafka_source import (
     topic_schema,
 )
 from fink_spark.pipeline import BatchProgress, kept_alerts, learn_schema_at, quiet_planned_stops, table_schema
+from fink_spark.positions import spark_offsets
 from fink_spark.schemas import (
     WriterSchemas,
     key_kind,
@@ -203,8 +204,8 @@ def committed_offsets(state: CheckpointFiles, query: str = "alerts") -> dict[str
     lines = text.splitlines()
     offsets: dict[str, dict[int, int]] = {}
     for line in lines[2:]:
-        for topic, parts in json.loads(line).items():
-            offsets.setdefault(topic, {}).update({int(p): int(o) for p, o in parts.items()})
+        for topic, parts in spark_offsets(line).items():
+            offsets.setdefault(topic, {}).update(parts)
     return offsets
 
 
