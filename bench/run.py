@@ -87,8 +87,10 @@ def _copy_chunks(survey: Survey, folder: str, copies: int) -> list[tuple[str, st
     return [(survey.name, folder, first, min(first + 100, copies)) for first in range(0, copies, 100)]
 
 
-def publish_workload(broker: LocalKafka, topic: str, survey: Survey, folder: str, count: int, partitions: int) -> float:
-    """Publish `count` replicated real alerts; returns their total size in MB."""
+def publish_workload(broker: LocalKafka, topic: str, survey: Survey, folder: str, count: int, partitions: int,
+                     poison_every: int | None = None) -> float:
+    """Publish `count` replicated real alerts; returns their total size in MB. With
+    `poison_every` N, every Nth message is poison instead: an alert's value cut in half."""
     broker.create_topics([topic], partitions)
     per_copy = sum(len(saved.records) for saved in read_saved_alerts([SAMPLE_DIR / folder]))
     copies = -(-count // per_copy)
@@ -101,6 +103,8 @@ def publish_workload(broker: LocalKafka, topic: str, survey: Survey, folder: str
             for key, value in messages:
                 if sent == count:
                     break
+                if poison_every and sent % poison_every == poison_every // 2:
+                    value = value[: len(value) // 2]
                 while True:
                     try:
                         producer.produce(topic, value=value, key=key, partition=sent % partitions)

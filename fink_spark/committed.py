@@ -76,7 +76,8 @@ def read_committed(path: str | Path, columns: list[str] | None = None, rows: Row
     `partitions` keeps a file by its partition values, `rows` gives each file's table a
     mask of the rows to keep; `files`, the committed files when already listed. Files
     written with older schemas lack some columns: the tables are merged with nulls for
-    them, and int/float columns widened.
+    them, and int/float columns widened (pyarrow's promotion; the files' types differ only
+    by the table's own widenings, `table_schema.WIDENINGS`).
     """
     root = Path(path).resolve()
     tables = []

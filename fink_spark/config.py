@@ -7,7 +7,6 @@ variable or a file, and it is kept in a `Secret` that never prints.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import yaml
 
 from fink_spark.errors import ConfigError
 from fink_spark.filters import Filter, parse_filters
+from fink_spark.keys import Section
 from fink_spark.schemas import load_schema_text
 from fink_spark.surveys import SURVEYS, Survey, get_survey
 
@@ -165,50 +165,7 @@ CODECS = ("zstd", "lz4_raw", "snappy", "gzip", "uncompressed")
 _INTERVAL = re.compile(r"^\s*\d+(\.\d+)?\s*(ms|millisecond|second|minute|hour)s?\s*$", re.I)
 
 
-class _Section:
-    """One mapping of the YAML file, read key by key with errors that name the key."""
-
-    def __init__(self, data: Any, path: str, known: set[str]) -> None:
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path or 'the file'} must be a mapping of keys to values.")
-        for key in data:
-            if key not in known:
-                hint = difflib.get_close_matches(str(key), sorted(known), n=1)
-                suggestion = f" Did you mean {_name(path, hint[0])!r}?" if hint else ""
-                raise ConfigError(
-                    f"Unknown key {_name(path, str(key))!r}.{suggestion} "
-                    f"Known keys here: {', '.join(sorted(known))}."
-                )
-        self.data = data
-        self.path = path
-
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None, required: bool = False) -> Any:
-        name = _name(self.path, key)
-        if key not in self.data or self.data[key] is None:
-            if required:
-                raise ConfigError(f"Missing required key {name!r}.")
-            return default
-        value = self.data[key]
-        if isinstance(value, bool) and kind in (int, float):
-            raise ConfigError(f"{name!r} must be a number, not {value!r}.")
-        if not isinstance(value, kind):
-            expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-            raise ConfigError(
-                f"{name!r} must be of type {expected}, not {type(value).__name__} ({value!r})."
-            )
-        return value
-
-    def section(self, key: str, known: set[str]) -> _Section:
-        return _Section(self.data.get(key), _name(self.path, key), known)
-
-
-def _name(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _password(kafka: _Section, base: Path) -> Secret | None:
+def _password(kafka: Section, base: Path) -> Secret | None:
     """The password from `password`, `password_env` or `password_file`, at most one of them."""
     given = [key for key in ("password", "password_env", "password_file") if kafka.data.get(key)]
     if len(given) > 1:
@@ -255,7 +212,7 @@ def fink_client_credentials(name: str | None) -> dict[str, Any]:
     return saved
 
 
-def _kafka(root: _Section, base: Path, required: bool, topics_required: bool = True) -> KafkaConfig | None:
+def _kafka(root: Section, base: Path, required: bool, topics_required: bool = True) -> KafkaConfig | None:
     kafka = root.section(
         "kafka",
         {
@@ -335,7 +292,7 @@ def _size(value: str | int, name: str) -> int:
     return size
 
 
-def _ssl_ca(kafka: _Section, base: Path) -> str | None:
+def _ssl_ca(kafka: Section, base: Path) -> str | None:
     """The CA certificate(s) (PEM) that signed the brokers' certificates: TLS to the brokers."""
     value = kafka.get("ssl_ca", str)
     if value is None:
@@ -346,7 +303,7 @@ def _ssl_ca(kafka: _Section, base: Path) -> str | None:
     return str(path)
 
 
-def _outputs(root: _Section, base: Path, survey: Survey) -> tuple[TableOutput, ConsoleOutput]:
+def _outputs(root: Section, base: Path, survey: Survey) -> tuple[TableOutput, ConsoleOutput]:
     output = root.section("output", {"table", "parquet", "format", "console"})
     if "output" not in root.data:
         raise ConfigError("Missing required key 'output'.")
@@ -414,7 +371,7 @@ def _outputs(root: _Section, base: Path, survey: Survey) -> tuple[TableOutput, C
     )
 
 
-def _trigger(root: _Section) -> TriggerConfig:
+def _trigger(root: Section) -> TriggerConfig:
     trigger = root.section("trigger", {"processing_time", "available_now", "limit"})
     limit = trigger.get("limit", int)
     if limit is not None and limit <= 0:
@@ -446,7 +403,7 @@ def parse_config(data: Any, base: Path | None = None, kafka_required: bool = Tru
     reprocessing files may leave out the `kafka` section (`kafka_required=False`).
     """
     base = base or Path.cwd()
-    root = _Section(data, "", {"survey", "kafka", "schema", "output", "trigger", "filters"})
+    root = Section(data, "", {"survey", "kafka", "schema", "output", "trigger", "filters"})
     survey_name = root.get("survey", str, required=True)
     if survey_name not in SURVEYS:
         raise ConfigError(
@@ -475,7 +432,7 @@ def parse_source(data: Any, base: Path | None = None) -> tuple[Survey | None, Ka
     (discover, topics): the rest of the mapping is left unchecked, topics may be left out."""
     if not isinstance(data, dict):
         raise ConfigError("the file must be a mapping of keys to values.")
-    root = _Section({key: data.get(key) for key in ("survey", "kafka") if key in data}, "", {"survey", "kafka"})
+    root = Section({key: data.get(key) for key in ("survey", "kafka") if key in data}, "", {"survey", "kafka"})
     survey_name = root.get("survey", str)
     if survey_name is not None and survey_name not in SURVEYS:
         raise ConfigError(f"'survey' is {survey_name!r}; it must be one of {', '.join(sorted(SURVEYS))}.")

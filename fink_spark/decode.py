@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.avro.functions import from_avro
 from pyspark.sql.types import DataType, StructType
 
-from fink_spark.schemas import VERSION_KEY, WriterSchemas
+from fink_spark.schemas import NOT_A_SCHEMA_KEY, UNBUNDLED_VERSION, VERSION_KEY, WriterSchemas
 from fink_spark.surveys import Survey
 from fink_spark.table_schema import TableSchema
 
@@ -135,10 +135,10 @@ def _reject_reason(writers: WriterSchemas, survey: Survey, time_columns: list[st
             key_text.rlike(VERSION_KEY.pattern),
             F.concat(
                 F.lit("key names schema version "), key_text,
-                F.lit(", which fink-spark does not bundle"),
+                F.lit(f", {UNBUNDLED_VERSION}"),
             ),
         )
-        .otherwise(F.lit("key is neither a JSON Avro schema nor a schema version string"))
+        .otherwise(F.lit(f"key {NOT_A_SCHEMA_KEY}"))
     )
 
 

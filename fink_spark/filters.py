@@ -9,6 +9,7 @@ it. The same `apply_filters` serves the live stream and reprocessing.
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,8 +21,9 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, StructType
 
-from fink_spark.decode import INGEST_TIME
+from fink_spark.decode import INGEST_TIME, METADATA_COLUMNS, NIGHT_COLUMNS
 from fink_spark.errors import ConfigError
+from fink_spark.keys import Section
 from fink_spark.surveys import JD_MINUS_MJD, Survey
 
 # The fink-filters and fink-utils releases whose conditions the presets follow; the tests
@@ -57,31 +59,6 @@ class Filter:
     condition: str
 
 
-class _Params:
-    """A preset's parameters, read with errors that name `filters[i].key`."""
-
-    def __init__(self, item: dict[str, Any], where: str, known: set[str]) -> None:
-        unknown = set(item) - known - {"preset"}
-        if unknown:
-            raise ConfigError(f"{where}: unknown parameter(s) {', '.join(sorted(unknown))}; "
-                              f"this preset takes {', '.join(sorted(known)) or 'none'}.")
-        self.item, self.where = item, where
-
-    def number(self, key: str, default: float | None = None, low: float | None = None,
-               high: float | None = None) -> float:
-        value = self.item.get(key, default)
-        if value is None:
-            raise ConfigError(f"{self.where}.{key} is required.")
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{self.where}.{key} must be a number, not {value!r}.")
-        if (low is not None and value < low) or (high is not None and value > high):
-            raise ConfigError(f"{self.where}.{key} must be between {low} and {high}, not {value}.")
-        return float(value)
-
-    def optional(self, key: str) -> float | None:
-        return self.number(key) if key in self.item else None
-
-
 def _mjd(value: Any, where: str) -> float:
     """A time given as an ISO date, a JD or an MJD, as MJD."""
     if isinstance(value, (date, datetime)) or isinstance(value, str):
@@ -98,25 +75,30 @@ def _mjd(value: Any, where: str) -> float:
     return float(value) - JD_MINUS_MJD if value > JD_MINUS_MJD else float(value)
 
 
-def _range(column: str | None, params: _Params, survey: Survey, what: str) -> str:
+def _range(column: str | None, params: Section, survey: Survey, what: str) -> str:
     if column is None:
-        raise ConfigError(f"{params.where}: the {what} preset does not apply to {survey.label} alerts.")
+        raise ConfigError(f"{params.path}: the {what} preset does not apply to {survey.label} alerts.")
     low, high = params.optional("min"), params.optional("max")
     if low is None and high is None:
-        raise ConfigError(f"{params.where}: give min, max or both.")
+        raise ConfigError(f"{params.path}: give min, max or both.")
     parts = ([above(column, low, inclusive=True)] if low is not None else []) + ([f"{column} <= {high!r}"] if high is not None else [])
     return " AND ".join(parts)
+
+
+def _params(item: dict[str, Any], where: str, known: set[str]) -> Section:
+    """A preset's parameters (`preset` and those in `known`), read with errors that name `filters[i].key`."""
+    return Section(item, where, known | {"preset"})
 
 
 def _preset(item: dict[str, Any], survey: Survey, where: str) -> Filter:
     name = item.get("preset")
     columns = survey.filters
     if name == "not_sso":
-        params = _Params(item, where, {"radius"} if columns.not_sso_takes_radius else set())
+        params = _params(item, where, {"radius"} if columns.not_sso_takes_radius else set())
         radius = params.number("radius", default=5.0, low=0) if columns.not_sso_takes_radius else 0
         return Filter(f"{where} (not_sso)", columns.not_sso.format(radius=radius))
     if name == "cone":
-        params = _Params(item, where, {"ra", "dec", "radius"})
+        params = _params(item, where, {"ra", "dec", "radius"})
         ra, dec = params.number("ra", low=0, high=360), params.number("dec", low=-90, high=90)
         radius = params.number("radius", low=0, high=180)
         # Haversine: right at the poles and across ra = 0.
@@ -126,7 +108,7 @@ def _preset(item: dict[str, Any], survey: Survey, where: str) -> Filter:
         )
         return Filter(f"{where} (cone)", f"degrees({distance}) <= {radius!r}")
     if name == "time_window":
-        params = _Params(item, where, {"start", "end"})
+        params = _params(item, where, {"start", "end"})
         bounds = []
         if "start" in item:
             bounds.append(f"({survey.mjd_expression}) >= {_mjd(item['start'], where + '.start')!r}")
@@ -136,18 +118,18 @@ def _preset(item: dict[str, Any], survey: Survey, where: str) -> Filter:
             raise ConfigError(f"{where}: give start, end or both.")
         return Filter(f"{where} (time_window)", " AND ".join(bounds))
     if name == "magnitude":
-        return Filter(f"{where} (magnitude)", _range(columns.magnitude, _Params(item, where, {"min", "max"}), survey, "magnitude"))
+        return Filter(f"{where} (magnitude)", _range(columns.magnitude, _params(item, where, {"min", "max"}), survey, "magnitude"))
     if name == "flux":
-        return Filter(f"{where} (flux)", _range(columns.flux, _Params(item, where, {"min", "max"}), survey, "flux"))
+        return Filter(f"{where} (flux)", _range(columns.flux, _params(item, where, {"min", "max"}), survey, "flux"))
     if name == "min_reliability":
-        params = _Params(item, where, {"value"})
+        params = _params(item, where, {"value"})
         value = params.number("value", low=0, high=1)
         return Filter(f"{where} (min_reliability)", above(columns.reliability, value, inclusive=True))
     if name == "extragalactic":
-        _Params(item, where, set())
+        _params(item, where, set())
         return Filter(f"{where} (extragalactic)", _extragalactic(columns.cross_match))
     if name in LIVESTREAM:
-        _Params(item, where, set())
+        _params(item, where, set())
         if not columns.livestream:
             raise ConfigError(f"{where}: the {name} preset is one of Fink's ZTF livestream topics; "
                               f"it does not apply to {survey.label} alerts.")
@@ -268,6 +250,35 @@ def _paths(schema: StructType, prefix: str = "") -> list[str]:
         if isinstance(data_type, StructType):
             names += _paths(data_type, path + ".")
     return names
+
+
+def _avro_paths(schema: Any, prefix: str = "") -> set[str]:
+    """The dotted paths of an Avro schema's fields (records at any depth, through unions and arrays)."""
+    if isinstance(schema, list):
+        return set().union(*(_avro_paths(branch, prefix) for branch in schema))
+    if not isinstance(schema, dict):
+        return set()
+    if schema.get("type") == "array":
+        return _avro_paths(schema.get("items"), prefix)
+    paths: set[str] = set()
+    for field in schema.get("fields", []) if schema.get("type") == "record" else []:
+        paths.add(prefix + field["name"])
+        paths |= _avro_paths(field["type"], f"{prefix}{field['name']}.")
+    return paths
+
+
+def columns_lacking(filters: tuple[Filter, ...], alerts: DataFrame, writer: str) -> list[tuple[Filter, list[str]]]:
+    """For each filter that names alert columns a writer schema lacks: those columns (the
+    writer's records hold null there, so the filter rejects every one of them)."""
+    have = _avro_paths(json.loads(writer))
+    own = set(_paths(alerts.schema)) - set(METADATA_COLUMNS) - set(NIGHT_COLUMNS)
+    lacking = []
+    for item in filters:
+        names = dict.fromkeys(re.findall(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*", item.condition))
+        missing = [name for name in names if name in own and name.removeprefix("alert_") not in have]
+        if missing:
+            lacking.append((item, missing))
+    return lacking
 
 
 def check_filters(filters: tuple[Filter, ...], alerts: DataFrame) -> None:

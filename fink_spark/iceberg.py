@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from fink_spark.config import TableOutput
@@ -124,21 +123,21 @@ class IcebergAppends:
     `fink-spark maintain` never expires that snapshot (`newest_tagged`).
     """
 
-    def __init__(self, spark: SparkSession, name: str, writer: str, partitioning: list[Any]) -> None:
+    def __init__(self, spark: SparkSession, name: str, writer: str, partitioning: list[str]) -> None:
         self.spark, self.name, self.writer, self.partitioning = spark, name, writer, partitioning
 
     def prepare(self, columns: StructType, properties: dict[str, str], change: str | None = None) -> None:
         """Create the table, or evolve its schema to `columns` (new columns at any depth,
         int -> long and float -> double promoted), before the query starts."""
-        empty = self.spark.createDataFrame([], columns)
         if not self.spark.catalog.tableExists(self.name):
-            writer = empty.writeTo(self.name).using("iceberg").tableProperty("fink-spark.created-by", "fink-spark")
-            for key, value in properties.items():
-                writer = writer.tableProperty(key, value)
-            if self.partitioning:
-                writer = writer.partitionedBy(*self.partitioning)
-            writer.create()
+            # DDL, not a write of an empty frame: no Spark job, a second less per table
+            ddl = self.spark._jvm.org.apache.spark.sql.types.DataType.fromJson(columns.json()).toDDL()  # type: ignore[attr-defined]
+            partitioned = f" PARTITIONED BY ({', '.join(self.partitioning)})" if self.partitioning else ""
+            settings = ", ".join(f"'{key}' = '{value}'" for key, value in
+                                 {"fink-spark.created-by": "fink-spark", **properties}.items())
+            self.spark.sql(f"CREATE TABLE {self.name} ({ddl}) USING iceberg{partitioned} TBLPROPERTIES ({settings})")
             return
+        empty = self.spark.createDataFrame([], columns)
         if _same_columns(self.spark.table(self.name).schema, columns):
             return
         writer = empty.writeTo(self.name).option("mergeSchema", "true").option("check-ordering", "false")
@@ -195,7 +194,7 @@ def newest_tagged(spark: SparkSession, name: str, writer: str | None = None) -> 
     return None
 
 
-def alert_partitioning(partition_by: tuple[str, ...]) -> list[Any]:
-    """Hidden partitioning of the alerts: by night (the UTC day of `obs_time`), and by the
-    value of the other columns named (topic, a class)."""
-    return [F.partitioning.days(F.col("obs_time")) if column == "night" else F.col(column) for column in partition_by]
+def alert_partitioning(partition_by: tuple[str, ...]) -> list[str]:
+    """Hidden partitioning of the alerts (Iceberg's DDL): by night (the UTC day of
+    `obs_time`), and by the value of the other columns named (topic, a class)."""
+    return ["days(obs_time)" if column == "night" else f"`{column}`" for column in partition_by]

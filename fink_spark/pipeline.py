@@ -1,5 +1,6 @@
-"""What the live job and reprocessing share: the table's schema at the start, the alerts
-the sinks see, the schema learned at a stop, and the log of micro-batches."""
+"""The job's pipeline, the live stream's and reprocessing's alike: read, decode, check,
+filter and shape, write (`start_pipeline`); the table's schema at the start, and the
+writer schema learned when a query stops at one it had not met."""
 
 from __future__ import annotations
 
@@ -7,26 +8,23 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
+from typing import TextIO
 
-from pyspark.errors import StreamingQueryException
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
-from pyspark.sql.streaming.listener import StreamingQueryProgress
 
 from fink_spark.config import JobConfig, KafkaConfig
-from fink_spark.decode import UNKNOWN_SCHEMA, flatten_alerts
-from fink_spark.filters import Filter, apply_filters
+from fink_spark.decode import UNKNOWN_SCHEMA, flatten_alerts, quarantined
+from fink_spark.filters import Filter, apply_filters, check_filters, columns_lacking, deduplicate, first_rejection
 from fink_spark.kafka_source import key_at
-from fink_spark.positions import lag_line, spark_offsets
 from fink_spark.schemas import WriterSchemas, load_schema_text
+from fink_spark.sinks import MicroBatchOutputs, open_sinks, table_query, trigger_options
 from fink_spark.state import LEGACY_READER_SCHEMA, TABLE_SCHEMA, CheckpointFiles
 from fink_spark.surveys import Survey
-from fink_spark.table_schema import TableSchema
+from fink_spark.table_schema import TableSchema, save_table_schema
 
 log = logging.getLogger(__name__)
-
-PROGRESS_INTERVAL = 1.0  # seconds between looks at the queries' progress
 
 # A micro-batch stopped at a writer schema not met yet says where, in its error's text:
 # the position is known only inside the task that met it (`decode._reject_reason`).
@@ -38,7 +36,59 @@ def kept_alerts(survey: Survey, filters: tuple[Filter, ...]) -> Callable[[DataFr
     return lambda decoded: decoded.transform(flatten_alerts(survey)).transform(apply_filters(filters))
 
 
-def table_schema(config: JobConfig, state: CheckpointFiles, writers: WriterSchemas, newest_keys: list[bytes]) -> TableSchema:
+def start_pipeline(spark: SparkSession, read: Callable[[str], DataFrame], decode: Callable[[DataFrame], DataFrame] | None,
+                   config: JobConfig, writers: WriterSchemas, table: TableSchema, totals: dict[str, int],
+                   name: str, out: TextIO | None = None) -> list[StreamingQuery]:
+    """Start the job's queries, the live stream's and reprocessing's alike.
+
+    `read(name)` gives the records as a stream (Kafka's, or the inputs'), `decode` turns
+    them into alerts and reasons to quarantine (None: `read` decodes them). The filters are checked against the alerts'
+    columns, the outputs made ready for them, then one query, `name`, feeds every output
+    from each micro-batch (`MicroBatchOutputs`). With de-duplication a second query,
+    `deduplicated`, writes the table: merging copies across batches needs Spark's
+    streaming state, which only a query of its own keeps.
+    """
+    survey, output = config.survey, config.output
+    checkpoint = output.checkpoint.rstrip("/")
+    records = read(name)
+    decode_all = decode or (lambda frame: frame)
+    decoded = records.transform(decode_all)
+    check_filters_at_start(config.filters, decoded, survey, writers)
+    kept = kept_alerts(survey, config.filters)
+    deduplicated = (read("deduplicated").transform(decode_all).transform(kept).transform(deduplicate(survey, output.deduplicate_gap))
+                    if output.deduplicate_gap else None)
+    alerts = deduplicated if deduplicated is not None else decoded.transform(kept)
+    rejections = (lambda batch: batch.transform(flatten_alerts(survey)).transform(first_rejection(config.filters, survey))) \
+        if output.rejected else None
+    columns = {"alerts": alerts.schema, "quarantine": decoded.transform(quarantined).schema}
+    if rejections is not None:
+        columns["rejected"] = decoded.transform(rejections).schema
+    changes = save_table_schema(table, alerts.schema, CheckpointFiles.at(checkpoint), output.schema_folder)
+    sinks = open_sinks(spark, output, survey, f"{checkpoint}/{name}", columns, changes, own_table=deduplicated is None)
+    outputs = MicroBatchOutputs(
+        survey=survey, decode=decode, kept=kept, quarantined=quarantined, table=sinks.table, quarantine=sinks.quarantine,
+        rejected=(sinks.rejected, rejections) if sinks.rejected is not None and rejections is not None else None,
+        console=config.console if config.console.enabled else None, out=out, totals=totals,
+    )
+    others = [table_query(deduplicated, output, survey, f"{checkpoint}/deduplicated", config.trigger, "deduplicated")] \
+        if deduplicated is not None else []
+    writer = records.writeStream.queryName(name).foreachBatch(outputs).option("checkpointLocation", f"{checkpoint}/{name}")
+    return [writer.trigger(**trigger_options(config.trigger)).start(), *others]
+
+
+def check_filters_at_start(filters: tuple[Filter, ...], records: DataFrame, survey: Survey, writers: WriterSchemas) -> None:
+    """Check the filters against the alerts' columns (an error for a filter that cannot run),
+    then against each writer schema known: a warning names the filters whose columns a
+    writer lacks, since they reject every record of that schema (flat records, older schemas)."""
+    alerts = records.transform(flatten_alerts(survey))
+    check_filters(filters, alerts)
+    for source, writer in writers.described().items():
+        for item, missing in columns_lacking(filters, alerts, writer):
+            log.warning("%s names %s, which %s lacks: it rejects all of that schema's records", item.label,
+                        ", ".join(missing), source)
+
+
+def starting_table_schema(config: JobConfig, state: CheckpointFiles, writers: WriterSchemas, newest_keys: list[bytes]) -> TableSchema:
     """The output table's schema: the one this checkpoint has built so far; for a new
     checkpoint, the configured schema, else the writer schema of the topics' newest
     message (the richest, when they differ), else the newest bundled one. Every writer
@@ -95,81 +145,3 @@ def learn_schema_at(failures: list[str], kafka: KafkaConfig | None, writers: Wri
     log.info("New writer schema at %s: %s; going on from the checkpoint", source,
              changes or writers.rejected.get(key) or "the table's schema holds it already")
     return True
-
-
-class BatchProgress:
-    """One line per micro-batch on the job's log (how many records, how fast), and the
-    totals of each query over all its batches (start-up excluded).
-
-    It reads the queries' progress (Spark's JSON) while the job waits for them, rather
-    than listening: a Python `StreamingQueryListener` is called back through py4j for
-    every event, and its conversions took as much CPU as the query's own driver thread,
-    on cores the tasks need (bench/TUNING.md).
-    """
-
-    def __init__(self) -> None:
-        self.totals: dict[str, list[float]] = {}  # query name -> [records, seconds of micro-batches]
-        self.last_batch: dict[str, int] = {}
-
-    def follow(self, queries: list[StreamingQuery]) -> None:
-        """Log the micro-batches the queries finished since the last call."""
-        for query in queries:
-            seen = self.last_batch.get(query.name, -1)
-            last = query.lastProgress
-            if last is None or last.batchId <= seen:
-                continue
-            # Spark keeps the last 100 (spark.sql.streaming.numRecentProgressUpdates)
-            progresses = [last] if last.batchId == seen + 1 else query.recentProgress
-            for progress in progresses:
-                if progress.batchId > self.last_batch.get(query.name, -1):
-                    self.last_batch[query.name] = progress.batchId
-                    if progress.numInputRows:
-                        self.on_batch(progress)
-
-    def on_batch(self, progress: StreamingQueryProgress) -> None:
-        total = self.totals.setdefault(progress.name, [0, 0.0])
-        total[0] += progress.numInputRows
-        total[1] += progress.durationMs.get("triggerExecution", 0) / 1000
-        line = (f"{progress.name}: batch {progress.batchId}, {progress.numInputRows} records in "
-                f"{progress.durationMs.get('triggerExecution', 0) / 1000:.2f} s, {progress.processedRowsPerSecond:.0f} records/s")
-        newest = [spark_offsets(source.latestOffset) for source in progress.sources if "kafka" in source.description.lower()]
-        if newest and newest[0]:  # the offsets read against the newest offsets the source saw
-            rate = total[0] / total[1] if total[1] else 0.0
-            line += "; " + lag_line(spark_offsets(progress.sources[0].endOffset), newest[0], rate)
-        log.info("%s", line)
-
-    def wait_for(self, queries: list[StreamingQuery], done: Callable[[dict[str, int]], bool] | None = None) -> None:
-        """Wait until every query has ended (available now), `done(last batches finished)`
-        holds (then they are stopped) or one fails, logging their batches meanwhile; a
-        failure stops the others and is raised.
-
-        Each query is asked about itself: the session's `awaitAnyTermination` keeps the
-        last query to fail until reset, and a query that failed before the wait began
-        would otherwise pass unseen, its error raised instead in a later, healthy job."""
-        try:
-            while True:
-                failed = next(filter(None, (query.exception() for query in queries)), None)
-                if failed is not None:
-                    raise failed
-                active = [query for query in queries if query.isActive]
-                if not active:
-                    break
-                if done is not None and done(self.last_batch):
-                    for query in active:  # a batch it interrupts was not committed: a restart reads it again
-                        query.stop()
-                    break
-                with suppress(StreamingQueryException):  # raised again above, with the others stopped
-                    active[0].awaitTermination(PROGRESS_INTERVAL)
-                self.follow(queries)
-        except BaseException:
-            for query in queries:
-                if query.isActive:
-                    query.stop()
-            raise
-        self.follow(queries)
-
-    def log_totals(self) -> None:
-        """Log each query's totals (after `wait_for`, which logged its last batches)."""
-        for name, (records, seconds) in self.totals.items():
-            log.info("%s done: %d records in %.1f s of micro-batches (%.0f records/s)",
-                     name, records, seconds, records / seconds if seconds else 0.0)

@@ -38,15 +38,21 @@ from pyspark.sql.streaming.listener import StreamingQueryProgress
 from pyspark.sql.types import ArrayType, DataType, StructField, StructType
 
 from fink_spark.config import JobConfig, TriggerConfig
-from fink_spark.decode import METADATA_COLUMNS, decode_records, flatten_alerts, quarantined
+from fink_spark.decode import METADATA_COLUMNS, decode_records
 from fink_spark.errors import ConfigError
-from fink_spark.filters import check_filters
 from fink_spark.kafka_source import key_at, read_offset_range
-from fink_spark.pipeline import BatchProgress, kept_alerts, learn_schema_at, quiet_planned_stops, table_schema
+from fink_spark.pipeline import (
+    check_filters_at_start,
+    kept_alerts,
+    learn_schema_at,
+    quiet_planned_stops,
+    start_pipeline,
+    starting_table_schema,
+)
+from fink_spark.progress import BatchProgress
 from fink_spark.schemas import WriterSchemas
-from fink_spark.sinks import MicroBatchOutputs, open_sinks
 from fink_spark.state import OUTPUT_TABLE_SCHEMA, CheckpointFiles
-from fink_spark.table_schema import TableSchema, read_table, save_table_schema
+from fink_spark.table_schema import TableSchema, read_table
 from fink_spark.warehouse import is_warehouse, metadata_location
 
 log = logging.getLogger(__name__)
@@ -172,7 +178,8 @@ def _datums(block: fastavro.block_reader) -> list[bytes]:
 
 def _conformed(column: Column, have: DataType, want: DataType, renames: dict[str, tuple[str, dict]]) -> Column:
     """A column of one Spark type as the table's: fields matched by name, or moved to the
-    sibling column `renames` names; missing ones null; int and float widened."""
+    sibling column `renames` names; missing ones null; int and float widened (the table's
+    types already follow `table_schema.WIDENINGS`, so a cast only widens)."""
     if have == want and not renames:
         return column
     if isinstance(have, StructType) and isinstance(want, StructType):
@@ -345,7 +352,7 @@ def plan_inputs(spark: SparkSession, config: JobConfig, inputs: list[str], kafka
             key = key_at(config.kafka, span.topic, partition, start) if span.end[partition] > start else None
             if key is not None:
                 writers.learn(key)
-    table = table_schema(config, state, writers, list(writers.known))
+    table = starting_table_schema(config, state, writers, list(writers.known))
     for path in (path for path, kind in kinds.items() if kind in SAVED_TABLES):
         # A fink-spark table brings the Avro schema it saved; other Parquet, Spark's Avro form of its columns.
         saved = CheckpointFiles.at(path).read(OUTPUT_TABLE_SCHEMA)
@@ -361,39 +368,32 @@ def reprocess(
     count_only: bool = False, files_per_batch: int = FILES_PER_BATCH,
 ) -> int:
     """Decode, filter and write (or only count) the inputs; returns how many alerts passed."""
-    survey = config.survey
-    config = replace(config, trigger=TriggerConfig(processing_time=None, available_now=True))
+    if config.output.deduplicate_gap:  # its state would hold the last copies back until a next run
+        log.warning("output.table.deduplicate applies to the live stream: reprocessing writes every copy of an alert")
+    config = replace(config, trigger=TriggerConfig(processing_time=None, available_now=True),
+                     output=replace(config.output, deduplicate_gap=None))
     output = config.output
-    checkpoint = output.checkpoint.rstrip("/")
-    state = CheckpointFiles.at(checkpoint)
-    inputs_plan = plan_inputs(spark, config, inputs, kafka_ranges, state)
+    inputs_plan = plan_inputs(spark, config, inputs, kafka_ranges, CheckpointFiles.at(output.checkpoint))
     kinds, files, writers, table = inputs_plan.kinds, inputs_plan.files, inputs_plan.writers, inputs_plan.table
-    kept = kept_alerts(survey, config.filters)
     counts = [None if "://" in path else len(files[path]) for path in inputs]
     total_files = None if None in counts or kafka_ranges else sum(counts)  # type: ignore[arg-type]
     totals: dict[str, int] = {}
     progress = _Progress(total_files, files_per_batch, totals)
     with quiet_planned_stops():
         while True:  # once, or again after a Kafka range met a writer schema it had not
-            sources = [read_input(spark, path, kind, config, writers, table, topic, files_per_batch)
-                       for path, kind in kinds.items()]
-            sources += [read_kafka_range(spark, config, span, writers, table) for span in kafka_ranges]
-            # One query over the union of the inputs: a Parquet sink folder takes one writer.
-            records = reduce(DataFrame.unionByName, sources)
-            check_filters(config.filters, records.transform(flatten_alerts(survey)))
+            def read(_: str) -> DataFrame:
+                """The inputs' decoded records, as one stream (a Parquet sink folder takes one writer)."""
+                sources = [read_input(spark, path, kind, config, writers, table, topic, files_per_batch)
+                           for path, kind in kinds.items()]
+                sources += [read_kafka_range(spark, config, span, writers, table) for span in kafka_ranges]
+                return reduce(DataFrame.unionByName, sources)
+
             try:
                 if count_only:
-                    return _count(records.transform(kept), progress)
-                columns = {"alerts": records.transform(kept).schema, "quarantine": records.transform(quarantined).schema}
-                changes = save_table_schema(table, columns["alerts"], state, output.schema_folder)
-                sinks = open_sinks(spark, output, survey, f"{checkpoint}/reprocess", columns, changes)
-                outputs = MicroBatchOutputs(survey=survey, kept=kept, quarantined=quarantined, table=sinks.table,
-                                            quarantine=sinks.quarantine, totals=totals)
-                query = (
-                    records.writeStream.queryName("reprocess").foreachBatch(outputs)
-                    .option("checkpointLocation", f"{checkpoint}/reprocess").trigger(availableNow=True).start()
-                )
-                progress.wait_for([query])
+                    return _count(read("reprocess"), config, writers, progress)
+                # the sources decode their records (saved tables hold them decoded)
+                queries = start_pipeline(spark, read, None, config, writers, table, totals, "reprocess")
+                progress.wait_for(queries)
                 break
             except StreamingQueryException as error:
                 if not learn_schema_at([str(error)], config.kafka, writers, table):
@@ -404,8 +404,10 @@ def reprocess(
     return totals.get("kept", 0)
 
 
-def _count(table: DataFrame, progress: BatchProgress) -> int:
+def _count(records: DataFrame, config: JobConfig, writers: WriterSchemas, progress: BatchProgress) -> int:
     """Count what passes, writing nothing (a throw-away checkpoint: every run counts everything)."""
+    check_filters_at_start(config.filters, records, config.survey, writers)
+    table = records.transform(kept_alerts(config.survey, config.filters))
     counted: list[int] = []
     with tempfile.TemporaryDirectory(prefix="fink-spark-count-") as checkpoint:
         query = (

@@ -67,20 +67,26 @@ def key_kind(key: bytes | None) -> str:
     return "version" if VERSION_KEY.match(text) else "invalid"
 
 
+# Why a key names no writer schema: the same words whether the driver learns the key
+# (`writer_schema_from_key`) or a micro-batch meets it first (`decode._reject_reason`).
+NOT_A_SCHEMA_KEY = "is neither a JSON Avro schema nor a schema version string"
+UNBUNDLED_VERSION = "which fink-spark does not bundle"
+
+
 def writer_schema_from_key(key: bytes | None, survey: Survey) -> str:
     """The writer schema a message key names, or a SchemaKeyError saying why there is none."""
     kind = key_kind(key)
     if kind == "invalid" or key is None:
         shown = "no key" if not key else f"key {key[:60]!r}"
         raise SchemaKeyError(
-            f"{shown} is neither a JSON Avro schema nor a schema version string"
+            f"{shown} {NOT_A_SCHEMA_KEY}"
         )
     if kind == "version":
         version = key.decode("ascii")
         path = survey.schema_dir / survey.version_schema_pattern.format(version=version)
         if not path.exists():
             raise SchemaKeyError(
-                f"key names schema version {version!r}, which fink-spark does not bundle "
+                f"key names schema version {version!r}, {UNBUNDLED_VERSION} "
                 f"(no {path.name} in {survey.schema_dir}); add that file to decode these alerts"
             )
         return path.read_text()
@@ -202,6 +208,15 @@ class WriterSchemas:
         except SchemaKeyError as error:
             self.rejected[key] = str(error)
         return True
+
+    def described(self) -> dict[str, str]:
+        """Every writer schema known, by a short description of it for messages."""
+        described = {f"topic {topic}'s schema": writer for topic, writer in self.by_topic.items()}
+        for key, writer in self.known.items():
+            name = json.loads(writer).get("name", "?")
+            described[f"schema version {key.decode()}" if key_kind(key) == "version" else
+                      f"writer schema {name} (fingerprint {schema_fingerprint(writer)})"] = writer
+        return described
 
     def to_json(self) -> str:
         return json.dumps({

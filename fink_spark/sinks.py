@@ -2,7 +2,8 @@
 quarantine, the rejected ids and the console.
 
 The live job feeds all of them from one micro-batch, read from Kafka and decoded once
-(`MicroBatchOutputs`): each output is a sink with the same three methods (`has`, `write`,
+(`MicroBatchOutputs`; only the quarantined records, and the rejected ids when kept, are
+read again): each output is a sink with the same three methods (`has`, `write`,
 `write_nothing`): Iceberg appends (`fink_spark.iceberg`) or Spark's own file sink for
 Parquet (`ParquetFileSink`). The console gets its counts and lines from metrics gathered
 during the table's write.
@@ -76,8 +77,8 @@ def open_sinks(spark: SparkSession, output: TableOutput, survey: Survey, writer:
         tables.open(spark)
         partitioning = {
             "alerts": iceberg.alert_partitioning(output.partition_by),
-            "quarantine": [F.col("topic"), F.partitioning.days(F.col("ingest_time"))],
-            "rejected": [F.col("topic")],
+            "quarantine": ["topic", "days(ingest_time)"],
+            "rejected": ["topic"],
         }
         sinks = {}
         for name, frame_columns in columns.items():
@@ -171,17 +172,22 @@ def run_plan(frame: DataFrame) -> None:
 
 @dataclass(frozen=True)
 class MicroBatchOutputs:
-    """Everything one micro-batch of decoded records feeds (the body of `foreachBatch`).
+    """Everything one micro-batch of records feeds (the body of `foreachBatch`).
 
-    The table is written first, in one pass over the records, which also counts the
-    quarantined, filtered and kept records and picks the console's lines (Spark's
-    `observe`). The quarantine and the rejected ids are then written only when that pass
-    counted some, each batch id being committed in every folder either way so that the
-    folders' logs stay complete; after a crash, a replayed batch writes only what the
-    crash left unwritten.
+    The batch is decoded (`decode`) and the table written first, in one pass over the
+    records, which also counts the quarantined, filtered and kept records, notes where the
+    quarantined ones are (topic, partition, offset) and picks the console's lines (Spark's
+    `observe`). The quarantine is then written only when that pass counted some, from those
+    positions alone: the batch's other records are not decoded again (when the batches come
+    raw, with their `decode`: the live job's; reprocessing's come decoded by their sources,
+    and are read again whole). The rejected ids
+    are written when the filters rejected some, from the batch decoded again. Each batch id
+    is committed in every output either way so that their logs stay complete; after a
+    crash, a replayed batch writes only what the crash left unwritten.
     """
 
     survey: Survey
+    decode: Callable[[DataFrame], DataFrame] | None  # None: the batches come decoded
     kept: Callable[[DataFrame], DataFrame]
     quarantined: Callable[[DataFrame], DataFrame]
     table: Sink | None
@@ -189,16 +195,21 @@ class MicroBatchOutputs:
     rejected: tuple[Sink, Callable[[DataFrame], DataFrame]] | None = None
     console: ConsoleOutput | None = None
     out: TextIO | None = None
-    # records, quarantined, kept, filtered: over all batches; and the last batch written
+    # records, quarantined, kept, filtered, bytes: over all batches; the last batch written
+    # ("batch"), its records and bytes ("batch_records", "batch_bytes")
     totals: dict[str, int] = field(default_factory=dict)
 
-    def __call__(self, decoded: DataFrame, batch_id: int) -> None:
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        decoded = batch.transform(self.decode) if self.decode is not None else batch
         counts = self._write_table(decoded, batch_id)
-        for name, count in (counts or {}).items():
-            if isinstance(count, int):
-                self.totals[name] = self.totals.get(name, 0) + count
-        self.totals["batch"] = batch_id
-        self._write_side(self.quarantine, self.quarantined, decoded, batch_id, counts, "quarantined")
+        for name in ("records", "quarantined", "kept", "filtered", "bytes"):
+            self.totals[name] = self.totals.get(name, 0) + (counts or {}).get(name, 0)
+        self.totals.update(batch=batch_id, batch_records=(counts or {}).get("records", 0),
+                           batch_bytes=(counts or {}).get("bytes", 0))
+        # only the quarantined records decoded again (a filter on the raw records runs before decoding)
+        poison = (batch.where(at_positions(counts["positions"])).transform(self.decode)
+                  if counts is not None and self.decode is not None else decoded)
+        self._write_side(self.quarantine, self.quarantined, poison, batch_id, counts, "quarantined")
         if self.rejected is not None:
             sink, rejections = self.rejected
             self._write_side(sink, rejections, decoded, batch_id, counts, "filtered")
@@ -206,13 +217,18 @@ class MicroBatchOutputs:
             self._print(batch_id, counts)
 
     def _write_table(self, decoded: DataFrame, batch_id: int) -> dict[str, Any] | None:
-        """Write the kept alerts; returns the batch's counts and console lines (None for a
-        batch committed before a restart, whose records are not read again)."""
+        """Write the kept alerts; returns the batch's counts, the quarantined records'
+        positions and the console lines (None for a batch committed before a restart,
+        whose records are not read again)."""
         plan = self.table.metrics() if self.table is not None else PlanMetrics()
+        quarantined = F.col("reject_reason").isNotNull()
         records = plan.observe(
             decoded, "records",
             F.count(F.lit(1)).alias("records"),
-            F.count_if(F.col("reject_reason").isNotNull()).alias("quarantined"),
+            F.count_if(quarantined).alias("quarantined"),
+            F.coalesce(F.sum(F.coalesce(F.length("key"), F.lit(0)) + F.coalesce(F.length("value"), F.lit(0))),
+                       F.lit(0)).alias("bytes"),
+            F.collect_list(F.when(quarantined, F.struct("topic", "partition", "offset"))).alias("positions"),
         )
         kept = records.transform(self.kept)
         kept_metrics = [F.count(F.lit(1)).alias("kept")]
@@ -252,6 +268,18 @@ class MicroBatchOutputs:
         stream = self.out or sys.stdout
         stream.write("\n".join(lines) + "\n")
         stream.flush()
+
+
+def at_positions(positions: list[Any]) -> Column:
+    """Whether a record is at one of `positions` (rows of topic, partition, offset): a
+    filter on the raw records, which Spark applies before decoding them."""
+    offsets: dict[tuple[str, int], list[int]] = {}
+    for position in positions:
+        offsets.setdefault((position["topic"], position["partition"]), []).append(position["offset"])
+    condition = F.lit(False)
+    for (topic, partition), at in offsets.items():
+        condition = condition | ((F.col("topic") == topic) & (F.col("partition") == partition) & F.col("offset").isin(at))
+    return condition
 
 
 def _first_lines(kept: DataFrame, survey: Survey, rows: int) -> Column:

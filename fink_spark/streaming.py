@@ -1,9 +1,8 @@
-"""The streaming job: Kafka -> decode -> filters -> the table, quarantine and console.
+"""The streaming job: the pipeline (`fink_spark.pipeline.start_pipeline`) on Kafka topics.
 
-One Spark streaming query, `alerts`, reads the Kafka records; each micro-batch then feeds
-the table (exactly once), the quarantine (the records that are not alerts) and the
-console, decoding a clean batch once (a batch with records for the quarantine is read
-again for it). Its checkpoint is `<checkpoint>/alerts`. When a
+Before Spark starts, the job looks at the topics (`prepare_stream`): their partitions, where
+reading starts, the writer schemas of their newest messages, the micro-batches' size. Its
+query, `alerts`, has its checkpoint in `<checkpoint>/alerts`. When a
 record's key carries a writer schema the job has not met, the query stops; the job
 learns the schema, adds it to the table's (`fink_spark.table_schema`), saves both
 beside the checkpoint and the output, and starts again from the checkpoint, so that
@@ -23,9 +22,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from fink_spark.config import JobConfig, KafkaConfig
-from fink_spark.decode import decode_records, flatten_alerts, quarantined
+from fink_spark.decode import decode_records
 from fink_spark.errors import ConfigError, KafkaAccessError
-from fink_spark.filters import check_filters, deduplicate, first_rejection
 from fink_spark.kafka_source import (
     TRANSFER_PREFIX,
     Message,
@@ -37,15 +35,12 @@ from fink_spark.kafka_source import (
     subscribed_partitions,
     topic_schema,
 )
-from fink_spark.pipeline import BatchProgress, kept_alerts, learn_schema_at, quiet_planned_stops, table_schema
+from fink_spark.pipeline import learn_schema_at, quiet_planned_stops, start_pipeline, starting_table_schema
 from fink_spark.positions import spark_offsets
-from fink_spark.schemas import (
-    WriterSchemas,
-    key_kind,
-)
-from fink_spark.sinks import MicroBatchOutputs, open_sinks, table_query, trigger_options
+from fink_spark.progress import BatchProgress
+from fink_spark.schemas import WriterSchemas, key_kind
 from fink_spark.state import SKIPPED_OFFSETS, WRITER_SCHEMAS, CheckpointFiles
-from fink_spark.table_schema import TableSchema, save_table_schema
+from fink_spark.table_schema import TableSchema
 
 log = logging.getLogger(__name__)
 
@@ -57,53 +52,15 @@ def job_files(config: JobConfig) -> CheckpointFiles:
 
 
 def start_queries(spark: SparkSession, plan: StreamPlan, out: TextIO | None = None) -> list[StreamingQuery]:
-    """Start the job's query with the writer schemas known now.
+    """Start the job's pipeline on the Kafka topics, with the writer schemas known now."""
+    config = plan.config
 
-    One query, `alerts`, reads the records from Kafka; each of its micro-batches feeds the
-    table, the quarantine, the rejected ids and the console (`MicroBatchOutputs`: a side
-    output with records reads the batch again). With de-duplication, a second query, `deduplicated`, writes the
-    table: merging copies across batches needs Spark's streaming state, which only a
-    query of its own keeps.
-    """
-    config, survey, output = plan.config, plan.config.survey, plan.config.output
-    checkpoint = output.checkpoint.rstrip("/")
+    def read(query: str) -> DataFrame:
+        return read_stream(spark, config.kafka, query, min_partitions=spark.sparkContext.defaultParallelism,
+                           max_offsets=plan.max_offsets_per_trigger, starting_offsets=plan.starting_offsets)
 
-    def decoded(query: str) -> DataFrame:
-        records = read_stream(spark, config.kafka, query, min_partitions=spark.sparkContext.defaultParallelism,
-                              max_offsets=plan.max_offsets_per_trigger, starting_offsets=plan.starting_offsets)
-        return records.transform(decode_records(plan.writers, plan.table, survey))
-
-    kept = kept_alerts(survey, config.filters)
-    records = decoded("alerts")
-    check_filters(config.filters, records.transform(flatten_alerts(survey)))
-    deduplicated = (decoded("deduplicated").transform(kept).transform(deduplicate(survey, output.deduplicate_gap))
-                    if output.deduplicate_gap else None)
-    table_frame = deduplicated if deduplicated is not None else records.transform(kept)
-    rejections = (lambda batch: batch.transform(flatten_alerts(survey)).transform(first_rejection(config.filters, survey))) \
-        if output.rejected else None
-    columns = {"alerts": table_frame.schema, "quarantine": records.transform(quarantined).schema}
-    if rejections is not None:
-        columns["rejected"] = records.transform(rejections).schema
-    changes = save_table_schema(plan.table, table_frame.schema, plan.state, output.schema_folder)
-    sinks = open_sinks(spark, output, survey, f"{checkpoint}/alerts", columns, changes, own_table=deduplicated is None)
-    queries = []
-    if deduplicated is not None:
-        queries.append(table_query(deduplicated, output, survey, f"{checkpoint}/deduplicated", config.trigger,
-                                   "deduplicated"))
-    outputs = MicroBatchOutputs(
-        survey=survey,
-        kept=kept,
-        quarantined=quarantined,
-        table=sinks.table,
-        quarantine=sinks.quarantine,
-        rejected=(sinks.rejected, rejections) if sinks.rejected is not None and rejections is not None else None,
-        console=config.console if config.console.enabled else None,
-        out=out,
-        totals=plan.totals,
-    )
-    writer = records.writeStream.queryName("alerts").foreachBatch(outputs)
-    writer = writer.option("checkpointLocation", f"{checkpoint}/alerts").trigger(**trigger_options(config.trigger))
-    return [writer.start(), *queries]
+    decode = decode_records(plan.writers, plan.table, config.survey)
+    return start_pipeline(spark, read, decode, config, plan.writers, plan.table, plan.totals, "alerts", out)
 
 
 @dataclass
@@ -125,10 +82,31 @@ class StreamPlan:
         limit = self.config.trigger.limit
         return limit is not None and self.totals.get("kept", 0) >= limit
 
+    def resized(self) -> int | None:
+        """A new bound on a micro-batch's records when the last batch's messages weighed much
+        more than the bound was made for (over twice `kafka.max_bytes_per_trigger`), or much
+        less while it was full (under a quarter): Spark's Kafka source bounds a batch by a
+        record count, fixed when its query starts, so the job restarts its queries with the
+        new count (after a committed batch: nothing is read twice). A batch Spark had planned
+        before that restart is read as planned, with the old count."""
+        records, size = self.totals.get("batch_records", 0), self.totals.get("batch_bytes", 0)
+        if not records or not size or self.config.kafka is None:
+            return None
+        bound, most = self.max_offsets_per_trigger, self.config.kafka.max_bytes_per_trigger
+        if bound is not None and records > bound:  # planned before the last restart, with the bound before
+            return None
+        full = bound is not None and records >= bound
+        if not (size > 2 * most or (full and size * 4 < most)):
+            return None
+        caps = [cap for cap in (self.config.kafka.max_offsets_per_trigger, self.config.trigger.limit) if cap]
+        count = min([max(1, most * records // size), *caps])
+        return count if count != bound else None
+
     def done(self, finished: dict[str, int]) -> bool:
-        """Whether to stop: the limit is reached, and the batch that reached it is committed
-        (`finished`: the last batch each query finished), so that none is cut short."""
-        return self.limit_reached() and finished.get("alerts", -1) >= self.totals["batch"]
+        """Whether to stop: the limit is reached, or the batches' bound must change, and the
+        last batch is committed (`finished`: the last batch each query finished), so that
+        none is cut short."""
+        return (self.limit_reached() or self.resized() is not None) and finished.get("alerts", -1) >= self.totals["batch"]
 
 
 def refuse_start_on_a_used_checkpoint(config: JobConfig) -> None:
@@ -171,7 +149,7 @@ def prepare_stream(config: JobConfig) -> StreamPlan:
     for topic in partitions:
         if topic.startswith(TRANSFER_PREFIX):
             writers.by_topic[topic] = topic_schema(config.kafka, topic, config.survey)
-    table = table_schema(config, state, writers, newest_keys)
+    table = starting_table_schema(config, state, writers, newest_keys)
     state.write(WRITER_SCHEMAS, writers.to_json())
     if config.kafka.on_data_loss == "skip":
         record_skipped_offsets(config, partitions, state)
@@ -182,16 +160,17 @@ def prepare_stream(config: JobConfig) -> StreamPlan:
 
 
 def records_per_batch(kafka: KafkaConfig, newest_messages: list[Message]) -> int | None:
-    """The most records a micro-batch reads: `kafka.max_bytes_per_trigger` over the size of
-    the topics' newest messages, within `kafka.max_offsets_per_trigger`. A backlog is so
-    drained in batches of bounded size whatever its length (ZTF alerts weigh about 50 kB,
-    LSST alerts about 230 kB)."""
+    """The most records a micro-batch reads at first: `kafka.max_bytes_per_trigger` over the
+    size of the first and newest messages to read, within `kafka.max_offsets_per_trigger`
+    (ZTF alerts weigh about 50 kB, LSST alerts about 230 kB). A backlog is so drained in
+    batches of bounded size whatever its length; `StreamPlan.resized` follows the messages'
+    size as it changes."""
     sizes = [message.size for message in newest_messages]
     by_bytes = max(1, kafka.max_bytes_per_trigger * len(sizes) // sum(sizes)) if sizes and sum(sizes) else None
     limits = [limit for limit in (by_bytes, kafka.max_offsets_per_trigger) if limit]
     if by_bytes:
-        log.info("Micro-batches of at most %d records (%s MB at %.0f kB per message)", min(limits),
-                 kafka.max_bytes_per_trigger // 1_000_000, sum(sizes) / len(sizes) / 1000)
+        log.info("Micro-batches of at most %d records (%.1f MB at %.0f kB per message)", min(limits),
+                 kafka.max_bytes_per_trigger / 1e6, sum(sizes) / len(sizes) / 1000)
     return min(limits) if limits else None
 
 
@@ -257,7 +236,15 @@ def _run_until_done(spark: SparkSession, plan: StreamPlan, out: TextIO | None, p
     while True:
         queries = start_queries(spark, plan, out)
         try:
-            progress.wait_for(queries, plan.done)
+            stopped = progress.wait_for(queries, plan.done)
+            count = plan.resized()
+            if stopped and count is not None and not plan.limit_reached():
+                log.info("Micro-batch %d read %d records, %.1f MB (kafka.max_bytes_per_trigger: %.1f MB): micro-batches "
+                         "of at most %d records from here", plan.totals["batch"], plan.totals["batch_records"],
+                         plan.totals["batch_bytes"] / 1e6, config.kafka.max_bytes_per_trigger / 1e6, count)
+                plan.max_offsets_per_trigger = count
+                plan.totals.update(batch_records=0, batch_bytes=0)
+                continue
             progress.log_totals()
             if plan.limit_reached():
                 log.info("Stopped after %d alerts kept (--limit %d); the checkpoint goes on from there",

@@ -343,8 +343,9 @@ def read_table(spark: SparkSession, path: str, table: str = "alerts") -> DataFra
     return spark.read.schema(merged).parquet(path)
 
 
-SPARK_WIDENINGS = {frozenset({IntegerType(), LongType()}): LongType(), frozenset({FloatType(), DoubleType()}): DoubleType(),
-                   frozenset({IntegerType(), DoubleType()}): DoubleType()}
+# The same widenings as the table's (WIDENINGS), between Spark's types
+_SPARK_TYPES = {"int": IntegerType(), "long": LongType(), "float": FloatType(), "double": DoubleType()}
+SPARK_WIDENINGS = {frozenset({_SPARK_TYPES[narrow], _SPARK_TYPES[wide]}): _SPARK_TYPES[wide] for narrow, wide in WIDENINGS}
 
 
 def _widest(have: DataType, other: DataType, where: str) -> DataType:

@@ -102,7 +102,7 @@ def test_cone_across_ra_zero() -> None:
         ([{"preset": "cone", "ra": 10, "dec": 95, "radius": 1}], ZTF, "filters[0].dec must be between -90 and 90, not 95"),
         ([{"preset": "cone", "ra": 10, "dec": 5}], ZTF, "filters[0].radius is required."),
         ([{"preset": "conee"}], ZTF, "filters[0].preset is 'conee'; known presets: cone, early_sn_candidate, extragalactic"),
-        ([{"preset": "not_sso", "radious": 3}], ZTF, "filters[0]: unknown parameter(s) radious"),
+        ([{"preset": "not_sso", "radious": 3}], ZTF, "Unknown key 'filters[0].radious'. Did you mean 'filters[0].radius'?"),
         ([{"preset": "time_window", "start": "last tuesday"}], ZTF, "filters[0].start must be an ISO date"),
     ],
 )

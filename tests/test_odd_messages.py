@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import logging
 from datetime import datetime, timedelta
 
 import fastavro
@@ -17,7 +18,9 @@ from reference import OUTPUT_ONLY, assert_same_value, read_alerts
 from variants import Variant, expected_alert, nullable
 
 from fink_spark.decode import decode_records, flatten_alerts
+from fink_spark.filters import parse_filters
 from fink_spark.paths import SCHEMAS_DIR
+from fink_spark.pipeline import check_filters_at_start
 from fink_spark.schemas import WriterSchemas, java_legal
 from fink_spark.surveys import ZTF
 from fink_spark.table_schema import TableSchema
@@ -128,3 +131,27 @@ def test_flat_records_like_fink_mms_are_kept_and_records_without_ids_say_why(spa
     expected_time = datetime(1858, 11, 17) + timedelta(days=good["jd"] - 2400000.5)
     assert abs((row["obs_time"] - expected_time).total_seconds()) < 1e-3
     assert (row["year"], row["month"], row["day"]) == (expected_time.year, expected_time.month, expected_time.day)
+
+
+def test_filters_that_a_writer_schema_cannot_pass_are_named_at_start_up(spark: SparkSession, caplog) -> None:  # noqa: ANN001
+    """A filter on a column that one writer schema lacks rejects all that schema's records:
+    the job says so when it starts, naming the filter, the columns and the schema."""
+    flat = {"type": "record", "name": "fink_mm", "fields": [
+        {"name": "objectId", "type": ["null", "string"]}, {"name": "candid", "type": ["null", "long"]},
+        {"name": "jd", "type": ["null", "double"]}, {"name": "p_assoc", "type": "double"}]}
+    writers = WriterSchemas(ZTF)
+    for schema in (BASE, flat):
+        writers.learn(json.dumps(schema).encode())
+    table = TableSchema.first(json.dumps(BASE), "start")
+    table.merge(json.dumps(flat), "test")
+    decoded = kafka_messages(spark, json.dumps(flat), [], "fink_mm_ztf").transform(decode_records(writers, table, ZTF))
+    filters = parse_filters(["candidate.magpsf < 19 AND candidate.jd > 0", "p_assoc > 0.1", "objectId IS NOT NULL"], ZTF)
+    with caplog.at_level(logging.WARNING, logger="fink_spark.pipeline"):
+        check_filters_at_start(filters, decoded, ZTF, writers)
+    described = {json.loads(text)["name"]: name for name, text in writers.described().items()}
+    assert [record.getMessage() for record in caplog.records] == [  # writer by writer
+        f"filters[1] (p_assoc > 0.1) names p_assoc, which {described[BASE['name']]} lacks: it rejects all of that "
+        "schema's records",
+        f"filters[0] (candidate.magpsf < 19 AND candidate.jd > 0) names candidate.magpsf, candidate.jd, which "
+        f"{described['fink_mm']} lacks: it rejects all of that schema's records",
+    ]

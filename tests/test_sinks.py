@@ -5,6 +5,7 @@ an in-memory DataFrame of real alerts in Kafka's record shape)."""
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -34,10 +35,11 @@ def kafka_batch(spark: SparkSession) -> tuple[DataFrame, WriterSchemas, str, lis
     return kafka_records(spark, "ztf-2026", TOPIC, POISON), writers, saved.schema_text, saved.records
 
 
-def outputs(spark: SparkSession, root: Path, out: io.StringIO) -> MicroBatchOutputs:
+def outputs(spark: SparkSession, root: Path, out: io.StringIO, decode: Callable[[DataFrame], DataFrame]) -> MicroBatchOutputs:
     filters = parse_filters(["candidate.magpsf < 18.5"], ZTF)
     return MicroBatchOutputs(
         survey=ZTF,
+        decode=decode,
         kept=kept_alerts(ZTF, filters),
         quarantined=quarantined,
         table=ParquetFileSink(spark, str(root / "alerts"), ("topic",), "zstd"),
@@ -51,22 +53,22 @@ def outputs(spark: SparkSession, root: Path, out: io.StringIO) -> MicroBatchOutp
 
 def test_a_batch_and_its_replays_land_once_in_every_folder(spark: SparkSession, tmp_path: Path) -> None:
     records, writers, schema, alerts = kafka_batch(spark)
-    decoded = records.transform(decode_records(writers, TableSchema.first(schema, "test"), ZTF))
+    decode = decode_records(writers, TableSchema.first(schema, "test"), ZTF)
     out = io.StringIO()
-    write = outputs(spark, tmp_path, out)
+    write = outputs(spark, tmp_path, out, decode)
     passing = sorted(a["candid"] for a in alerts if a["candidate"]["magpsf"] < 18.5)
     assert 0 < len(passing) < len(alerts)
 
     started = datetime.now() - timedelta(seconds=1)  # ingest_time is to the millisecond
-    write(decoded, 0)
+    write(records, 0)
     written = datetime.now()
     # The job restarts and Spark replays the batch (a crash before the query's own commit).
-    outputs(spark, tmp_path, out)(decoded, 0)
+    outputs(spark, tmp_path, out, decode)(records, 0)
     # A crash after the table's commit, before the quarantine's: its files may be written but
     # are not listed in its log. The replay writes the quarantine again, and only it.
     for name in ("0", ".0.crc"):  # as if the commit had never happened
         (tmp_path / "quarantine" / "_spark_metadata" / name).unlink()
-    outputs(spark, tmp_path, out)(decoded, 0)
+    outputs(spark, tmp_path, out, decode)(records, 0)
 
     table = spark.read.parquet(str(tmp_path / "alerts")).collect()
     assert sorted(row.candid for row in table) == passing
@@ -100,9 +102,8 @@ def test_a_batch_without_poison_still_commits_its_id_in_the_quarantine(spark: Sp
     committed there with no files (without a Spark job), through the log's compaction
     every tenth batch, and a later batch with poison lands as usual."""
     records, writers, schema, _ = kafka_batch(spark)
-    table = TableSchema.first(schema, "test")
-    clean = records.where("length(value) > 100").transform(decode_records(writers, table, ZTF))
-    write = outputs(spark, tmp_path, io.StringIO())
+    clean = records.where("length(value) > 100")
+    write = outputs(spark, tmp_path, io.StringIO(), decode_records(writers, TableSchema.first(schema, "test"), ZTF))
     for batch_id in range(11):
         write(clean, batch_id)
     write(clean, 10)  # replayed after a restart: nothing changes
@@ -112,7 +113,7 @@ def test_a_batch_without_poison_still_commits_its_id_in_the_quarantine(spark: Sp
     assert [(log / name).read_text().splitlines() for name in names] == [["v1"]] * 11  # no file listed
     assert not list((tmp_path / "quarantine").rglob("*.parquet"))
 
-    write(records.transform(decode_records(writers, table, ZTF)), 11)
+    write(records, 11)
     quarantine = spark.read.parquet(str(tmp_path / "quarantine")).collect()
     assert sorted(row.kafka_offset for row in quarantine) == [31, 32]  # the two poison messages
     assert len((log / "11").read_text().splitlines()) == 2  # "v1" and the batch's one file

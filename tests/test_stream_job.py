@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import re
 import time
 from collections import Counter
 from contextlib import suppress
 from datetime import datetime, timezone
 from pathlib import Path
 
+import fastavro
 import pytest
 from conftest import USER, job_config, run_job, sample
 from pyspark.errors import StreamingQueryException
@@ -17,11 +21,11 @@ from reference import check_alerts, read_alerts
 
 from fink_spark.errors import KafkaAccessError
 from fink_spark.paths import SCHEMAS_DIR
-from fink_spark.pipeline import BatchProgress
+from fink_spark.progress import BatchProgress
 from fink_spark.streaming import prepare_stream
 from fink_spark.surveys import LSST, ZTF
 from fink_spark.testing.local_broker import LocalKafka
-from fink_spark.testing.publisher import publish
+from fink_spark.testing.publisher import encode, publish, read_saved_alerts
 
 ZTF_2026_SCHEMA = str(SCHEMAS_DIR / "ztf" / "fink_ztf_transfer_2026-03.avsc")
 
@@ -160,3 +164,41 @@ def test_a_query_that_failed_before_the_wait_fails_the_job_and_no_later_one(spar
     batches = BatchProgress()
     batches.wait_for([healthy])
     assert batches.totals["healthy"][0] == 3
+
+
+def test_micro_batches_follow_the_size_of_the_messages(spark, broker: LocalKafka, new_topic, tmp_path: Path,
+                                                       caplog) -> None:  # noqa: ANN001
+    """A batch is bounded in bytes: the job sizes its batches from the first and newest
+    messages (here alerts without cutouts and history, a quarter of the others), meets the
+    heavier alerts in between, and after one batch re-sizes: every later batch reads at most
+    kafka.max_bytes_per_trigger, and every message lands once."""
+    from confluent_kafka import Producer
+
+    saved = next(read_saved_alerts([sample("ztf-2026")]))
+    parsed = fastavro.parse_schema(json.loads(saved.schema_text))
+    cutouts = ("cutoutScience", "cutoutTemplate", "cutoutDifference")
+    light = [{**record, "prv_candidates": None, **{name: {**record[name], "stampData": None} for name in cutouts}}
+             for record in saved.records[:2]]
+    values = [encode(record, parsed) for record in [light[0], *saved.records, light[1]]]
+    key = saved.schema_text.encode()
+    topic = new_topic("fink_sizes_ztf")
+    producer = Producer(broker.client_config(USER))
+    for value in values:
+        producer.produce(topic, value=value, key=key)
+    producer.flush(10)
+    sizes = [len(key) + len(value) for value in values]
+    most = 12 * sizes[0]  # twelve light messages, three heavy ones
+    assert sum(sizes[:12]) > 2 * most
+
+    with caplog.at_level(logging.INFO, logger="fink_spark"):
+        run_job(spark, job_config(broker, tmp_path, [topic], kafka__max_bytes_per_trigger=most))
+    lines = [record.getMessage() for record in caplog.records]
+    batches = [int(n) for n in re.findall(r"alerts: batch \d+, (\d+) records in", "\n".join(lines))]
+    assert "Micro-batches of at most 12 records" in "\n".join(lines)
+    (resized,) = [line for line in lines if "micro-batches of at most" in line]  # once
+    bound = int(re.search(r"of at most (\d+) records from here", resized).group(1))
+    assert bound == most * 12 // sum(sizes[:12])  # from the first batch's bytes
+    # batch 1 may have been planned before the restart, with the first bound
+    assert batches[0] == 12 and all(count <= bound for count in batches[2:]) and sum(batches) == len(values)
+    offsets = [row["kafka_offset"] for row in read_output(spark, tmp_path / "alerts")]
+    assert sorted(offsets) == list(range(len(values)))

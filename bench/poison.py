@@ -1,0 +1,94 @@
+"""A topic with 1% poison against a clean one: what quarantining costs the job.
+
+    .venv/bin/python bench/poison.py --ztf 50000 --lsst 10000 --every 100
+
+Publishes, for each survey, two topics of the same real alerts (replicated with new ids,
+2 partitions): one clean, one where every `every`th message is poison (an alert's value cut
+in half, which does not decode). The job drains each as shipped (the Iceberg table, console
+on, `--available-now`), clean and poisoned alternately, `--repeat` times. Reports records/s
+over the micro-batches and end to end, the alerts kept and the records quarantined (read
+back from the tables), and the ratio poisoned / clean. Writes bench/POISON.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import PARTITIONS, PASSWORD, ROOT, USER, WORK, Result, fink_spark, publish_workload  # noqa: E402
+
+from fink_spark.surveys import LSST, ZTF, Survey  # noqa: E402
+from fink_spark.testing.local_broker import LocalKafka  # noqa: E402
+from fink_spark.warehouse import load_pyiceberg  # noqa: E402
+
+
+def table_rows(topic: str, table: str) -> int:
+    """Rows of one of the run's tables (pyiceberg: no fink-spark reader)."""
+    return len(load_pyiceberg(WORK / "out" / f"spark_{topic}_default_iceberg" / "alerts", table).scan().to_arrow())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ztf", type=int, default=50000, help="ZTF alerts per topic (0: none)")
+    parser.add_argument("--lsst", type=int, default=10000, help="LSST alerts per topic (0: none)")
+    parser.add_argument("--every", type=int, default=100, help="one message in this many is poison")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each topic, alternating")
+    parser.add_argument("--output", default=str(ROOT / "bench" / "POISON.md"))
+    args = parser.parse_args()
+    plan: list[tuple[Survey, str, int]] = [(ZTF, "ztf-2026", args.ztf), (LSST, "lsst-2026", args.lsst)]
+    rows: list[tuple[Survey, str, list[Result], int, int]] = []
+    with LocalKafka(users={USER: PASSWORD}, heap="2g", workdir=WORK / "kafka") as broker:
+        topics = []
+        for survey, folder, count in (item for item in plan if item[2]):
+            for poison in (None, args.every):
+                topic = f"poison_{survey.name}_{count}_{'every' + str(poison) if poison else 'clean'}"
+                size = publish_workload(broker, topic, survey, folder, count, PARTITIONS, poison_every=poison)
+                topics.append((survey, topic, count, size))
+                print(f"published {count} messages ({size:.0f} MB) to {topic}", flush=True)
+        runs: dict[str, list[Result]] = {topic: [] for _, topic, _, _ in topics}
+        for _ in range(args.repeat):
+            for survey, topic, count, size in topics:
+                result = fink_spark(broker, topic, survey, count, size)
+                # the messages published: Spark's count of input rows includes a batch's second read
+                result = replace(result, alerts=count)
+                runs[topic].append(result)
+                print(f"{topic}: {result.rate:.0f} records/s end to end, {result.rate_no_startup or 0:.0f} over the "
+                      f"micro-batches", flush=True)
+                if _ == args.repeat - 1:
+                    rows.append((survey, topic, runs[topic], table_rows(topic, "alerts"), table_rows(topic, "quarantine")))
+    Path(args.output).write_text(report(rows, args))
+    print(f"results in {args.output}")
+
+
+def report(rows: list[tuple[Survey, str, list[Result], int, int]], args: argparse.Namespace) -> str:
+    def median(results: list[Result], no_startup: bool) -> float:
+        return statistics.median((r.rate_no_startup or 0) if no_startup else r.rate for r in results)
+
+    lines = [
+        f"# Poison: a topic with 1 message in {args.every} poisoned against a clean one", "",
+        f"`bench/poison.py --ztf {args.ztf} --lsst {args.lsst} --every {args.every} --repeat {args.repeat}` on this "
+        f"machine ({os.cpu_count()} cores), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Same real alerts in both",
+        "topics (2 partitions); in the poisoned one every Nth value is cut in half. The job as shipped (Iceberg",
+        "table, console on, `--available-now`). Records/s counts every message read; medians of the runs.", "",
+        "| topic | runs | records | end to end (records/s) | micro-batches (records/s) | alerts kept | quarantined |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for _, topic, results, kept, quarantined in rows:
+        lines.append(f"| {topic} | {len(results)} | {results[0].alerts} | {median(results, False):.0f} | "
+                     f"{median(results, True):.0f} | {kept} | {quarantined} |")
+    lines += ["", "| survey | poisoned / clean, end to end | poisoned / clean, micro-batches |", "|---|---:|---:|"]
+    for index in range(0, len(rows), 2):
+        (survey, _, clean, _, _), (_, _, poisoned, _, _) = rows[index], rows[index + 1]
+        lines.append(f"| {survey.name} | {median(poisoned, False) / median(clean, False):.2f} | "
+                     f"{median(poisoned, True) / median(clean, True):.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
