@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--examples", type=int, default=100, help="draws decoded in memory (CI: 12)")
+    parser.add_argument("--examples", type=int, default=100, help="draws decoded in memory (CI: 6)")
     parser.add_argument("--jobs", type=int, default=10, help="draws run through the broker and the job (CI: 2)")
     parser.add_argument("--seed", type=int, default=20261130)
     parser.add_argument("--output", default=str(ROOT / "bench" / "FUZZ.md"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -43,6 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     plan: list[tuple[Survey, str, int]] = [(ZTF, "ztf-2026", args.ztf), (LSST, "lsst-2026", args.lsst)]
     rows: list[tuple[Survey, str, list[Result], int, int]] = []
+    shutil.rmtree(WORK, ignore_errors=True)  # a broker of its own, from empty
     with LocalKafka(users={USER: PASSWORD}, heap="2g", workdir=WORK / "kafka") as broker:
         topics = []
         for survey, folder, count in (item for item in plan if item[2]):

@@ -18,12 +18,13 @@ import multiprocessing
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -345,7 +346,8 @@ def report(results: list[Result], lat: Latency | None, args: argparse.Namespace)
     lines = [
         "# fink-spark benchmark",
         "",
-        f"`bench/run.py{' --quick' if args.quick else ''}` on this machine ({os.cpu_count()} cores), "
+        f"`bench/run.py{' --quick' if args.quick else ''}{' --sinks-only' if args.sinks_only else ''}"
+        f"{f' --repeat {args.repeat}' if getattr(args, 'repeat', 1) > 1 else ''}` on this machine ({os.cpu_count()} cores), "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Real Fink alerts replicated with new ids, published",
         "to the local broker (topics of 2 partitions) before any clock starts; every contender reads the same",
         "topic from its start. fink-spark runs as shipped: `conf/fink_<survey>.yaml` (console on), spark-submit's",
@@ -353,6 +355,8 @@ def report(results: list[Result], lat: Latency | None, args: argparse.Namespace)
         "fastavro schema per key, `pyarrow.Table.from_pylist` every 5,000 alerts, zstd Parquet; with 2 processes",
         "each reads one partition. End to end = process start to exit (Spark's start-up included); processing =",
         "without start-up (fink-spark: the sum of its micro-batches; Kafka's tool: its own clock).",
+        *([f"Each contender ran {args.repeat} times, the contenders in turn; the figures are the medians."]
+          if getattr(args, "repeat", 1) > 1 else []),
         *([f"Throughput figures: {args.note}; latency measured again on its own."] if args.note else []),
         "",
         "Beside it: `SINKS.md` (`--sinks-only`: the Iceberg table against the plain Parquet sink, side by side) and",
@@ -461,6 +465,8 @@ def main() -> None:
     parser.add_argument("--no-latency", action="store_true", help="throughput only")
     parser.add_argument("--sinks-only", action="store_true",
                         help="only fink-spark, with the Iceberg table and with the Parquet sink, side by side")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds of the contenders in turn on each workload; the medians are reported")
     parser.add_argument("--latency-only", action="store_true",
                         help="measure the latency again; keep the throughput figures of the last run (bench/results.json)")
     args = parser.parse_args()
@@ -489,7 +495,7 @@ def main() -> None:
         print(f"throughput figures from {RAW_RESULTS}: {args.note}", flush=True)
     with LocalKafka(users={USER: PASSWORD}, heap="2g", workdir=WORK / "kafka") as broker:
         if not args.latency_only:
-            results = throughput(broker, ztf_sizes, lsst_sizes, everyone_ztf, everyone_lsst, args.sinks_only)
+            results = throughput(broker, ztf_sizes, lsst_sizes, everyone_ztf, everyone_lsst, args.sinks_only, args.repeat)
         lat = None if args.no_latency else latency(broker, rate, seconds)
         if lat:
             print(f"latency at {rate} alerts/s: {lat.summary()}", flush=True)
@@ -502,8 +508,9 @@ def main() -> None:
 
 
 def throughput(broker: LocalKafka, ztf_sizes: list[int], lsst_sizes: list[int], everyone_ztf: int,
-               everyone_lsst: int, sinks_only: bool = False) -> list[Result]:
-    """Publish every workload, then run the contenders on each, one after another.
+               everyone_lsst: int, sinks_only: bool = False, repeat: int = 1) -> list[Result]:
+    """Publish every workload, then run the contenders on each, one after another (`repeat`
+    rounds of them in turn: the medians are reported).
 
     fink-spark and Kafka's tool read every workload; the lean consumer (1 and 2 processes)
     the ZTF and LSST workloads the targets name; fink-client the smallest ZTF workload (it
@@ -524,12 +531,23 @@ def throughput(broker: LocalKafka, ztf_sizes: list[int], lsst_sizes: list[int], 
             contenders += [lean_python, functools.partial(lean_python, processes=2)]
         if not sinks_only and survey is ZTF and count == min(ztf_sizes):  # fink-client: about 70 alerts/s
             contenders += [fink_client]
-        for contender in contenders:
-            result = contender(broker, topic, survey, count, size)
-            results.append(result)
-            print(f"{topic}: {result.contender}: {result.rate:.0f} alerts/s end to end, "
-                  f"peak {result.peak_memory_mb:.0f} MB", flush=True)
+        runs: list[list[Result]] = [[] for _ in contenders]
+        for _ in range(repeat):  # the contenders in turn, round after round
+            for index, contender in enumerate(contenders):
+                result = contender(broker, topic, survey, count, size)
+                runs[index].append(result)
+                print(f"{topic}: {result.contender}: {result.rate:.0f} alerts/s end to end, "
+                      f"peak {result.peak_memory_mb:.0f} MB", flush=True)
+        results += [median_run(contender_runs) for contender_runs in runs]
     return results
+
+
+def median_run(runs: list[Result]) -> Result:
+    """One contender's runs as one: the median times, the highest peak memory."""
+    no_startup = [r.seconds_no_startup for r in runs if r.seconds_no_startup]
+    return replace(runs[0], seconds=statistics.median(r.seconds for r in runs),
+                   seconds_no_startup=statistics.median(no_startup) if no_startup else None,
+                   peak_memory_mb=max(r.peak_memory_mb for r in runs))
 
 
 if __name__ == "__main__":

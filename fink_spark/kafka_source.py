@@ -12,7 +12,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -270,10 +270,33 @@ def _messages_at(consumer: Any, positions: list[Any], timeout: float) -> list[Me
     return messages
 
 
-def _peeking_consumer(kafka: KafkaConfig) -> Any:
+def records_at(kafka: KafkaConfig, positions: list[tuple[str, int, int]], timeout: float = 10.0) -> list[tuple] | None:
+    """The records at these (topic, partition, offset) positions, as Spark's Kafka source
+    gives them (KAFKA_COLUMNS), read by the driver; None if one of them is not found."""
+    from confluent_kafka import TopicPartition
+
+    # one fetch of about a megabyte per position, no read-ahead
+    consumer = _peeking_consumer(kafka, {"fetch.max.bytes": 1_048_576, "queued.max.messages.kbytes": 1024})
+    records = []
+    try:
+        for topic, partition, offset in sorted(positions):
+            consumer.assign([TopicPartition(topic, partition, offset)])
+            message = consumer.poll(timeout)
+            if message is None or message.error() is not None or message.offset() != offset:
+                return None
+            kind, millis = message.timestamp()
+            moment = datetime.fromtimestamp(millis / 1000, tz=timezone.utc) if kind else None
+            records.append((message.key(), message.value(), topic, partition, offset, moment))
+    finally:
+        consumer.close()
+    return records
+
+
+def _peeking_consumer(kafka: KafkaConfig, settings: dict[str, Any] | None = None) -> Any:
     from confluent_kafka import Consumer
 
-    return Consumer({**client_config(kafka), "group.id": kafka.group_id or "fink-spark-peek", "enable.auto.commit": False})
+    return Consumer({**client_config(kafka), "group.id": kafka.group_id or "fink-spark-peek", "enable.auto.commit": False,
+                     **(settings or {})})
 
 
 def watermarks(kafka: KafkaConfig, partitions: dict[str, int], timeout: float = 10.0) -> dict[str, dict[int, tuple[int, int]]]:

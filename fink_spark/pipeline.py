@@ -9,7 +9,7 @@ import logging
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TextIO
+from typing import Any, TextIO
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
@@ -38,13 +38,15 @@ def kept_alerts(survey: Survey, filters: tuple[Filter, ...]) -> Callable[[DataFr
 
 def start_pipeline(spark: SparkSession, read: Callable[[str], DataFrame], decode: Callable[[DataFrame], DataFrame] | None,
                    config: JobConfig, writers: WriterSchemas, table: TableSchema, totals: dict[str, int],
-                   name: str, out: TextIO | None = None) -> list[StreamingQuery]:
+                   name: str, out: TextIO | None = None,
+                   fetch: Callable[[list[Any]], DataFrame | None] | None = None) -> list[StreamingQuery]:
     """Start the job's queries, the live stream's and reprocessing's alike.
 
     `read(name)` gives the records as a stream (Kafka's, or the inputs'), `decode` turns
     them into alerts and reasons to quarantine (None: `read` decodes them). The filters are checked against the alerts'
     columns, the outputs made ready for them, then one query, `name`, feeds every output
-    from each micro-batch (`MicroBatchOutputs`). With de-duplication a second query,
+    from each micro-batch (`MicroBatchOutputs`; `fetch` reads a batch's quarantined records
+    again by their positions). With de-duplication a second query,
     `deduplicated`, writes the table: merging copies across batches needs Spark's
     streaming state, which only a query of its own keeps.
     """
@@ -68,7 +70,7 @@ def start_pipeline(spark: SparkSession, read: Callable[[str], DataFrame], decode
     outputs = MicroBatchOutputs(
         survey=survey, decode=decode, kept=kept, quarantined=quarantined, table=sinks.table, quarantine=sinks.quarantine,
         rejected=(sinks.rejected, rejections) if sinks.rejected is not None and rejections is not None else None,
-        console=config.console if config.console.enabled else None, out=out, totals=totals,
+        console=config.console if config.console.enabled else None, out=out, totals=totals, fetch=fetch,
     )
     others = [table_query(deduplicated, output, survey, f"{checkpoint}/deduplicated", config.trigger, "deduplicated")] \
         if deduplicated is not None else []

@@ -10,7 +10,7 @@ from pyspark.errors import StreamingQueryException
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.streaming.listener import StreamingQueryProgress
 
-from fink_spark.positions import lag_line, spark_offsets
+from fink_spark.positions import Offsets, lag_line, spark_offsets
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +27,10 @@ class BatchProgress:
     on cores the tasks need (bench/TUNING.md).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, first_offsets: Offsets | None = None) -> None:
         self.totals: dict[str, list[float]] = {}  # query name -> [records, seconds of micro-batches]
         self.last_batch: dict[str, int] = {}
+        self.first_offsets = first_offsets or {}  # where a new checkpoint's first batch starts
 
     def follow(self, queries: list[StreamingQuery]) -> None:
         """Log the micro-batches the queries finished since the last call."""
@@ -47,7 +48,7 @@ class BatchProgress:
                         self.on_batch(progress)
 
     def on_batch(self, progress: StreamingQueryProgress) -> None:
-        records, seconds = batch_records(progress), progress.durationMs.get("triggerExecution", 0) / 1000
+        records, seconds = batch_records(progress, self.first_offsets), progress.durationMs.get("triggerExecution", 0) / 1000
         total = self.totals.setdefault(progress.name, [0, 0.0])
         total[0] += records
         total[1] += seconds
@@ -98,15 +99,16 @@ class BatchProgress:
                      name, records, seconds, records / seconds if seconds else 0.0)
 
 
-def batch_records(progress: StreamingQueryProgress) -> int:
-    """The records a micro-batch holds: for Kafka, its end offsets minus its start offsets.
-    Spark's `numInputRows` counts every read of the source, and a batch with quarantined
-    records is read twice (`sinks.MicroBatchOutputs`)."""
+def batch_records(progress: StreamingQueryProgress, first_offsets: Offsets) -> int:
+    """The records a micro-batch holds: for Kafka, its end offsets minus its start offsets
+    (`first_offsets` for a new checkpoint's first batch, which Spark gives none). Spark's
+    `numInputRows` counts every read of the source, and a batch with quarantined records
+    is read twice (`sinks.MicroBatchOutputs`)."""
     counted = 0
     for source in progress.sources:
         if "kafka" not in source.description.lower():
             return progress.numInputRows
-        start, end = spark_offsets(source.startOffset), spark_offsets(source.endOffset)
+        start, end = spark_offsets(source.startOffset) or first_offsets, spark_offsets(source.endOffset)
         if not start or not end:
             return progress.numInputRows
         counted += sum(offset - start.get(topic, {}).get(partition, offset)

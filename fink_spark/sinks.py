@@ -195,6 +195,9 @@ class MicroBatchOutputs:
     rejected: tuple[Sink, Callable[[DataFrame], DataFrame]] | None = None
     console: ConsoleOutput | None = None
     out: TextIO | None = None
+    # The raw records at the quarantined positions, read again without the batch (the live
+    # job fetches a few from Kafka); None when they are too many: the batch is read again.
+    fetch: Callable[[list[Any]], DataFrame | None] | None = None
     # records, quarantined, kept, filtered, bytes: over all batches; the last batch written
     # ("batch"), its records and bytes ("batch_records", "batch_bytes")
     totals: dict[str, int] = field(default_factory=dict)
@@ -206,15 +209,23 @@ class MicroBatchOutputs:
             self.totals[name] = self.totals.get(name, 0) + (counts or {}).get(name, 0)
         self.totals.update(batch=batch_id, batch_records=(counts or {}).get("records", 0),
                            batch_bytes=(counts or {}).get("bytes", 0))
-        # only the quarantined records decoded again (a filter on the raw records runs before decoding)
-        poison = (batch.where(at_positions(counts["positions"])).transform(self.decode)
-                  if counts is not None and self.decode is not None else decoded)
-        self._write_side(self.quarantine, self.quarantined, poison, batch_id, counts, "quarantined")
+        self._write_side(self.quarantine, self.quarantined, self._quarantined_again(batch, decoded, counts), batch_id,
+                         counts, "quarantined")
         if self.rejected is not None:
             sink, rejections = self.rejected
             self._write_side(sink, rejections, decoded, batch_id, counts, "filtered")
         if self.console is not None:
             self._print(batch_id, counts)
+
+    def _quarantined_again(self, batch: DataFrame, decoded: DataFrame, counts: dict[str, Any] | None) -> DataFrame:
+        """The records to write the quarantine from: where the batches come raw, only the
+        quarantined ones, fetched (`fetch`) or filtered from the batch before decoding
+        (Spark applies a filter on raw columns first); else the whole batch, decoded again."""
+        if counts is None or self.decode is None or not counts["quarantined"]:
+            return decoded
+        fetched = self.fetch(counts["positions"]) if self.fetch is not None else None
+        raw = fetched if fetched is not None else batch.where(at_positions(counts["positions"]))
+        return raw.transform(self.decode)
 
     def _write_table(self, decoded: DataFrame, batch_id: int) -> dict[str, Any] | None:
         """Write the kept alerts; returns the batch's counts, the quarantined records'

@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
@@ -32,6 +32,7 @@ from fink_spark.kafka_source import (
     offsets_at_time,
     offsets_json,
     read_stream,
+    records_at,
     subscribed_partitions,
     topic_schema,
 )
@@ -43,6 +44,9 @@ from fink_spark.state import SKIPPED_OFFSETS, WRITER_SCHEMAS, CheckpointFiles
 from fink_spark.table_schema import TableSchema
 
 log = logging.getLogger(__name__)
+
+FETCHED_AT_MOST = 200  # quarantined records of a batch fetched by the driver; more: the batch is read again
+KAFKA_SCHEMA = "key binary, value binary, topic string, partition int, offset long, timestamp timestamp"
 
 
 def job_files(config: JobConfig) -> CheckpointFiles:
@@ -59,8 +63,16 @@ def start_queries(spark: SparkSession, plan: StreamPlan, out: TextIO | None = No
         return read_stream(spark, config.kafka, query, min_partitions=spark.sparkContext.defaultParallelism,
                            max_offsets=plan.max_offsets_per_trigger, starting_offsets=plan.starting_offsets)
 
+    def fetch(positions: list[Any]) -> DataFrame | None:
+        """A batch's few quarantined records, fetched from Kafka by the driver (a few
+        megabytes at most) rather than by reading the whole batch again."""
+        if len(positions) > FETCHED_AT_MOST or config.kafka is None:
+            return None
+        records = records_at(config.kafka, [(row["topic"], row["partition"], row["offset"]) for row in positions])
+        return spark.createDataFrame(records, KAFKA_SCHEMA) if records is not None else None
+
     decode = decode_records(plan.writers, plan.table, config.survey)
-    return start_pipeline(spark, read, decode, config, plan.writers, plan.table, plan.totals, "alerts", out)
+    return start_pipeline(spark, read, decode, config, plan.writers, plan.table, plan.totals, "alerts", out, fetch)
 
 
 @dataclass
@@ -75,6 +87,7 @@ class StreamPlan:
     state: CheckpointFiles
     max_offsets_per_trigger: int | None = None
     starting_offsets: str | None = None
+    first_offsets: dict[str, dict[int, int]] = field(default_factory=dict)  # where a new checkpoint starts
     totals: dict[str, int] = field(default_factory=dict)
 
     def limit_reached(self) -> bool:
@@ -156,7 +169,7 @@ def prepare_stream(config: JobConfig) -> StreamPlan:
     max_offsets = records_per_batch(config.kafka, newest_messages)
     if config.trigger.limit is not None:  # overshoot the limit by at most one small batch
         max_offsets = min(max_offsets or config.trigger.limit, config.trigger.limit)
-    return StreamPlan(config, writers, table, state, max_offsets, starting_offsets)
+    return StreamPlan(config, writers, table, state, max_offsets, starting_offsets, starts)
 
 
 def records_per_batch(kafka: KafkaConfig, newest_messages: list[Message]) -> int | None:
@@ -210,7 +223,7 @@ def record_skipped_offsets(config: JobConfig, partitions: dict[str, int], state:
 def run_stream(spark: SparkSession, plan: StreamPlan, out: TextIO | None = None) -> None:
     """Run the job until it is stopped (processing-time trigger) or has read everything (available now)."""
     with quiet_planned_stops():
-        _run_until_done(spark, plan, out, BatchProgress())
+        _run_until_done(spark, plan, out, BatchProgress(plan.first_offsets))
 
 
 def _explained(error: StreamingQueryException, config: JobConfig) -> Exception:

@@ -184,7 +184,7 @@ def test_lsst_extragalactic_is_fink_rubin_galaxy_block(spark: SparkSession) -> N
     saved = next(read_saved_alerts([sample("lsst-2026")]))
     classes = ["Unknown", "LINER", "Possible_SClG", "GravLens_Candidate", "Galaxy", "Star", "RRLyr", None]
     records = renumbered(LSST, [with_values(record, {"xm.simbad_otype": otype})
-                                for record in saved.records for otype in classes])
+                                for record in saved.records[:2] for otype in classes])
     table = decoded_alerts(spark, LSST, saved.schema_text, records)
     otypes = pd.Series([r["xm"]["simbad_otype"] for r in as_fink_reads(saved.schema_text, records)])
     expected = {r["diaSourceId"] for r, keep in zip(records, b_xmatched_simbad_galaxy(otypes)) if keep}

@@ -3,7 +3,7 @@ add or nest fields, 1,000-level nesting, a 5 MB schema, keys that are not JSON; 
 truncated, extended and bit-flipped. Nothing stops the job, every genuine alert is kept
 once, and every other message is quarantined with a reason.
 
-CI runs a bounded number of examples (`FINK_SPARK_FUZZ_EXAMPLES`, default 12 in memory and 2
+CI runs a bounded number of examples (`FINK_SPARK_FUZZ_EXAMPLES`, default 6 in memory and 2
 through the broker); bench/ runs more with another seed."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from fink_spark.surveys import ZTF
 from fink_spark.table_schema import TableSchema
 from fink_spark.testing.publisher import encode, read_saved_alerts
 
-EXAMPLES = int(os.environ.get("FINK_SPARK_FUZZ_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("FINK_SPARK_FUZZ_EXAMPLES", "6"))
 SAVED = next(read_saved_alerts([sample("ztf-2026")]))
 SCHEMA = json.loads(SAVED.schema_text)
 PARSED = fastavro.parse_schema(SCHEMA)

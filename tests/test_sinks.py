@@ -100,23 +100,27 @@ def test_a_batch_and_its_replays_land_once_in_every_folder(spark: SparkSession, 
 def test_a_batch_without_poison_still_commits_its_id_in_the_quarantine(spark: SparkSession, tmp_path: Path) -> None:
     """Spark's sink log needs every batch id: a batch with nothing for the quarantine is
     committed there with no files (without a Spark job), through the log's compaction
-    every tenth batch, and a later batch with poison lands as usual."""
+    (every tenth batch by default; every third here), and a later batch with poison lands as usual."""
     records, writers, schema, _ = kafka_batch(spark)
     clean = records.where("length(value) > 100")
-    write = outputs(spark, tmp_path, io.StringIO(), decode_records(writers, TableSchema.first(schema, "test"), ZTF))
-    for batch_id in range(11):
+    spark.conf.set("spark.sql.streaming.fileSink.log.compactInterval", "3")
+    try:
+        write = outputs(spark, tmp_path, io.StringIO(), decode_records(writers, TableSchema.first(schema, "test"), ZTF))
+    finally:
+        spark.conf.unset("spark.sql.streaming.fileSink.log.compactInterval")
+    for batch_id in range(4):
         write(clean, batch_id)
-    write(clean, 10)  # replayed after a restart: nothing changes
+    write(clean, 3)  # replayed after a restart: nothing changes
     log = tmp_path / "quarantine" / "_spark_metadata"
-    names = [str(n) for n in range(9)] + ["9.compact", "10"]
+    names = ["0", "1", "2.compact", "3"]
     assert sorted(p.name for p in log.glob("[0-9]*")) == sorted(names)
-    assert [(log / name).read_text().splitlines() for name in names] == [["v1"]] * 11  # no file listed
+    assert [(log / name).read_text().splitlines() for name in names] == [["v1"]] * 4  # no file listed
     assert not list((tmp_path / "quarantine").rglob("*.parquet"))
 
-    write(records, 11)
+    write(records, 4)
     quarantine = spark.read.parquet(str(tmp_path / "quarantine")).collect()
     assert sorted(row.kafka_offset for row in quarantine) == [31, 32]  # the two poison messages
-    assert len((log / "11").read_text().splitlines()) == 2  # "v1" and the batch's one file
+    assert len((log / "4").read_text().splitlines()) == 2  # "v1" and the batch's one file
 
 
 def test_an_alert_whose_ids_disagree_is_quarantined_with_that_reason(spark: SparkSession) -> None:
