@@ -9,7 +9,7 @@ import logging
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TextIO
+from typing import TextIO
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
@@ -39,7 +39,7 @@ def kept_alerts(survey: Survey, filters: tuple[Filter, ...]) -> Callable[[DataFr
 def start_pipeline(spark: SparkSession, read: Callable[[str], DataFrame], decode: Callable[[DataFrame], DataFrame] | None,
                    config: JobConfig, writers: WriterSchemas, table: TableSchema, totals: dict[str, int],
                    name: str, out: TextIO | None = None,
-                   fetch: Callable[[list[Any]], DataFrame | None] | None = None) -> list[StreamingQuery]:
+                   fetch: Callable[[list[tuple[str, int, int]]], list[tuple] | None] | None = None) -> list[StreamingQuery]:
     """Start the job's queries, the live stream's and reprocessing's alike.
 
     `read(name)` gives the records as a stream (Kafka's, or the inputs'), `decode` turns

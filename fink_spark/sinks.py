@@ -30,6 +30,8 @@ from fink_spark.metrics import PlanMetrics
 from fink_spark.state import SINK_LOG, CheckpointFiles, sink_log_batches
 from fink_spark.surveys import Survey
 
+RECORD_SCHEMA = "key binary, value binary, topic string, partition int, offset long, timestamp timestamp"  # Kafka's
+
 
 def trigger_options(trigger: TriggerConfig) -> dict[str, Any]:
     if trigger.available_now:
@@ -195,9 +197,9 @@ class MicroBatchOutputs:
     rejected: tuple[Sink, Callable[[DataFrame], DataFrame]] | None = None
     console: ConsoleOutput | None = None
     out: TextIO | None = None
-    # The raw records at the quarantined positions, read again without the batch (the live
-    # job fetches a few from Kafka); None when they are too many: the batch is read again.
-    fetch: Callable[[list[Any]], DataFrame | None] | None = None
+    # The raw records (RECORD_SCHEMA) at these (topic, partition, offset) positions, read
+    # without the batch (the live job fetches a few from Kafka); None: the batch is read again.
+    fetch: Callable[[list[tuple[str, int, int]]], list[tuple] | None] | None = None
     # records, quarantined, kept, filtered, bytes: over all batches; the last batch written
     # ("batch"), its records and bytes ("batch_records", "batch_bytes")
     totals: dict[str, int] = field(default_factory=dict)
@@ -218,18 +220,25 @@ class MicroBatchOutputs:
             self._print(batch_id, counts)
 
     def _quarantined_again(self, batch: DataFrame, decoded: DataFrame, counts: dict[str, Any] | None) -> DataFrame:
-        """The records to write the quarantine from: where the batches come raw, only the
-        quarantined ones, fetched (`fetch`) or filtered from the batch before decoding
-        (Spark applies a filter on raw columns first); else the whole batch, decoded again."""
+        """The records to write the quarantine from. Where the batches come raw: only the
+        quarantined ones, with the reasons the table's pass found, so that nothing is decoded
+        again; fetched by their positions (`fetch`), or else joined from the batch read
+        again. Where they come decoded (reprocessing): the whole batch, decoded again."""
         if counts is None or self.decode is None or not counts["quarantined"]:
             return decoded
-        fetched = self.fetch(counts["positions"]) if self.fetch is not None else None
-        raw = fetched if fetched is not None else batch.where(at_positions(counts["positions"]))
-        return raw.transform(self.decode)
+        reasons = {(row["topic"], row["partition"], row["offset"]): row["reject_reason"] for row in counts["positions"]}
+        spark = batch.sparkSession
+        fetched = self.fetch(list(reasons)) if self.fetch is not None else None
+        if fetched is not None:
+            return spark.createDataFrame([(*record, reasons[record[2:5]]) for record in fetched],
+                                         f"{RECORD_SCHEMA}, reject_reason string")
+        found = spark.createDataFrame([(*position, reason) for position, reason in reasons.items()],
+                                      "topic string, partition int, offset long, reject_reason string")
+        return batch.join(F.broadcast(found), ["topic", "partition", "offset"])
 
     def _write_table(self, decoded: DataFrame, batch_id: int) -> dict[str, Any] | None:
         """Write the kept alerts; returns the batch's counts, the quarantined records'
-        positions and the console lines (None for a batch committed before a restart,
+        positions and reasons, and the console lines (None for a batch committed before a restart,
         whose records are not read again)."""
         plan = self.table.metrics() if self.table is not None else PlanMetrics()
         quarantined = F.col("reject_reason").isNotNull()
@@ -239,7 +248,7 @@ class MicroBatchOutputs:
             F.count_if(quarantined).alias("quarantined"),
             F.coalesce(F.sum(F.coalesce(F.length("key"), F.lit(0)) + F.coalesce(F.length("value"), F.lit(0))),
                        F.lit(0)).alias("bytes"),
-            F.collect_list(F.when(quarantined, F.struct("topic", "partition", "offset"))).alias("positions"),
+            F.collect_list(F.when(quarantined, F.struct("topic", "partition", "offset", "reject_reason"))).alias("positions"),
         )
         kept = records.transform(self.kept)
         kept_metrics = [F.count(F.lit(1)).alias("kept")]
@@ -279,18 +288,6 @@ class MicroBatchOutputs:
         stream = self.out or sys.stdout
         stream.write("\n".join(lines) + "\n")
         stream.flush()
-
-
-def at_positions(positions: list[Any]) -> Column:
-    """Whether a record is at one of `positions` (rows of topic, partition, offset): a
-    filter on the raw records, which Spark applies before decoding them."""
-    offsets: dict[tuple[str, int], list[int]] = {}
-    for position in positions:
-        offsets.setdefault((position["topic"], position["partition"]), []).append(position["offset"])
-    condition = F.lit(False)
-    for (topic, partition), at in offsets.items():
-        condition = condition | ((F.col("topic") == topic) & (F.col("partition") == partition) & F.col("offset").isin(at))
-    return condition
 
 
 def _first_lines(kept: DataFrame, survey: Survey, rows: int) -> Column:

@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TextIO
 
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
@@ -46,7 +46,6 @@ from fink_spark.table_schema import TableSchema
 log = logging.getLogger(__name__)
 
 FETCHED_AT_MOST = 200  # quarantined records of a batch fetched by the driver; more: the batch is read again
-KAFKA_SCHEMA = "key binary, value binary, topic string, partition int, offset long, timestamp timestamp"
 
 
 def job_files(config: JobConfig) -> CheckpointFiles:
@@ -63,13 +62,12 @@ def start_queries(spark: SparkSession, plan: StreamPlan, out: TextIO | None = No
         return read_stream(spark, config.kafka, query, min_partitions=spark.sparkContext.defaultParallelism,
                            max_offsets=plan.max_offsets_per_trigger, starting_offsets=plan.starting_offsets)
 
-    def fetch(positions: list[Any]) -> DataFrame | None:
+    def fetch(positions: list[tuple[str, int, int]]) -> list[tuple] | None:
         """A batch's few quarantined records, fetched from Kafka by the driver (a few
         megabytes at most) rather than by reading the whole batch again."""
         if len(positions) > FETCHED_AT_MOST or config.kafka is None:
             return None
-        records = records_at(config.kafka, [(row["topic"], row["partition"], row["offset"]) for row in positions])
-        return spark.createDataFrame(records, KAFKA_SCHEMA) if records is not None else None
+        return records_at(config.kafka, positions)
 
     decode = decode_records(plan.writers, plan.table, config.survey)
     return start_pipeline(spark, read, decode, config, plan.writers, plan.table, plan.totals, "alerts", out, fetch)
