@@ -32,7 +32,7 @@ WRITER, BATCH_ID, SCHEMA_CHANGE = "fink-spark.writer", "fink-spark.batch-id", "f
 
 
 def table_properties(compression: str, metrics_columns: tuple[str, ...] = ()) -> dict[str, str]:
-    """How the job's tables are written: Parquet files (zstd), no shuffle before a write (each
+    """How the job's tables are written: Parquet files (zstd, no dictionaries), no shuffle before a write (each
     task writes its partitions side by side), metadata files pruned as they are replaced,
     concurrent commits retried. Column statistics (min, max, nulls), which let a reader skip
     files, only for `metrics_columns`: gathering them for an alert's hundred columns cost
@@ -42,6 +42,9 @@ def table_properties(compression: str, metrics_columns: tuple[str, ...] = ()) ->
         "write.format.default": "parquet",
         "write.parquet.compression-codec": "none" if compression == "uncompressed" else compression,
         "write.parquet.row-group-size-bytes": str(64 * 1024 * 1024),
+        # No dictionary encoding, as the Parquet sink (session.BASE_CONF): alert values are
+        # mostly unique floats and cutouts; Iceberg's writer reads Parquet's own key here.
+        "parquet.enable.dictionary": "false",
         "write.distribution-mode": "none",
         "write.spark.fanout.enabled": "true",
         "write.spark.accept-any-schema": "true",
