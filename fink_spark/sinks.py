@@ -178,11 +178,11 @@ class MicroBatchOutputs:
 
     The batch is decoded (`decode`) and the table written first, in one pass over the
     records, which also counts the quarantined, filtered and kept records, notes where the
-    quarantined ones are (topic, partition, offset) and picks the console's lines (Spark's
-    `observe`). The quarantine is then written only when that pass counted some, from those
-    positions alone: the batch's other records are not decoded again (when the batches come
-    raw, with their `decode`: the live job's; reprocessing's come decoded by their sources,
-    and are read again whole). The rejected ids
+    quarantined ones are (topic, partition, offset) and why, and picks the console's lines
+    (Spark's `observe`). The quarantine is then written only when that pass counted some,
+    from those records alone, decoding nothing again (when the batches come raw, with their
+    `decode`: the live job's; reprocessing's come decoded by their sources, and are read
+    again whole). The rejected ids
     are written when the filters rejected some, from the batch decoded again. Each batch id
     is committed in every output either way so that their logs stay complete; after a
     crash, a replayed batch writes only what the crash left unwritten.

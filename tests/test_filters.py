@@ -86,9 +86,25 @@ def test_not_sso_keeps_alerts_with_no_known_solar_system_object(kept) -> None:  
     assert lsst.condition == "coalesce(diaSource.ssObjectId, 0) = 0 AND ssSource.ssObjectId IS NULL"
 
 
-def test_cone_across_ra_zero() -> None:
-    (cone,) = parse_filters([{"preset": "cone", "ra": 359.9, "dec": 0.0, "radius": 0.5}], ZTF)
-    assert "radians(candidate.ra - 359.9)" in cone.condition  # sin² of the half difference wraps
+def test_cone_across_ra_zero_and_at_the_pole(spark) -> None:  # noqa: ANN001
+    """The cone evaluated by Spark on positions either side of ra = 0 and near a pole,
+    against the great-circle distance computed here."""
+    points = [(1, 0.2, 0.0), (2, 359.5, 0.0), (3, 0.45, 0.2), (4, 1.0, 0.0), (5, 180.0, 0.0), (6, 359.9, 0.6),
+              (7, 10.0, 89.8), (8, 190.0, 89.8), (9, 100.0, 89.0)]
+    alerts = spark.createDataFrame([(candid, (ra, dec)) for candid, ra, dec in points],
+                                   "candid long, candidate struct<ra: double, dec: double>")
+
+    def inside(ra: float, dec: float, center: tuple[float, float], radius: float) -> bool:
+        ra0, dec0 = map(math.radians, center)
+        ra1, dec1 = math.radians(ra), math.radians(dec)
+        cosine = math.sin(dec0) * math.sin(dec1) + math.cos(dec0) * math.cos(dec1) * math.cos(ra1 - ra0)
+        return math.degrees(math.acos(min(1.0, cosine))) <= radius
+
+    for center, radius in (((359.9, 0.0), 0.5), ((0.0, 90.0), 0.5)):
+        filters = parse_filters([{"preset": "cone", "ra": center[0], "dec": center[1], "radius": radius}], ZTF)
+        kept = {row.candid for row in alerts.transform(apply_filters(filters)).collect()}
+        expected = {candid for candid, ra, dec in points if inside(ra, dec, center, radius)}
+        assert kept == expected and expected, (center, kept)
 
 
 @pytest.mark.parametrize(

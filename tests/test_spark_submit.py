@@ -41,8 +41,8 @@ def test_spark_submit_runs_the_job_from_a_yaml_file(spark, broker, new_topic, tm
     assert "--- batch 0: 4 alerts, showing 2, 0 quarantined ---" in result.stdout
     # The job's log: a line per micro-batch, then the totals (read from the query's progress)
     log = result.stdout + result.stderr
-    assert "fink_spark.pipeline: alerts: batch 0, 4 records in " in log
-    assert "fink_spark.pipeline: alerts done: 4 records in " in log
+    assert "fink_spark.progress: alerts: batch 0, 4 records in " in log
+    assert "fink_spark.progress: alerts done: 4 records in " in log
     assert PASSWORD not in result.stdout + result.stderr
     assert spark.read.parquet(str(tmp_path / "alerts")).count() == 4
 
