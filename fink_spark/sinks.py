@@ -211,11 +211,11 @@ class MicroBatchOutputs:
             self.totals[name] = self.totals.get(name, 0) + (counts or {}).get(name, 0)
         self.totals.update(batch=batch_id, batch_records=(counts or {}).get("records", 0),
                            batch_bytes=(counts or {}).get("bytes", 0))
-        self._write_side(self.quarantine, self.quarantined, self._quarantined_again(batch, decoded, counts), batch_id,
-                         counts, "quarantined")
+        self._write_side(self.quarantine, self.quarantined, lambda: self._quarantined_again(batch, decoded, counts),
+                         batch_id, counts, "quarantined")
         if self.rejected is not None:
             sink, rejections = self.rejected
-            self._write_side(sink, rejections, decoded, batch_id, counts, "filtered")
+            self._write_side(sink, rejections, lambda: decoded, batch_id, counts, "filtered")
         if self.console is not None:
             self._print(batch_id, counts)
 
@@ -267,12 +267,13 @@ class MicroBatchOutputs:
         return counts
 
     @staticmethod
-    def _write_side(sink: Sink, select: Callable[[DataFrame], DataFrame], decoded: DataFrame, batch_id: int,
+    def _write_side(sink: Sink, select: Callable[[DataFrame], DataFrame], records: Callable[[], DataFrame], batch_id: int,
                     counts: dict[str, Any] | None, count: str) -> None:
+        """Write one side output; its records are read again (`records()`) only if it lacks the batch."""
         if counts is not None and counts[count] == 0:
             sink.write_nothing(batch_id)  # without reading the records again
         elif not sink.has(batch_id):
-            sink.write(batch_id, decoded.transform(select))
+            sink.write(batch_id, records().transform(select))
 
     def _print(self, batch_id: int, counts: dict[str, Any] | None) -> None:
         if counts is None:
