@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -28,7 +29,10 @@ TRANSFER_PREFIX = "ftransfer_"  # Fink's Data Transfer topics: their schema is i
 log = logging.getLogger(__name__)
 
 SCRAM = "SCRAM-SHA-512"
-KAFKA_COLUMNS = ("key", "value", "topic", "partition", "offset", "timestamp")
+# The columns of Spark's Kafka source that the job reads, typed as Spark gives them
+KAFKA_RECORD = pa.schema([("key", pa.binary()), ("value", pa.binary()), ("topic", pa.string()), ("partition", pa.int32()),
+                          ("offset", pa.int64()), ("timestamp", pa.timestamp("us", tz="UTC"))])
+KAFKA_COLUMNS = tuple(KAFKA_RECORD.names)
 FETCH_BYTES_PER_PARTITION = 16 * 1024 * 1024
 
 
@@ -270,26 +274,32 @@ def _messages_at(consumer: Any, positions: list[Any], timeout: float) -> list[Me
     return messages
 
 
-def records_at(kafka: KafkaConfig, positions: list[tuple[str, int, int]], timeout: float = 10.0) -> list[tuple] | None:
+def records_at(kafka: KafkaConfig, positions: list[tuple[str, int, int]], max_bytes: int,
+               timeout: float = 10.0) -> pa.Table | None:
     """The records at these (topic, partition, offset) positions, as Spark's Kafka source
-    gives them (KAFKA_COLUMNS), read by the driver; None if one of them is not found."""
+    gives them (KAFKA_RECORD), read by the driver; None if one of them is not found or they
+    weigh more than `max_bytes`. An Arrow table: Spark makes a frame of it without a Python
+    worker (from a list of tuples, 0.3 s more)."""
     from confluent_kafka import TopicPartition
 
     # one fetch of about a megabyte per position, no read-ahead
     consumer = _peeking_consumer(kafka, {"fetch.max.bytes": 1_048_576, "queued.max.messages.kbytes": 1024})
-    records = []
+    records, size = [], 0
     try:
         for topic, partition, offset in sorted(positions):
             consumer.assign([TopicPartition(topic, partition, offset)])
             message = consumer.poll(timeout)
             if message is None or message.error() is not None or message.offset() != offset:
                 return None
+            size += len(message.key() or b"") + len(message.value() or b"")
+            if size > max_bytes:
+                return None
             kind, millis = message.timestamp()
             moment = datetime.fromtimestamp(millis / 1000, tz=timezone.utc) if kind else None
-            records.append((message.key(), message.value(), topic, partition, offset, moment))
+            records.append(dict(zip(KAFKA_COLUMNS, (message.key(), message.value(), topic, partition, offset, moment))))
     finally:
         consumer.close()
-    return records
+    return pa.Table.from_pylist(records, schema=KAFKA_RECORD)
 
 
 def _peeking_consumer(kafka: KafkaConfig, settings: dict[str, Any] | None = None) -> Any:

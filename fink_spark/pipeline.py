@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
@@ -39,7 +40,7 @@ def kept_alerts(survey: Survey, filters: tuple[Filter, ...]) -> Callable[[DataFr
 def start_pipeline(spark: SparkSession, read: Callable[[str], DataFrame], decode: Callable[[DataFrame], DataFrame] | None,
                    config: JobConfig, writers: WriterSchemas, table: TableSchema, totals: dict[str, int],
                    name: str, out: TextIO | None = None,
-                   fetch: Callable[[list[tuple[str, int, int]]], list[tuple] | None] | None = None) -> list[StreamingQuery]:
+                   fetch: Callable[[list[tuple[str, int, int]]], pa.Table | None] | None = None) -> list[StreamingQuery]:
     """Start the job's queries, the live stream's and reprocessing's alike.
 
     `read(name)` gives the records as a stream (Kafka's, or the inputs'), `decode` turns

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
@@ -29,8 +30,6 @@ from fink_spark.errors import ConfigError
 from fink_spark.metrics import PlanMetrics
 from fink_spark.state import SINK_LOG, CheckpointFiles, sink_log_batches
 from fink_spark.surveys import Survey
-
-RECORD_SCHEMA = "key binary, value binary, topic string, partition int, offset long, timestamp timestamp"  # Kafka's
 
 
 def trigger_options(trigger: TriggerConfig) -> dict[str, Any]:
@@ -197,9 +196,9 @@ class MicroBatchOutputs:
     rejected: tuple[Sink, Callable[[DataFrame], DataFrame]] | None = None
     console: ConsoleOutput | None = None
     out: TextIO | None = None
-    # The raw records (RECORD_SCHEMA) at these (topic, partition, offset) positions, read
-    # without the batch (the live job fetches a few from Kafka); None: the batch is read again.
-    fetch: Callable[[list[tuple[str, int, int]]], list[tuple] | None] | None = None
+    # The raw records (kafka_source.KAFKA_RECORD) at these (topic, partition, offset) positions,
+    # read without the batch (the live job fetches a few from Kafka); None: the batch is read again.
+    fetch: Callable[[list[tuple[str, int, int]]], pa.Table | None] | None = None
     # records, quarantined, kept, filtered, bytes: over all batches; the last batch written
     # ("batch"), its records and bytes ("batch_records", "batch_bytes")
     totals: dict[str, int] = field(default_factory=dict)
@@ -230,8 +229,8 @@ class MicroBatchOutputs:
         spark = batch.sparkSession
         fetched = self.fetch(list(reasons)) if self.fetch is not None else None
         if fetched is not None:
-            return spark.createDataFrame([(*record, reasons[record[2:5]]) for record in fetched],
-                                         f"{RECORD_SCHEMA}, reject_reason string")
+            where = zip(*(fetched.column(name).to_pylist() for name in ("topic", "partition", "offset")))
+            return spark.createDataFrame(fetched.append_column("reject_reason", pa.array([reasons[p] for p in where], pa.string())))
         found = spark.createDataFrame([(*position, reason) for position, reason in reasons.items()],
                                       "topic string, partition int, offset long, reject_reason string")
         return batch.join(F.broadcast(found), ["topic", "partition", "offset"])

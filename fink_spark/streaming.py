@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
+import pyarrow as pa
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
@@ -45,7 +46,8 @@ from fink_spark.table_schema import TableSchema
 
 log = logging.getLogger(__name__)
 
-FETCHED_AT_MOST = 200  # quarantined records of a batch fetched by the driver; more: the batch is read again
+# A batch's quarantined records fetched by the driver, at most; more: the batch is read again
+FETCHED_AT_MOST, FETCHED_BYTES_AT_MOST = 200, 64 * 1024 * 1024
 
 
 def job_files(config: JobConfig) -> CheckpointFiles:
@@ -62,12 +64,12 @@ def start_queries(spark: SparkSession, plan: StreamPlan, out: TextIO | None = No
         return read_stream(spark, config.kafka, query, min_partitions=spark.sparkContext.defaultParallelism,
                            max_offsets=plan.max_offsets_per_trigger, starting_offsets=plan.starting_offsets)
 
-    def fetch(positions: list[tuple[str, int, int]]) -> list[tuple] | None:
-        """A batch's few quarantined records, fetched from Kafka by the driver (a few
-        megabytes at most) rather than by reading the whole batch again."""
+    def fetch(positions: list[tuple[str, int, int]]) -> pa.Table | None:
+        """A batch's few quarantined records, fetched from Kafka by the driver (64 MB at
+        most: it holds them twice) rather than by reading the whole batch again."""
         if len(positions) > FETCHED_AT_MOST or config.kafka is None:
             return None
-        return records_at(config.kafka, positions)
+        return records_at(config.kafka, positions, FETCHED_BYTES_AT_MOST)
 
     decode = decode_records(plan.writers, plan.table, config.survey)
     return start_pipeline(spark, read, decode, config, plan.writers, plan.table, plan.totals, "alerts", out, fetch)

@@ -20,6 +20,7 @@ from pyspark.sql import SparkSession
 from reference import check_alerts, read_alerts
 
 from fink_spark.errors import KafkaAccessError
+from fink_spark.kafka_source import records_at
 from fink_spark.paths import SCHEMAS_DIR
 from fink_spark.progress import BatchProgress
 from fink_spark.streaming import prepare_stream
@@ -113,10 +114,12 @@ def test_poison_messages_go_to_quarantine(spark, broker: LocalKafka, new_topic, 
     schema_key = (SCHEMAS_DIR / "ztf" / "distribution_schema_0p2.avsc").read_bytes()
     producer = Producer(broker.client_config(USER))
     poison = [(schema_key, b"\x07garbage"), (schema_key, b""), (b"9.9_9.9.9", b"\x00"), (b"not a schema", b"\x00"), (None, b"\x00")]
-    for key, value in poison:
-        producer.produce(topic, value=value, key=key)
+    stamps = [1_780_000_000_123 + index for index in range(len(poison))]  # milliseconds, as Kafka keeps them
+    for (key, value), stamp in zip(poison, stamps):
+        producer.produce(topic, value=value, key=key, timestamp=stamp)
     producer.flush(10)
-    output = run_job(spark, job_config(broker, tmp_path, [topic]))
+    config = job_config(broker, tmp_path, [topic])
+    output = run_job(spark, config)
     assert len(read_output(spark, tmp_path / "alerts")) == 4
     quarantine = {row["kafka_offset"]: row for row in read_output(spark, tmp_path / "alerts_quarantine")}
     assert {offset: row["reject_reason"] for offset, row in quarantine.items()} == {
@@ -127,7 +130,12 @@ def test_poison_messages_go_to_quarantine(spark, broker: LocalKafka, new_topic, 
         8: "no key: the writer schema is unknown",
     }
     assert bytes(quarantine[4]["value"]) == b"\x07garbage" and bytes(quarantine[6]["key"]) == b"9.9_9.9.9"
+    assert [round(quarantine[offset]["kafka_timestamp"].timestamp() * 1000) for offset in range(4, 9)] == stamps
     assert "4 alerts, 5 quarantined" in output
+    # the driver fetches a batch's few quarantined records again, unless they weigh too much
+    positions = [(topic, 0, 4), (topic, 0, 6)]
+    assert records_at(config.kafka, positions, len(schema_key) + 100).column("value").to_pylist() == [b"\x07garbage", b"\x00"]
+    assert records_at(config.kafka, positions, len(schema_key)) is None
 
 
 def test_wrong_password_fails_fast_naming_user_and_servers(broker: LocalKafka, new_topic, tmp_path: Path) -> None:
