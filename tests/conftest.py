@@ -6,6 +6,7 @@ import io
 import itertools
 import json
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -20,6 +21,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from fink_spark.config import JobConfig, parse_config
 from fink_spark.decode import decode_records
+from fink_spark.kafka_source import KAFKA_COLUMNS, KAFKA_RECORD
 from fink_spark.paths import SAMPLE_DIR
 from fink_spark.pipeline import kept_alerts
 from fink_spark.schemas import WriterSchemas
@@ -52,9 +54,34 @@ def broker() -> Iterator[LocalKafka]:
 @pytest.fixture(scope="session")
 def spark() -> Iterator[SparkSession]:
     os.environ["PYSPARK_PYTHON"] = sys.executable  # Python workers with the test's packages
-    session = build_session("fink-spark-tests", "local[2]", local_conf(shuffle_partitions=2))
+    conf = {
+        **local_conf(shuffle_partitions=2),
+        # In-memory frames (kafka_frame) are local relations, which Spark's optimizer would
+        # decode and filter itself, in the driver: the tests' plans run as the job's do instead.
+        "spark.sql.optimizer.excludedRules": "org.apache.spark.sql.catalyst.optimizer.ConvertToLocalRelation",
+    }
+    session = build_session("fink-spark-tests", "local[2]", conf)
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def reprocessed_samples(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The ZTF and the LSST samples of 2026 reprocessed from their Avro files into the topic
+    `fink_explore_<survey>`, as Parquet (no broker), written once for the modules that read
+    them. Each also holds a stray Parquet file that its sink never committed (as a batch
+    interrupted by a crash leaves): a reader must not see its alerts."""
+    from fink_spark.reprocess import reprocess
+
+    folder = tmp_path_factory.mktemp("reprocessed")
+    outputs = {name: folder / name / "alerts" for name in ("ztf", "lsst")}
+    for name, output in outputs.items():
+        config = parse_config({"survey": name, "output": {"parquet": {
+            "path": str(output), "checkpoint": str(folder / name / "checkpoints")}}}, kafka_required=False)
+        reprocess(spark, config, [str(sample(f"{name}-2026"))], [], f"fink_explore_{name}")
+        committed = next(output.rglob("*.parquet"))
+        shutil.copy(committed, committed.with_name("part-99999-uncommitted.c000.zstd.parquet"))
+    return outputs
 
 
 @pytest.fixture
@@ -116,10 +143,13 @@ def kafka_messages(spark: SparkSession, schema_text: str, records: list[dict[str
     parsed = fastavro.parse_schema(json.loads(schema_text))
     values = [encode(record, parsed) for record in records] + list(extra_values)
     stamp = datetime(2026, 3, 22, tzinfo=timezone.utc)
-    return spark.createDataFrame(
-        [(schema_text.encode(), value, topic, 0, offset, stamp) for offset, value in enumerate(values)],
-        "key binary, value binary, topic string, partition int, offset long, timestamp timestamp",
-    )
+    return kafka_frame(spark, [(schema_text.encode(), value, topic, 0, offset, stamp) for offset, value in enumerate(values)])
+
+
+def kafka_frame(spark: SparkSession, rows: list[tuple]) -> DataFrame:
+    """(key, value, topic, partition, offset, timestamp) rows as Spark's Kafka source gives
+    them; made through Arrow, which needs no Python worker (faster, in every later action too)."""
+    return spark.createDataFrame(pa.Table.from_pylist([dict(zip(KAFKA_COLUMNS, row)) for row in rows], schema=KAFKA_RECORD))
 
 
 def job_config(

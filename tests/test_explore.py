@@ -10,7 +10,6 @@ import csv
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 from datetime import timedelta
@@ -22,10 +21,8 @@ import pytest
 from conftest import sample
 from reference import read_alerts
 
-from fink_spark.config import parse_config
 from fink_spark.explore import main as explore
 from fink_spark.plots import lightcurve_points
-from fink_spark.reprocess import reprocess
 from fink_spark.surveys import LSST, MJD_ZERO, ZTF
 
 ZTF_ALERTS = read_alerts(sample("ztf-2026"))
@@ -33,20 +30,10 @@ LSST_ALERTS = read_alerts(sample("lsst-2026"))
 
 
 @pytest.fixture(scope="module")
-def outputs(spark, tmp_path_factory):  # noqa: ANN001, ANN201
-    """Parquet outputs of the ZTF and the LSST samples, written as the job writes them (by
-    reprocessing their Avro files into the topic `fink_explore_<survey>`: no broker)."""
-    folder = tmp_path_factory.mktemp("explore")
-    outputs = {}
-    for name in ("ztf", "lsst"):
-        config = parse_config({"survey": name, "output": {"parquet": {
-            "path": str(folder / name / "alerts"), "checkpoint": str(folder / name / "checkpoints")}}}, kafka_required=False)
-        reprocess(spark, config, [str(sample(f"{name}-2026"))], [], f"fink_explore_{name}")
-        outputs[name] = folder / name / "alerts"
-    for output in outputs.values():
-        committed = next(output.rglob("*.parquet"))
-        shutil.copy(committed, committed.with_name("part-99999-uncommitted.c000.zstd.parquet"))
-    return {name: str(output) for name, output in outputs.items()}
+def outputs(reprocessed_samples: dict[str, Path]) -> dict[str, str]:
+    """Parquet outputs of the ZTF and the LSST samples, written as the job writes them, each
+    with a file that its sink never committed (conftest)."""
+    return {name: str(output) for name, output in reprocessed_samples.items()}
 
 
 def run(spark, *argv: str) -> str:  # noqa: ANN001 - spark: the session --where joins

@@ -14,7 +14,7 @@ import os
 import random
 
 import fastavro
-from conftest import USER, job_config, kafka_messages, run_job, sample
+from conftest import USER, job_config, kafka_frame, kafka_messages, run_job, sample
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyspark.sql import SparkSession
@@ -109,7 +109,7 @@ def decode_all(spark: SparkSession, fuzzed: list[tuple[bytes, bytes, str]]) -> l
     """Real alerts then fuzzed messages, decoded as the job decodes them once it has met every key."""
     records = kafka_messages(spark, SAVED.schema_text, SAVED.records, "fuzz")
     rows = [(key, value, "fuzz", 0, len(VALUES) + n, None) for n, (key, value, _) in enumerate(fuzzed)]
-    records = records.unionByName(spark.createDataFrame(rows, records.schema))
+    records = records.unionByName(kafka_frame(spark, rows))
     writers = WriterSchemas(ZTF)
     table = TableSchema.first(SAVED.schema_text, "start")
     for key in [SAVED.schema_text.encode(), *(key for key, _, _ in fuzzed)]:

@@ -21,7 +21,7 @@ def test_patched_copies_equal_full_encodings(folder: str, survey) -> None:  # no
         for record in saved.records:
             encoder = ReplicaEncoder(record, parsed, survey)
             assert encoder.spans, f"{saved.path}: ids not found in the encoded alert"
-            for copy in (0, 1, 2, 27, 40_000):
+            for copy in (0, 27, 40_000):
                 assert encoder.copy(copy) == encode(replicate(record, survey, copy), parsed), (saved.path, copy)
             clone = replicate(record, survey, 27)
             moved = {"ztf": {"candid", "candidate", "objectId"}, "lsst": {"diaSourceId", "diaSource"}}[survey.name]

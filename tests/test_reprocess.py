@@ -41,8 +41,12 @@ def rows_of(spark, tmp_path: Path) -> list[dict]:  # noqa: ANN001
     return [row.asDict(recursive=True) for row in read_table(spark, str(tmp_path / "out")).collect()]
 
 
-def test_avro_folders_and_multi_alert_parts_resolve_onto_one_table(spark, tmp_path: Path) -> None:  # noqa: ANN001
-    inputs = [str(sample("ztf-2026")), str(sample("ztf-0p2")), str(sample("ztf-raw-3.3"))]
+def test_avro_folders_gzipped_or_not_and_multi_alert_parts_resolve_onto_one_table(spark, tmp_path: Path) -> None:  # noqa: ANN001
+    zipped = tmp_path / "zipped"
+    zipped.mkdir()
+    for path in sample("ztf-0p2").glob("*.avro"):
+        (zipped / (path.name + ".gz")).write_bytes(gzip.compress(path.read_bytes()))
+    inputs = [str(sample("ztf-2026")), str(zipped), str(sample("ztf-raw-3.3"))]
     assert reprocess(spark, config_for(tmp_path), inputs, [], "saved") == 31 + 4 + 4
     rows = rows_of(spark, tmp_path)
     check_alerts(rows, read_alerts(sample("ztf-2026")) + read_alerts(sample("ztf-0p2")) + read_alerts(sample("ztf-raw-3.3")),
@@ -51,17 +55,9 @@ def test_avro_folders_and_multi_alert_parts_resolve_onto_one_table(spark, tmp_pa
     assert all(row["cdsxmatch"] is None and row["finkclass"] is None for row in rows if row["candid"] in raw)
 
 
-def test_lsst_parts_and_gzipped_files(spark, tmp_path: Path) -> None:  # noqa: ANN001
-    zipped = tmp_path / "zipped"
-    zipped.mkdir()
-    for path in sample("ztf-0p2").glob("*.avro"):
-        (zipped / (path.name + ".gz")).write_bytes(gzip.compress(path.read_bytes()))
-    # gzipped files and plain Avro folders in one run
-    assert reprocess(spark, config_for(tmp_path / "ztf"), [str(zipped), str(sample("ztf-2026"))], [], "gz") == 4 + 31
-    check_alerts(rows_of(spark, tmp_path / "ztf"), read_alerts(sample("ztf-0p2")) + read_alerts(sample("ztf-2026")),
-                 "candid", "gz", ZTF_MJD)
-    assert reprocess(spark, config_for(tmp_path / "lsst", survey="lsst"), [str(sample("lsst-2026"))], [], "lsst") == 7
-    check_alerts(rows_of(spark, tmp_path / "lsst"), read_alerts(sample("lsst-2026")), "diaSourceId", "lsst",
+def test_lsst_alerts_reprocess_with_every_field(spark, reprocessed_samples: dict[str, Path]) -> None:  # noqa: ANN001
+    rows = [row.asDict(recursive=True) for row in read_table(spark, str(reprocessed_samples["lsst"])).collect()]
+    check_alerts(rows, read_alerts(sample("lsst-2026")), "diaSourceId", "fink_explore_lsst",
                  lambda a: a["diaSource"]["midpointMjdTai"])
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from astropy.time import Time
-from conftest import kafka_messages, sample
+from conftest import kafka_frame, kafka_messages, sample
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.testing import assertDataFrameEqual
 
@@ -31,7 +31,7 @@ def decoded_sample(spark: SparkSession, folder: str, survey: Survey, extra: list
     if extra:
         start = len(saved.records)
         rows = [(key, value, TOPIC, 0, start + index, STAMP) for index, (key, value) in enumerate(extra)]
-        records = records.unionByName(spark.createDataFrame(rows, records.schema))
+        records = records.unionByName(kafka_frame(spark, rows))
     writers = WriterSchemas(survey)
     writers.learn(saved.schema_text.encode())
     return records.transform(decode_records(writers, TableSchema.first(saved.schema_text, "test"), survey)), saved.records
