@@ -247,31 +247,58 @@ def newest(
             for partition in range(count):
                 low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
                 if high > low:
-                    last.append(TopicPartition(topic, partition, high - 1))
+                    last.append((topic, partition, high - 1))
                 start = (starts or {}).get(topic, {}).get(partition)
                 if start is not None and low <= start < high - 1:
-                    first.append(TopicPartition(topic, partition, start))
-        return _messages_at(consumer, last, timeout) + _messages_at(consumer, first, timeout)
+                    first.append((topic, partition, start))
+        return _peeked(consumer, last + first, timeout)
     finally:
         consumer.close()
 
 
-def _messages_at(consumer: Any, positions: list[Any], timeout: float) -> list[Message]:
-    """The messages at these positions (one per partition)."""
-    messages: list[Message] = []
-    if not positions:
-        return messages
-    consumer.assign(positions)
-    while len(messages) < len(positions):
-        message = consumer.poll(timeout)
-        if message is None:
-            break
-        if message.error() is None:
-            key, value = message.key(), message.value()
-            kind, moment = message.timestamp()
-            messages.append(Message(bytes(key) if key is not None else None, len(value or b"") + len(key or b""),
-                                    message.topic(), message.partition(), moment if kind else None))
+def _peeked(consumer: Any, positions: list[tuple[str, int, int]], timeout: float) -> list[Message]:
+    """What the job needs of the messages at these positions, in their order (none for a position without one)."""
+    found = _messages_at(consumer, positions, timeout)
+    messages = []
+    for message in (found[position] for position in positions if position in found):
+        key, value = message.key(), message.value()
+        kind, moment = message.timestamp()
+        messages.append(Message(bytes(key) if key is not None else None, len(value or b"") + len(key or b""),
+                                message.topic(), message.partition(), moment if kind else None))
     return messages
+
+
+def _messages_at(consumer: Any, positions: list[tuple[str, int, int]], timeout: float) -> dict[tuple[str, int, int], Any]:
+    """The messages at these (topic, partition, offset) positions, by position; a position
+    whose message is gone (or that no message reached within `timeout`) is left out.
+
+    Each round assigns every partition at its next position still to read, and takes the
+    messages at wanted positions as they come (the next wanted one of a partition may come
+    in the same fetch); any other message, such as those after a position, is passed over.
+    """
+    from confluent_kafka import TopicPartition
+
+    wanted, found = set(positions), {}
+    while True:
+        next_at: dict[tuple[str, int], int] = {}
+        for topic, partition, offset in sorted(wanted - found.keys()):
+            next_at.setdefault((topic, partition), offset)
+        if not next_at:
+            return found
+        consumer.assign([TopicPartition(topic, partition, offset) for (topic, partition), offset in next_at.items()])
+        while next_at:
+            message = consumer.poll(timeout)
+            if message is None:
+                return found
+            if message.error() is not None:
+                continue
+            place, offset = (message.topic(), message.partition()), message.offset()
+            if (*place, offset) in wanted:
+                found[(*place, offset)] = message
+            if place in next_at and offset >= next_at[place]:
+                if offset > next_at[place]:  # the message there is gone (deleted, a transaction's marker)
+                    wanted.discard((*place, next_at[place]))
+                del next_at[place]
 
 
 def records_at(kafka: KafkaConfig, positions: list[tuple[str, int, int]], max_bytes: int,
@@ -280,25 +307,24 @@ def records_at(kafka: KafkaConfig, positions: list[tuple[str, int, int]], max_by
     gives them (KAFKA_RECORD), read by the driver; None if one of them is not found or they
     weigh more than `max_bytes`. An Arrow table: Spark makes a frame of it without a Python
     worker (from a list of tuples, 0.3 s more)."""
-    from confluent_kafka import TopicPartition
 
-    # one fetch of about a megabyte per position, no read-ahead
+    # one fetch of about a megabyte per partition, no read-ahead
     consumer = _peeking_consumer(kafka, {"fetch.max.bytes": 1_048_576, "queued.max.messages.kbytes": 1024})
-    records, size = [], 0
     try:
-        for topic, partition, offset in sorted(positions):
-            consumer.assign([TopicPartition(topic, partition, offset)])
-            message = consumer.poll(timeout)
-            if message is None or message.error() is not None or message.offset() != offset:
-                return None
-            size += len(message.key() or b"") + len(message.value() or b"")
-            if size > max_bytes:
-                return None
-            kind, millis = message.timestamp()
-            moment = datetime.fromtimestamp(millis / 1000, tz=timezone.utc) if kind else None
-            records.append(dict(zip(KAFKA_COLUMNS, (message.key(), message.value(), topic, partition, offset, moment))))
+        found = _messages_at(consumer, positions, timeout)
     finally:
         consumer.close()
+    if len(found) < len(set(positions)):
+        return None
+    messages = [found[position] for position in sorted(found)]
+    if sum(len(message.key() or b"") + len(message.value() or b"") for message in messages) > max_bytes:
+        return None
+    records = []
+    for message in messages:
+        kind, millis = message.timestamp()
+        moment = datetime.fromtimestamp(millis / 1000, tz=timezone.utc) if kind else None
+        records.append(dict(zip(KAFKA_COLUMNS, (message.key(), message.value(), message.topic(), message.partition(),
+                                                message.offset(), moment))))
     return pa.Table.from_pylist(records, schema=KAFKA_RECORD)
 
 
@@ -352,12 +378,10 @@ def offsets_at_time(kafka: KafkaConfig, partitions: dict[str, int], when: dateti
 
 def messages_at(kafka: KafkaConfig, positions: dict[str, dict[int, int]], timeout: float = 10.0) -> list[Message]:
     """The messages at these offsets (one per partition; none where the offset is past the end)."""
-    from confluent_kafka import TopicPartition
-
     consumer = _peeking_consumer(kafka)
     try:
-        return _messages_at(consumer, [TopicPartition(topic, p, offset) for topic, parts in positions.items()
-                                       for p, offset in parts.items()], timeout)
+        return _peeked(consumer, [(topic, p, offset) for topic, parts in positions.items() for p, offset in parts.items()],
+                       timeout)
     finally:
         consumer.close()
 

@@ -89,6 +89,7 @@ class StreamPlan:
     starting_offsets: str | None = None
     first_offsets: dict[str, dict[int, int]] = field(default_factory=dict)  # where a new checkpoint starts
     totals: dict[str, int] = field(default_factory=dict)
+    partitions: int = 1  # read by the job, over all its topics
 
     def limit_reached(self) -> bool:
         """Whether `trigger.limit` alerts are kept."""
@@ -106,9 +107,11 @@ class StreamPlan:
         if not records or not size or self.config.kafka is None:
             return None
         bound, most = self.max_offsets_per_trigger, self.config.kafka.max_bytes_per_trigger
-        if bound is not None and records > bound:  # planned before the last restart, with the bound before
+        # Spark shares a batch's bound among the partitions, rounding each share down (or up
+        # to 1): a full batch reads up to one message a partition fewer, or more.
+        if bound is not None and records >= bound + self.partitions:  # planned before the last restart
             return None
-        full = bound is not None and records >= bound
+        full = bound is not None and records > bound - self.partitions
         if not (size > 2 * most or (full and size * 4 < most)):
             return None
         caps = [cap for cap in (self.config.kafka.max_offsets_per_trigger, self.config.trigger.limit) if cap]
@@ -169,7 +172,8 @@ def prepare_stream(config: JobConfig) -> StreamPlan:
     max_offsets = records_per_batch(config.kafka, newest_messages)
     if config.trigger.limit is not None:  # overshoot the limit by at most one small batch
         max_offsets = min(max_offsets or config.trigger.limit, config.trigger.limit)
-    return StreamPlan(config, writers, table, state, max_offsets, starting_offsets, starts)
+    return StreamPlan(config, writers, table, state, max_offsets, starting_offsets, starts,
+                      partitions=sum(partitions.values()))
 
 
 def records_per_batch(kafka: KafkaConfig, newest_messages: list[Message]) -> int | None:

@@ -47,7 +47,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def broker() -> Iterator[LocalKafka]:
-    with LocalKafka(users={USER: PASSWORD, "other_user": "other-password"}) as kafka:
+    # messages up to 4 MiB: LSST alerts with long histories weigh 2 MiB
+    with LocalKafka(users={USER: PASSWORD, "other_user": "other-password"}, message_max_bytes=4 * 2**20) as kafka:
         yield kafka
 
 

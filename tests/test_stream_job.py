@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -20,13 +21,13 @@ from pyspark.sql import SparkSession
 from reference import check_alerts, read_alerts
 
 from fink_spark.errors import KafkaAccessError
-from fink_spark.kafka_source import records_at
+from fink_spark.kafka_source import newest, records_at
 from fink_spark.paths import SCHEMAS_DIR
 from fink_spark.progress import BatchProgress
 from fink_spark.streaming import prepare_stream
 from fink_spark.surveys import LSST, ZTF
 from fink_spark.testing.local_broker import LocalKafka
-from fink_spark.testing.publisher import encode, publish, read_saved_alerts
+from fink_spark.testing.publisher import encode, publish, read_saved_alerts, replicate
 
 ZTF_2026_SCHEMA = str(SCHEMAS_DIR / "ztf" / "fink_ztf_transfer_2026-03.avsc")
 
@@ -138,6 +139,27 @@ def test_poison_messages_go_to_quarantine(spark, broker: LocalKafka, new_topic, 
     assert records_at(config.kafka, positions, len(schema_key)) is None
 
 
+def test_the_driver_reads_the_messages_at_given_positions_and_only_those(broker: LocalKafka, new_topic, tmp_path: Path) -> None:
+    """What the job peeks at before it starts (the first and newest message of each partition:
+    the batches' first size estimate) and the quarantined records it fetches again are the
+    messages at those positions, not the ones that follow them in a fetch."""
+    from confluent_kafka import Producer
+
+    topic = new_topic("fink_positions_ztf", partitions=2)
+    producer = Producer(broker.client_config(USER))
+    for partition in (0, 1):
+        for offset in range(3):
+            producer.produce(topic, value=b"v" * (100 * (partition + 1) + 10 * offset), key=b"k", partition=partition)
+    producer.flush(10)
+    kafka = job_config(broker, tmp_path, [topic]).kafka
+    peeked = newest(kafka, {topic: 2}, starts={topic: {0: 0, 1: 0}})
+    assert [(m.partition, m.size) for m in peeked] == [(0, 121), (1, 221), (0, 101), (1, 201)]  # newest, then first
+    fetched = records_at(kafka, [(topic, 1, 2), (topic, 0, 0), (topic, 0, 1)], 10_000)
+    assert [(row["partition"], row["offset"], len(row["value"])) for row in fetched.to_pylist()] == [
+        (0, 0, 100), (0, 1, 110), (1, 2, 220)]
+    assert records_at(kafka, [(topic, 0, 0), (topic, 0, 3)], 10_000, timeout=2) is None  # no message at offset 3 yet
+
+
 def test_wrong_password_fails_fast_naming_user_and_servers(broker: LocalKafka, new_topic, tmp_path: Path) -> None:
     config = job_config(broker, tmp_path, [new_topic("fink_auth_ztf")], kafka__password="not-the-password")
     started = time.monotonic()
@@ -210,3 +232,40 @@ def test_micro_batches_follow_the_size_of_the_messages(spark, broker: LocalKafka
     assert batches[0] == 12 and all(count <= bound for count in batches[2:]) and sum(batches) == len(values)
     offsets = [row["kafka_offset"] for row in read_output(spark, tmp_path / "alerts")]
     assert sorted(offsets) == list(range(len(values)))
+
+
+def test_lsst_alerts_from_2_kb_to_2_mib_in_runs_drain_with_the_default_driver_memory(
+        spark, broker: LocalKafka, new_topic, tmp_path: Path, caplog) -> None:  # noqa: ANN001
+    """Real LSST alerts without history nor cutouts (2 to 8 kB) and with a long history (the
+    samples' detections, 5,900 of them: 2 MiB), in runs, on 2 partitions. With the test
+    session's 1 GB driver (spark-submit's default), the job follows the messages' size: its
+    batches shrink in the long runs and grow again in the short ones, and every alert lands once."""
+    from confluent_kafka import Producer
+
+    assert spark.conf.get("spark.driver.memory", "1g") == "1g"
+    saved = next(read_saved_alerts([sample("lsst-2026")]))
+    parsed = fastavro.parse_schema(json.loads(saved.schema_text))
+    cutouts = [name for name in saved.records[0] if name.startswith("cutout")]
+    history = [source for record in saved.records for source in record["prvDiaSources"] or []]
+    short = [{**record, "prvDiaSources": None, "prvDiaForcedSources": None, **dict.fromkeys(cutouts)}
+             for record in saved.records]
+    long = [{**record, "prvDiaSources": list(itertools.islice(itertools.cycle(history), 5900))} for record in saved.records[:2]]
+    runs = [short] * 30 + [long] * 8 + [short] * 30 + [long] * 8 + [short] * 30
+    records = [replicate(kind[number % len(kind)], LSST, number + 1) for number, kind in enumerate(runs)]
+    values = [encode(record, parsed) for record in records]
+    assert max(map(len, values)) >= 2 * 2**20 > 8_000 > max(len(value) for value, kind in zip(values, runs) if kind is short)
+    topic = new_topic("fink_sizes_lsst", partitions=2)
+    producer = Producer({**broker.client_config(USER), "message.max.bytes": 4 * 2**20})
+    for number, value in enumerate(values):
+        producer.produce(topic, value=value, key=saved.schema_text.encode(), partition=number % 2)
+    producer.flush(30)
+
+    with caplog.at_level(logging.INFO, logger="fink_spark"):
+        run_job(spark, job_config(broker, tmp_path, [topic], survey="lsst", kafka__max_bytes_per_trigger="4 MiB",
+                                  kafka__max_offsets_per_trigger=40))
+    lines = "\n".join(record.getMessage() for record in caplog.records)
+    bounds = [int(count) for count in re.findall(r"micro-batches of at most (\d+) records from here", lines)]
+    assert "Micro-batches of at most 40 records" in lines  # from the first and newest messages: short ones
+    assert bounds[0] < 40 and max(bounds[1:], default=0) > bounds[0], lines  # down in a long run, up after it
+    kept = [row["diaSourceId"] for row in read_output(spark, tmp_path / "alerts")]
+    assert sorted(kept) == sorted(record["diaSourceId"] for record in records)
