@@ -11,8 +11,6 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import duckdb
-import polars as pl
 import pytest
 from conftest import USER, job_config, run_job, sample
 from pyiceberg.catalog.sql import SqlCatalog
@@ -82,6 +80,9 @@ def test_every_reader_sees_every_column_of_both_schemas_and_every_alert_once(
     assert spark_columns > {column.split(".")[0] for column in columns_before}  # columns were added
 
     # pyiceberg to pandas and Arrow, polars, DuckDB over the Arrow data
+    import duckdb  # here: 2 s of every test run's collection otherwise
+    import polars as pl
+
     iceberg_table = user_catalog(warehouse).load_table("ztf.alerts")
     frame = iceberg_table.scan().to_pandas()
     arrow = iceberg_table.scan().to_arrow()
