@@ -230,7 +230,9 @@ class MicroBatchOutputs:
         fetched = self.fetch(list(reasons)) if self.fetch is not None else None
         if fetched is not None:
             where = zip(*(fetched.column(name).to_pylist() for name in ("topic", "partition", "offset")))
-            return spark.createDataFrame(fetched.append_column("reject_reason", pa.array([reasons[p] for p in where], pa.string())))
+            # one task, so one file a batch (a frame of local rows is otherwise split among the cores)
+            return spark.createDataFrame(fetched.append_column("reject_reason", pa.array([reasons[p] for p in where], pa.string()))
+                                         ).coalesce(1)
         found = spark.createDataFrame([(*position, reason) for position, reason in reasons.items()],
                                       "topic string, partition int, offset long, reject_reason string")
         return batch.join(F.broadcast(found), ["topic", "partition", "offset"])

@@ -132,6 +132,7 @@ def test_poison_messages_go_to_quarantine(spark, broker: LocalKafka, new_topic, 
     }
     assert bytes(quarantine[4]["value"]) == b"\x07garbage" and bytes(quarantine[6]["key"]) == b"9.9_9.9.9"
     assert [round(quarantine[offset]["kafka_timestamp"].timestamp() * 1000) for offset in range(4, 9)] == stamps
+    assert len(list((tmp_path / "alerts_quarantine").rglob("*.parquet"))) == 1  # one batch, one file
     assert "4 alerts, 5 quarantined" in output
     # the driver fetches a batch's few quarantined records again, unless they weigh too much
     positions = [(topic, 0, 4), (topic, 0, 6)]
