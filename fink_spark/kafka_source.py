@@ -268,9 +268,11 @@ def _peeked(consumer: Any, positions: list[tuple[str, int, int]], timeout: float
     return messages
 
 
-def _messages_at(consumer: Any, positions: list[tuple[str, int, int]], timeout: float) -> dict[tuple[str, int, int], Any]:
+def _messages_at(consumer: Any, positions: list[tuple[str, int, int]], timeout: float,
+                 max_bytes: int | None = None) -> dict[tuple[str, int, int], Any]:
     """The messages at these (topic, partition, offset) positions, by position; a position
-    whose message is gone (or that no message reached within `timeout`) is left out.
+    whose message is gone (or that no message reached within `timeout`) is left out, and so
+    are all the positions still to read once those read weigh more than `max_bytes`.
 
     Each round assigns every partition at its next position still to read, and takes the
     messages at wanted positions as they come (the next wanted one of a partition may come
@@ -278,7 +280,7 @@ def _messages_at(consumer: Any, positions: list[tuple[str, int, int]], timeout: 
     """
     from confluent_kafka import TopicPartition
 
-    wanted, found = set(positions), {}
+    wanted, found, size = set(positions), {}, 0
     while True:
         next_at: dict[tuple[str, int], int] = {}
         for topic, partition, offset in sorted(wanted - found.keys()):
@@ -293,8 +295,11 @@ def _messages_at(consumer: Any, positions: list[tuple[str, int, int]], timeout: 
             if message.error() is not None:
                 continue
             place, offset = (message.topic(), message.partition()), message.offset()
-            if (*place, offset) in wanted:
+            if (*place, offset) in wanted and (*place, offset) not in found:
                 found[(*place, offset)] = message
+                size += len(message.key() or b"") + len(message.value() or b"")
+                if max_bytes is not None and size > max_bytes:
+                    return found
             if place in next_at and offset >= next_at[place]:
                 if offset > next_at[place]:  # the message there is gone (deleted, a transaction's marker)
                     wanted.discard((*place, next_at[place]))
@@ -305,27 +310,30 @@ def records_at(kafka: KafkaConfig, positions: list[tuple[str, int, int]], max_by
                timeout: float = 10.0) -> pa.Table | None:
     """The records at these (topic, partition, offset) positions, as Spark's Kafka source
     gives them (KAFKA_RECORD), read by the driver; None if one of them is not found or they
-    weigh more than `max_bytes`. An Arrow table: Spark makes a frame of it without a Python
-    worker (from a list of tuples, 0.3 s more)."""
+    weigh more than `max_bytes` (the reading stops there). An Arrow table: Spark makes a frame
+    of it without a Python worker (from a list of tuples, 0.3 s more)."""
 
     # one fetch of about a megabyte per partition, no read-ahead
     consumer = _peeking_consumer(kafka, {"fetch.max.bytes": 1_048_576, "queued.max.messages.kbytes": 1024})
     try:
-        found = _messages_at(consumer, positions, timeout)
+        found = _messages_at(consumer, positions, timeout, max_bytes)
     finally:
         consumer.close()
-    if len(found) < len(set(positions)):
-        return None
     messages = [found[position] for position in sorted(found)]
-    if sum(len(message.key() or b"") + len(message.value() or b"") for message in messages) > max_bytes:
+    if len(found) < len(set(positions)) or sum(len(m.key() or b"") + len(m.value() or b"") for m in messages) > max_bytes:
         return None
     records = []
     for message in messages:
         kind, millis = message.timestamp()
         moment = datetime.fromtimestamp(millis / 1000, tz=timezone.utc) if kind else None
-        records.append(dict(zip(KAFKA_COLUMNS, (message.key(), message.value(), message.topic(), message.partition(),
-                                                message.offset(), moment))))
-    return pa.Table.from_pylist(records, schema=KAFKA_RECORD)
+        records.append((message.key(), message.value(), message.topic(), message.partition(), message.offset(), moment))
+    return arrow_records(records)
+
+
+def arrow_records(rows: list[tuple]) -> pa.Table:
+    """(key, value, topic, partition, offset, timestamp) rows as an Arrow table of KAFKA_RECORD,
+    which Spark makes a frame of in the JVM (a list of tuples needs a Python worker)."""
+    return pa.Table.from_pylist([dict(zip(KAFKA_COLUMNS, row)) for row in rows], schema=KAFKA_RECORD)
 
 
 def _peeking_consumer(kafka: KafkaConfig, settings: dict[str, Any] | None = None) -> Any:

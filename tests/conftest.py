@@ -21,7 +21,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from fink_spark.config import JobConfig, parse_config
 from fink_spark.decode import decode_records
-from fink_spark.kafka_source import KAFKA_COLUMNS, KAFKA_RECORD
+from fink_spark.kafka_source import arrow_records
 from fink_spark.paths import SAMPLE_DIR
 from fink_spark.pipeline import kept_alerts
 from fink_spark.schemas import WriterSchemas
@@ -150,7 +150,7 @@ def kafka_messages(spark: SparkSession, schema_text: str, records: list[dict[str
 def kafka_frame(spark: SparkSession, rows: list[tuple]) -> DataFrame:
     """(key, value, topic, partition, offset, timestamp) rows as Spark's Kafka source gives
     them; made through Arrow, which needs no Python worker (faster, in every later action too)."""
-    return spark.createDataFrame(pa.Table.from_pylist([dict(zip(KAFKA_COLUMNS, row)) for row in rows], schema=KAFKA_RECORD))
+    return spark.createDataFrame(arrow_records(rows))
 
 
 def job_config(
