@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import json
 import os
+import pickle
 import shutil
 import sys
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from functools import reduce
 from pathlib import Path
@@ -52,8 +55,7 @@ def broker() -> Iterator[LocalKafka]:
         yield kafka
 
 
-@pytest.fixture(scope="session")
-def spark() -> Iterator[SparkSession]:
+def _new_session() -> SparkSession:
     os.environ["PYSPARK_PYTHON"] = sys.executable  # Python workers with the test's packages
     conf = {
         **local_conf(shuffle_partitions=2),
@@ -61,9 +63,28 @@ def spark() -> Iterator[SparkSession]:
         # decode and filter itself, in the driver: the tests' plans run as the job's do instead.
         "spark.sql.optimizer.excludedRules": "org.apache.spark.sql.catalyst.optimizer.ConvertToLocalRelation",
     }
-    session = build_session("fink-spark-tests", "local[2]", conf)
-    yield session
-    session.stop()
+    return build_session("fink-spark-tests", "local[2]", conf)
+
+
+_starting_session: Future[SparkSession] | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Start the session's JVM while pytest collects the tests: its 5 s of start-up overlap
+    the 6 s of collecting (a run that uses no Spark waits for it at the end, to stop it)."""
+    global _starting_session  # noqa: PLW0603 - one session for the whole test run
+    if not config.option.collectonly:
+        _starting_session = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spark-start").submit(_new_session)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:  # noqa: ARG001
+    if _starting_session is not None:
+        _starting_session.result().stop()
+
+
+@pytest.fixture(scope="session")
+def spark() -> SparkSession:
+    return _starting_session.result() if _starting_session is not None else _new_session()
 
 
 @pytest.fixture(scope="session")
@@ -137,12 +158,28 @@ def kept_in_memory(spark: SparkSession, folders: list[str], survey: Survey, sche
     return decoded.transform(kept_alerts(survey, ())).localCheckpoint()
 
 
+_PARSED: dict[str, Any] = {}
+_DATUMS: dict[tuple[str, bytes], bytes] = {}
+
+
+def avro_datum(schema_text: str, record: dict[str, Any]) -> bytes:
+    """`record` as one schemaless Avro datum of `schema_text` (fastavro), remembered for the
+    test session: the tests encode the same real alerts again and again, and fastavro takes
+    about 80 ms for an LSST alert. The key is the record's pickle, so a changed record is
+    encoded anew."""
+    if schema_text not in _PARSED:
+        _PARSED[schema_text] = fastavro.parse_schema(json.loads(schema_text))
+    key = (schema_text, hashlib.blake2b(pickle.dumps(record, protocol=5), digest_size=16).digest())
+    if key not in _DATUMS:
+        _DATUMS[key] = encode(record, _PARSED[schema_text])
+    return _DATUMS[key]
+
+
 def kafka_messages(spark: SparkSession, schema_text: str, records: list[dict[str, Any]], topic: str,
                    extra_values: tuple[bytes, ...] = ()) -> DataFrame:
     """`records` encoded with `schema_text` and keyed by it, then `extra_values`, as Spark's
     Kafka source gives them (one partition, offsets from 0)."""
-    parsed = fastavro.parse_schema(json.loads(schema_text))
-    values = [encode(record, parsed) for record in records] + list(extra_values)
+    values = [avro_datum(schema_text, record) for record in records] + list(extra_values)
     stamp = datetime(2026, 3, 22, tzinfo=timezone.utc)
     return kafka_frame(spark, [(schema_text.encode(), value, topic, 0, offset, stamp) for offset, value in enumerate(values)])
 

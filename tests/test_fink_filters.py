@@ -20,7 +20,7 @@ from typing import Any
 import fastavro
 import pandas as pd
 import pytest
-from conftest import kafka_messages, sample
+from conftest import avro_datum, kafka_messages, sample
 from pyspark.sql import DataFrame, SparkSession
 
 from fink_spark.decode import decode_records, flatten_alerts
@@ -28,7 +28,7 @@ from fink_spark.filters import EXTRAGALACTIC_CLASSES, FINK_FILTERS_VERSION, FINK
 from fink_spark.schemas import WriterSchemas
 from fink_spark.surveys import LSST, ZTF, Survey
 from fink_spark.table_schema import TableSchema
-from fink_spark.testing.publisher import encode, read_saved_alerts
+from fink_spark.testing.publisher import read_saved_alerts
 
 fink_filters = pytest.importorskip("fink_filters")
 fink_utils = pytest.importorskip("fink_utils")
@@ -122,7 +122,7 @@ def as_fink_reads(schema_text: str, records: list[dict[str, Any]]) -> list[dict[
     """The records as Fink's code gets them: through Avro and back (a float field holds a
     32-bit value: 0.4 comes back as 0.4000000059604645)."""
     parsed = fastavro.parse_schema(json.loads(schema_text))
-    return [fastavro.schemaless_reader(io.BytesIO(encode(record, parsed)), parsed) for record in records]
+    return [fastavro.schemaless_reader(io.BytesIO(avro_datum(schema_text, record)), parsed) for record in records]
 
 
 def decoded_alerts(spark: SparkSession, survey: Survey, schema_text: str, records: list[dict[str, Any]]) -> DataFrame:

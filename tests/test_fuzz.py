@@ -14,7 +14,7 @@ import os
 import random
 
 import fastavro
-from conftest import USER, job_config, kafka_frame, kafka_messages, run_job, sample
+from conftest import USER, avro_datum, job_config, kafka_frame, kafka_messages, run_job, sample
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyspark.sql import SparkSession
@@ -30,7 +30,7 @@ EXAMPLES = int(os.environ.get("FINK_SPARK_FUZZ_EXAMPLES", "6"))
 SAVED = next(read_saved_alerts([sample("ztf-2026")]))
 SCHEMA = json.loads(SAVED.schema_text)
 PARSED = fastavro.parse_schema(SCHEMA)
-VALUES = [encode(record, PARSED) for record in SAVED.records]
+VALUES = [avro_datum(SAVED.schema_text, record) for record in SAVED.records]
 
 
 def nested(depth: int) -> str:

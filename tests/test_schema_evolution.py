@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from confluent_kafka import Producer
-from conftest import PASSWORD, USER, job_config, run_job, sample
+from conftest import PASSWORD, USER, avro_datum, job_config, run_job, sample
 from reference import OUTPUT_ONLY, assert_same_value, read_alerts
 from variants import LSST_VARIANTS, ZTF_VARIANTS, Variant, expected_alert
 
@@ -32,7 +32,6 @@ from fink_spark.paths import PROJECT_ROOT, SCHEMAS_DIR
 from fink_spark.reprocess import KafkaRange, reprocess
 from fink_spark.table_schema import read_table
 from fink_spark.testing.local_broker import LocalKafka
-from fink_spark.testing.publisher import encode
 from fink_spark.warehouse import load_pyiceberg
 
 SCHEMA_27 = (SCHEMAS_DIR / "ztf" / "distribution_schema_fink_ztf_2.7_3.10.1.avsc").read_text()
@@ -44,7 +43,7 @@ class Message:
     def __init__(self, key: bytes, writer: str, record: dict, columns: dict[str, str]) -> None:
         parsed = fastavro.parse_schema(json.loads(writer))
         self.key, self.writer = key, writer
-        self.value = encode(record, parsed)
+        self.value = avro_datum(writer, record)
         decoded = fastavro.schemaless_reader(io.BytesIO(self.value), parsed)
         self.expected = expected_alert(decoded, columns)
         # Fink's year/month/day are the table's night columns; its `topic` field is alert_topic.

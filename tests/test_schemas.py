@@ -12,7 +12,7 @@ from pathlib import Path
 import fastavro
 import pytest
 from confluent_kafka import Producer
-from conftest import PASSWORD, USER, job_config, kafka_messages, kafka_records, run_job, sample
+from conftest import PASSWORD, USER, avro_datum, job_config, kafka_messages, kafka_records, run_job, sample
 from reference import OUTPUT_ONLY, assert_same_value, read_alerts
 
 from fink_spark.decode import decode_records, flatten_alerts
@@ -174,7 +174,7 @@ def test_each_bundled_schema_parses_and_decodes_its_real_alerts(spark, name: str
     text = (SCHEMAS_DIR / name).read_text()
     parsed = fastavro.parse_schema(json.loads(text))
     spark._jvm.org.apache.avro.Schema.Parser().parse(text)  # noqa: SLF001 - raises if Java's Avro refuses it
-    values = [encode(record, parsed) for record in read_alerts(sample(BUNDLED[name]))]
+    values = [avro_datum(text, record) for record in read_alerts(sample(BUNDLED[name]))]
     written = [fastavro.schemaless_reader(io.BytesIO(value), parsed) for value in values]  # what the schema keeps
     writers = WriterSchemas(survey)
     writers.learn(text.encode())
