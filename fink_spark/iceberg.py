@@ -16,6 +16,7 @@ history of schemas is Iceberg's own.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,12 @@ from fink_spark.metrics import SessionMetrics
 from fink_spark.warehouse import CATALOG, CATALOG_FILE
 
 WRITER, BATCH_ID, SCHEMA_CHANGE = "fink-spark.writer", "fink-spark.batch-id", "fink-spark.schema-change"
+SNAPSHOT_PROPERTY = "spark.sql.iceberg.snapshot-property."  # a session's properties for its next commits
+ACCEPT_ANY_SCHEMA = "write.spark.accept-any-schema"
+# A merged table: no MERGE resolves with the first; with the second, a copy merged into a
+# row of an earlier batch writes a delete file and the new row, not the row's whole file
+# again; the third writes the merged rows as they come, as an append does (no shuffle).
+MERGED_TABLE = {ACCEPT_ANY_SCHEMA: "false", "write.merge.mode": "merge-on-read", "write.merge.distribution-mode": "none"}
 
 
 def table_properties(compression: str, metrics_columns: tuple[str, ...] = ()) -> dict[str, str]:
@@ -47,7 +54,7 @@ def table_properties(compression: str, metrics_columns: tuple[str, ...] = ()) ->
         "parquet.enable.dictionary": "false",
         "write.distribution-mode": "none",
         "write.spark.fanout.enabled": "true",
-        "write.spark.accept-any-schema": "true",
+        ACCEPT_ANY_SCHEMA: "true",
         "write.metadata.metrics.default": "none",
         **{f"write.metadata.metrics.column.{column}": "truncate(16)" for column in metrics_columns},
         "write.metadata.delete-after-commit.enabled": "true",
@@ -165,6 +172,51 @@ class IcebergAppends:
 
     def write_nothing(self, batch_id: int) -> None:
         """Nothing to record: a batch with no append is written again, as nothing, if replayed."""
+
+
+class IcebergMerges(IcebergAppends):
+    """The table of a de-duplicating job: one row per alert id, with `topics`.
+
+    Each micro-batch's alerts, one row per id (`merge`), are merged into the rows the table
+    got within the last `gap` (by their `ingest_time`, which bounds the files read): a copy
+    of an alert already there adds its topics to the row's, a new alert is inserted. One
+    MERGE INTO a batch, tagged as an append is (`has`); replayed, it changes nothing.
+    """
+
+    def __init__(self, spark: SparkSession, name: str, writer: str, partitioning: list[str], id_column: str, gap: str,
+                 merge: Callable[[DataFrame], DataFrame]) -> None:
+        super().__init__(spark, name, writer, partitioning)
+        self.id_column, self.gap, self.merge = id_column, gap, merge
+
+    def prepare(self, columns: StructType, properties: dict[str, str], change: str | None = None) -> None:
+        """As an append's, then the settings of a merged table: Spark 4.1 resolves no column
+        of a MERGE into a table that accepts any schema, so such a table accepts a new
+        schema only while `prepare` evolves it."""
+        if self.spark.catalog.tableExists(self.name):
+            self.spark.sql(f"ALTER TABLE {self.name} SET TBLPROPERTIES ('{ACCEPT_ANY_SCHEMA}' = 'true')")
+        super().prepare(columns, properties, change)
+        settings = ", ".join(f"'{key}' = '{value}'" for key, value in MERGED_TABLE.items())
+        self.spark.sql(f"ALTER TABLE {self.name} SET TBLPROPERTIES ({settings})")
+
+    def write(self, batch_id: int, frame: DataFrame) -> None:
+        """Merge the batch's alerts into the table's rows of the last `gap`, tagged."""
+        session = frame.sparkSession  # the query's own session: its tags reach no other write
+        tags = {WRITER: self.writer, BATCH_ID: str(batch_id)}
+        for key, value in tags.items():
+            session.conf.set(SNAPSHOT_PROPERTY + key, value)
+        alert_id = f"`{self.id_column}`"
+        try:
+            session.sql(
+                f"MERGE INTO {self.name} t USING {{copies}} s "
+                f"ON t.{alert_id} = s.{alert_id} AND t.ingest_time >= current_timestamp() - INTERVAL '{self.gap}' "
+                "WHEN MATCHED AND size(array_except(s.topics, t.topics)) > 0 "
+                "THEN UPDATE SET t.topics = array_sort(array_union(t.topics, s.topics)) "
+                "WHEN NOT MATCHED THEN INSERT *",
+                copies=frame.transform(self.merge),
+            )
+        finally:
+            for key in tags:
+                session.conf.unset(SNAPSHOT_PROPERTY + key)
 
 
 def _same_columns(have: StructType, want: StructType) -> bool:

@@ -15,9 +15,17 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
-from fink_spark.config import JobConfig, KafkaConfig
+from fink_spark.config import PARQUET, JobConfig, KafkaConfig
 from fink_spark.decode import UNKNOWN_SCHEMA, flatten_alerts, quarantined
-from fink_spark.filters import Filter, apply_filters, check_filters, columns_lacking, deduplicate, first_rejection
+from fink_spark.filters import (
+    Filter,
+    apply_filters,
+    check_filters,
+    columns_lacking,
+    deduplicate,
+    first_rejection,
+    merge_copies,
+)
 from fink_spark.kafka_source import key_at
 from fink_spark.schemas import WriterSchemas, load_schema_text
 from fink_spark.sinks import MicroBatchOutputs, open_sinks, table_query, trigger_options
@@ -47,9 +55,10 @@ def start_pipeline(spark: SparkSession, read: Callable[[str], DataFrame], decode
     them into alerts and reasons to quarantine (None: `read` decodes them). The filters are checked against the alerts'
     columns, the outputs made ready for them, then one query, `name`, feeds every output
     from each micro-batch (`MicroBatchOutputs`; `fetch` reads a batch's quarantined records
-    again by their positions). With de-duplication a second query,
-    `deduplicated`, writes the table: merging copies across batches needs Spark's
-    streaming state, which only a query of its own keeps.
+    again by their positions). With de-duplication, an Iceberg table merges each batch's
+    copies into its rows (`iceberg.IcebergMerges`); a Parquet table, whose files cannot
+    change, is written by a second query, `deduplicated`, which merges copies in Spark's
+    streaming state before it writes them.
     """
     survey, output = config.survey, config.output
     checkpoint = output.checkpoint.rstrip("/")
@@ -58,9 +67,17 @@ def start_pipeline(spark: SparkSession, read: Callable[[str], DataFrame], decode
     decoded = records.transform(decode_all)
     check_filters_at_start(config.filters, decoded, survey, writers)
     kept = kept_alerts(survey, config.filters)
-    deduplicated = (read("deduplicated").transform(decode_all).transform(kept).transform(deduplicate(survey, output.deduplicate_gap))
-                    if output.deduplicate_gap else None)
+    gap = output.deduplicate_gap
+    deduplicated = (read("deduplicated").transform(decode_all).transform(kept).transform(deduplicate(survey, gap))
+                    if gap and output.format == PARQUET else None)
+    if deduplicated is not None:
+        log.warning("De-duplicating a Parquet table takes a second query, which reads and decodes the topics again and "
+                    "holds whole alerts in Spark's state until the stream moves %s past them: on a backlog it can run "
+                    "out of memory (bench/DEDUP.md). An Iceberg table (output.format iceberg, the default) merges "
+                    "copies in the job's one query.", gap)
     alerts = deduplicated if deduplicated is not None else decoded.transform(kept)
+    if gap and deduplicated is None:
+        alerts = alerts.transform(merge_copies(survey))  # the merged table's columns
     rejections = (lambda batch: batch.transform(flatten_alerts(survey)).transform(first_rejection(config.filters, survey))) \
         if output.rejected else None
     columns = {"alerts": alerts.schema, "quarantine": decoded.transform(quarantined).schema}
@@ -73,7 +90,7 @@ def start_pipeline(spark: SparkSession, read: Callable[[str], DataFrame], decode
         rejected=(sinks.rejected, rejections) if sinks.rejected is not None and rejections is not None else None,
         console=config.console if config.console.enabled else None, out=out, totals=totals, fetch=fetch,
     )
-    others = [table_query(deduplicated, output, survey, f"{checkpoint}/deduplicated", config.trigger, "deduplicated")] \
+    others = [table_query(deduplicated, output, f"{checkpoint}/deduplicated", config.trigger, "deduplicated")] \
         if deduplicated is not None else []
     writer = records.writeStream.queryName(name).foreachBatch(outputs).option("checkpointLocation", f"{checkpoint}/{name}")
     return [writer.trigger(**trigger_options(config.trigger)).start(), *others]

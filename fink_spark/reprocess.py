@@ -37,6 +37,7 @@ from pyspark.sql.avro.functions import from_avro
 from pyspark.sql.streaming.listener import StreamingQueryProgress
 from pyspark.sql.types import ArrayType, DataType, StructField, StructType
 
+from fink_spark.config import PARQUET as PARQUET_TABLE
 from fink_spark.config import JobConfig, TriggerConfig
 from fink_spark.decode import METADATA_COLUMNS, decode_records
 from fink_spark.errors import ConfigError
@@ -368,11 +369,12 @@ def reprocess(
     count_only: bool = False, files_per_batch: int = FILES_PER_BATCH,
 ) -> int:
     """Decode, filter and write (or only count) the inputs; returns how many alerts passed."""
-    if config.output.deduplicate_gap:  # its state would hold the last copies back until a next run
-        log.warning("output.table.deduplicate applies to the live stream: reprocessing writes every copy of an alert")
-    config = replace(config, trigger=TriggerConfig(processing_time=None, available_now=True),
-                     output=replace(config.output, deduplicate_gap=None))
     output = config.output
+    if output.deduplicate_gap and output.format == PARQUET_TABLE:  # its state would hold the last copies back until a next run
+        log.warning("output.table.deduplicate of a Parquet table applies to the live stream: reprocessing writes every "
+                    "copy of an alert (an Iceberg table merges them)")
+        output = replace(output, deduplicate_gap=None)
+    config = replace(config, trigger=TriggerConfig(processing_time=None, available_now=True), output=output)
     inputs_plan = plan_inputs(spark, config, inputs, kafka_ranges, CheckpointFiles.at(output.checkpoint))
     kinds, files, writers, table = inputs_plan.kinds, inputs_plan.files, inputs_plan.writers, inputs_plan.table
     counts = [None if "://" in path else len(files[path]) for path in inputs]
@@ -399,7 +401,7 @@ def reprocess(
                 if not learn_schema_at([str(error)], config.kafka, writers, table):
                     raise
     if totals.get("quarantined"):
-        where = output.quarantine if output.format == PARQUET else "the quarantine table"
+        where = output.quarantine if output.format == PARQUET_TABLE else "the quarantine table"
         log.warning("%d records could not be read or decoded: see %s", totals["quarantined"], where)
     return totals.get("kept", 0)
 

@@ -4,8 +4,8 @@ quarantine, the rejected ids and the console.
 The live job feeds all of them from one micro-batch, read from Kafka and decoded once
 (`MicroBatchOutputs`; only the quarantined records, and the rejected ids when kept, are
 read again): each output is a sink with the same three methods (`has`, `write`,
-`write_nothing`): Iceberg appends (`fink_spark.iceberg`) or Spark's own file sink for
-Parquet (`ParquetFileSink`). The console gets its counts and lines from metrics gathered
+`write_nothing`): Iceberg appends, or merges for a de-duplicated table (`fink_spark.iceberg`),
+or Spark's own file sink for Parquet (`ParquetFileSink`). The console gets its counts and lines from metrics gathered
 during the table's write.
 """
 
@@ -27,6 +27,7 @@ from fink_spark.config import ICEBERG, ConsoleOutput, TableOutput, TriggerConfig
 from fink_spark.decode import OBS_TIME, has_column
 from fink_spark.display import batch_header, format_table
 from fink_spark.errors import ConfigError
+from fink_spark.filters import merge_copies
 from fink_spark.metrics import PlanMetrics
 from fink_spark.state import SINK_LOG, CheckpointFiles, sink_log_batches
 from fink_spark.surveys import Survey
@@ -54,7 +55,7 @@ class Sink(Protocol):
 
 @dataclass(frozen=True)
 class Sinks:
-    """A job's outputs (`table` is None when another query writes the table: de-duplication)."""
+    """A job's outputs (`table` is None when another query writes the table: a Parquet table's de-duplication)."""
 
     table: Sink | None
     quarantine: Sink
@@ -83,7 +84,11 @@ def open_sinks(spark: SparkSession, output: TableOutput, survey: Survey, writer:
         }
         sinks = {}
         for name, frame_columns in columns.items():
-            sink = iceberg.IcebergAppends(spark, tables.name(name), writer, partitioning[name])
+            if name == "alerts" and output.deduplicate_gap:
+                sink = iceberg.IcebergMerges(spark, tables.name(name), writer, partitioning[name], survey.id_column,
+                                             output.deduplicate_gap, merge_copies(survey))
+            else:
+                sink = iceberg.IcebergAppends(spark, tables.name(name), writer, partitioning[name])
             # statistics for the columns readers select alerts by: id, object, time
             metrics = tuple(column for column in (survey.id_column, survey.object_column, OBS_TIME, "ingest_time")
                             if has_column(frame_columns, column))
@@ -98,16 +103,11 @@ def open_sinks(spark: SparkSession, output: TableOutput, survey: Survey, writer:
     return Sinks(sinks["alerts"] if own_table else None, sinks["quarantine"], sinks.get("rejected"))
 
 
-def table_query(frame: DataFrame, output: TableOutput, survey: Survey, checkpoint: str, trigger: TriggerConfig,
-                name: str) -> StreamingQuery:
-    """Append a stream to the table with Spark's own streaming sink (Iceberg's, or the file
-    sink's for Parquet): its checkpoint makes each record land exactly once."""
+def table_query(frame: DataFrame, output: TableOutput, checkpoint: str, trigger: TriggerConfig, name: str) -> StreamingQuery:
+    """Append a stream to a Parquet table with Spark's own streaming file sink: its
+    checkpoint makes each record land exactly once."""
     writer = frame.writeStream.queryName(name).outputMode("append").option("checkpointLocation", checkpoint)
-    writer = writer.trigger(**trigger_options(trigger))
-    if output.format == ICEBERG:
-        return writer.format("iceberg").option("fanout-enabled", "true").toTable(
-            iceberg.Tables.of(output, survey.name).name("alerts"))
-    writer = writer.format("parquet").option("compression", output.compression)
+    writer = writer.trigger(**trigger_options(trigger)).format("parquet").option("compression", output.compression)
     if output.partition_by:
         writer = writer.partitionBy(*output.partition_by)
     return writer.start(output.path)
@@ -260,7 +260,7 @@ class MicroBatchOutputs:
             if self.table.has(batch_id):
                 return None
             self.table.write(batch_id, kept)
-        else:  # the table is written by another query (de-duplication): count here
+        else:  # the table is written by another query (a Parquet table's de-duplication): count here
             run_plan(kept)
         metrics = plan.collected(kept)
         counts = {**metrics["records"], **metrics["kept"]}

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import USER, job_config, kept_in_memory, run_job, sample
+from conftest import USER, job_config, kept_in_memory, read_table, run_job, sample
 from reference import read_alerts
+from test_iceberg import metadata_location, user_catalog
 
 from fink_spark.errors import ConfigError
 from fink_spark.filters import EXTRAGALACTIC_CLASSES, apply_filters, check_filters, parse_filters
@@ -179,6 +181,51 @@ def test_deduplicate_keeps_one_row_per_alert_with_its_topics(spark, broker, new_
     assert merged == {candid: sorted([first, second]) for candid in originals}
     assert len([row for row in rows if row.candid in originals]) == 4
     assert "topic" not in spark.read.parquet(str(tmp_path / "alerts")).columns
+
+
+def test_an_iceberg_table_merges_copies_into_its_rows_in_the_one_query(spark, broker, new_topic, tmp_path: Path) -> None:  # noqa: ANN001
+    """Copies in one micro-batch make one row; a copy in a later run adds its topic to that
+    row; new alerts are inserted; a replayed batch changes nothing. No second query reads Kafka."""
+    first, second, third = (new_topic(f"fink_merge_{name}_ztf") for name in "abc")
+    client = broker.client_config(USER)
+    for topic in (first, second):
+        publish(client, topic, [sample("ztf-0p2")], ZTF)
+    config = job_config(broker, tmp_path, [first, second, third])
+    config = replace(config, output=replace(config.output, format="iceberg", partition_by=("night",),
+                                            path=str(tmp_path / "warehouse"), deduplicate_gap="1 hour"))
+    originals = {alert["candid"] for alert in read_alerts(sample("ztf-0p2"))}
+    warehouse = tmp_path / "warehouse"
+
+    def rows() -> dict[int, list[str]]:
+        table = read_table(warehouse, ["candid", "topics"])  # pyiceberg, as a user reads the table
+        ids = table.column("candid").to_pylist()
+        assert len(ids) == len(set(ids)), "one row per alert"
+        return dict(zip(ids, table.column("topics").to_pylist()))
+
+    run_job(spark, config)
+    assert rows() == {candid: sorted([first, second]) for candid in originals}
+    publish(client, third, [sample("ztf-0p2")], ZTF)  # the same alerts, later, in another topic
+    publish(client, first, [sample("ztf-raw-3.3")], ZTF)  # and new ones
+    run_job(spark, config)
+    newer = {alert["candid"] for alert in read_alerts(sample("ztf-raw-3.3"))}
+    expected = {**{candid: sorted([first, second, third]) for candid in originals}, **{candid: [first] for candid in newer}}
+    assert rows() == expected
+    assert not (tmp_path / "checkpoints" / "deduplicated").exists()
+    import polars as pl  # here: 2 s of every test run's collection otherwise
+
+    # the copies merged into earlier rows are delete files: other readers apply them too
+    polars = pl.scan_iceberg(user_catalog(warehouse).load_table("ztf.alerts")).select("candid").collect()
+    assert polars.height == polars["candid"].n_unique() == len(expected)
+    assert spark.read.format("iceberg").load(metadata_location(warehouse)).count() == len(expected)
+
+    commits = tmp_path / "checkpoints" / "alerts" / "commits"  # a crash after the merge, before Spark's commit
+    last = max(int(path.name) for path in commits.iterdir() if path.name.isdigit())
+    for name in (str(last), f".{last}.crc"):
+        (commits / name).unlink()
+    snapshots = len(user_catalog(warehouse).load_table("ztf.alerts").snapshots())
+    run_job(spark, config)
+    assert rows() == expected
+    assert len(user_catalog(warehouse).load_table("ztf.alerts").snapshots()) == snapshots
 
 
 LSST_ALERTS = read_alerts(sample("lsst-2026")) + read_alerts(sample("lsst-rubin-9.0"))

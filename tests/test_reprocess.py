@@ -101,6 +101,27 @@ def test_rerun_adds_nothing(spark, tmp_path: Path) -> None:  # noqa: ANN001
     assert len(rows_of(spark, tmp_path)) == 4
 
 
+def test_reprocessing_into_a_merged_table_keeps_one_row_per_alert(spark, tmp_path: Path) -> None:  # noqa: ANN001
+    """`deduplicate` with an Iceberg table: reprocessing merges copies as the stream does."""
+    warehouse = tmp_path / "warehouse"
+
+    def run(topic: str, checkpoint: str, inputs: list[str]) -> dict[int, list[str]]:
+        config = parse_config({"survey": "ztf", "schema": SCHEMA_2026, "output": {"table": {
+            "path": str(warehouse), "checkpoint": str(tmp_path / checkpoint), "deduplicate": "1 hour"}}},
+            kafka_required=False)
+        reprocess(spark, config, inputs, [], topic)
+        table = read_table(spark, str(warehouse)).select("candid", "topics").collect()
+        assert len(table) == len({row.candid for row in table}), "one row per alert"
+        return {row.candid: row.topics for row in table}
+
+    folder = sample("ztf-0p2")
+    candids = {alert["candid"] for alert in read_alerts(folder)}
+    assert run("fink_sn_candidates_ztf", "first", [str(folder), str(folder / "*.avro")]) == {  # each alert twice
+        candid: ["fink_sn_candidates_ztf"] for candid in candids}
+    assert run("fink_kn_candidates_ztf", "second", [str(folder)]) == {
+        candid: ["fink_kn_candidates_ztf", "fink_sn_candidates_ztf"] for candid in candids}
+
+
 def test_bad_inputs_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="expected TOPIC:PARTITION=START-END"):
         KafkaRange.parse("topic-without-offsets")

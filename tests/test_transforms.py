@@ -12,7 +12,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.testing import assertDataFrameEqual
 
 from fink_spark.decode import decode_records
-from fink_spark.filters import deduplicate, first_rejection, parse_filters
+from fink_spark.filters import deduplicate, first_rejection, merge_copies, parse_filters
 from fink_spark.pipeline import kept_alerts
 from fink_spark.schemas import WriterSchemas
 from fink_spark.sinks import console_values
@@ -107,6 +107,12 @@ def test_deduplicate_merges_the_copies_of_an_alert_within_the_gap(spark: SparkSe
         "candid long, objectId string, topics array<string>, kafka_timestamp timestamp",
     )
     assertDataFrameEqual(merged, expected)
+    # one micro-batch's copies, for an Iceberg table's MERGE: one row per id, whatever the times
+    in_batch = alerts.transform(merge_copies(ZTF)).select("candid", "objectId", "topics", "kafka_timestamp")
+    assertDataFrameEqual(in_batch, spark.createDataFrame([
+        (1, "ZTF26aa1", ["fink_early_sn_candidates_ztf", "fink_kn_candidates_ztf", "fink_sn_candidates_ztf"], STAMP),
+        (2, "ZTF26aa2", ["fink_sn_candidates_ztf"], STAMP + 2 * minute),
+    ], "candid long, objectId string, topics array<string>, kafka_timestamp timestamp"))
 
 
 def test_console_columns_show_the_alerts_values(spark: SparkSession) -> None:
