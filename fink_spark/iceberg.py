@@ -30,6 +30,7 @@ from fink_spark.metrics import SessionMetrics
 from fink_spark.warehouse import CATALOG, CATALOG_FILE
 
 WRITER, BATCH_ID, SCHEMA_CHANGE = "fink-spark.writer", "fink-spark.batch-id", "fink-spark.schema-change"
+MERGE_WINDOW = "fink-spark.merge-window"  # a merged table's property: how far back its stream merges copies
 SNAPSHOT_PROPERTY = "spark.sql.iceberg.snapshot-property."  # a session's properties for its next commits
 ACCEPT_ANY_SCHEMA = "write.spark.accept-any-schema"
 # A merged table: no MERGE resolves with the first; with the second, a copy merged into a
@@ -195,7 +196,7 @@ class IcebergMerges(IcebergAppends):
         if self.spark.catalog.tableExists(self.name):
             self.spark.sql(f"ALTER TABLE {self.name} SET TBLPROPERTIES ('{ACCEPT_ANY_SCHEMA}' = 'true')")
         super().prepare(columns, properties, change)
-        settings = ", ".join(f"'{key}' = '{value}'" for key, value in MERGED_TABLE.items())
+        settings = ", ".join(f"'{key}' = '{value}'" for key, value in {**MERGED_TABLE, MERGE_WINDOW: self.gap}.items())
         self.spark.sql(f"ALTER TABLE {self.name} SET TBLPROPERTIES ({settings})")
 
     def write(self, batch_id: int, frame: DataFrame) -> None:

@@ -7,7 +7,9 @@ Iceberg commit that the stream's appends do not conflict with (a rewrite only re
 files that are still live), so it runs while the stream runs, from another process.
 
 The newest snapshot appended by each of the job's queries is never expired: it is how a
-micro-batch replayed after a crash knows it was written (`fink_spark.iceberg`).
+micro-batch replayed after a crash knows it was written (`fink_spark.iceberg`). A merged
+table's files of its stream's merge window (and an hour more) are not rewritten: the
+stream's next MERGE may delete rows in them, and would fail on files replaced meanwhile.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from fink_spark.cli import SUMMARIES
 from fink_spark.config import ICEBERG
 from fink_spark.errors import ConfigError
 from fink_spark.flags import job_config
-from fink_spark.iceberg import Tables, newest_tagged
+from fink_spark.iceberg import MERGE_WINDOW, Tables, newest_tagged
 from fink_spark.surveys import SURVEYS
 from fink_spark.warehouse import ALERTS, QUARANTINE, REJECTED
 
@@ -75,7 +77,8 @@ def maintain_table(spark: SparkSession, name: str, settings: Maintenance) -> dic
     target = settings.target_file_mb * 1024 * 1024
     rewritten = _call(spark,
         f"CALL {procedures}.rewrite_data_files(table => '{name}', options => map("
-        f"'target-file-size-bytes', '{target}', 'min-input-files', '2', 'partial-progress.enabled', 'true'))"
+        f"'target-file-size-bytes', '{target}', 'min-input-files', '2', 'partial-progress.enabled', 'true')"
+        f"{_outside_merge_window(spark, name)})"
     )[0].asDict()
     _call(spark, f"CALL {procedures}.rewrite_manifests(table => '{name}')")
     now_ms = int(time.time() * 1000)
@@ -96,6 +99,16 @@ def maintain_table(spark: SparkSession, name: str, settings: Maintenance) -> dic
         "snapshots expired": sum(value for key, value in expired.items() if key.startswith("deleted_")),
         "orphan files removed": len(orphans),
     }
+
+
+def _outside_merge_window(spark: SparkSession, name: str) -> str:
+    """For a merged table, the procedure's argument that leaves the files its stream may
+    still merge into (their rows' `ingest_time` within the window, and an hour more)."""
+    window = spark.sql(f"SHOW TBLPROPERTIES {name}").where(f"key = '{MERGE_WINDOW}'").collect()
+    if not window:
+        return ""
+    (since,) = spark.sql(f"SELECT current_timestamp() - INTERVAL '{window[0].value}' - INTERVAL 1 HOUR").first()
+    return f", where => \"ingest_time < TIMESTAMP '{since:%Y-%m-%d %H:%M:%S.%f}'\""
 
 
 def _timestamp(millis: int) -> str:

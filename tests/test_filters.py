@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from test_iceberg import metadata_location, user_catalog
 
 from fink_spark.errors import ConfigError
 from fink_spark.filters import EXTRAGALACTIC_CLASSES, apply_filters, check_filters, parse_filters
+from fink_spark.iceberg import Tables
+from fink_spark.maintain import Maintenance, maintain
 from fink_spark.paths import SCHEMAS_DIR
 from fink_spark.surveys import LSST, ZTF
 from fink_spark.testing.publisher import publish
@@ -226,6 +229,14 @@ def test_an_iceberg_table_merges_copies_into_its_rows_in_the_one_query(spark, br
     run_job(spark, config)
     assert rows() == expected
     assert len(user_catalog(warehouse).load_table("ztf.alerts").snapshots()) == snapshots
+
+    # maintenance beside the stream leaves the files the stream may still merge into
+    files = user_catalog(warehouse).load_table("ztf.alerts").inspect.files().to_pylist()
+    by_night = Counter(str(file["partition"]) for file in files if file["content"] == 0)
+    assert max(by_night.values()) >= 2, "data files that maintenance would compact otherwise"
+    done = maintain(spark, Tables.of(config.output, "ztf"), Maintenance())
+    assert done["fink.ztf.alerts"]["files rewritten"] == 0
+    assert rows() == expected
 
 
 LSST_ALERTS = read_alerts(sample("lsst-2026")) + read_alerts(sample("lsst-rubin-9.0"))
