@@ -5,6 +5,7 @@ test_fink_filters.py."""
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections import Counter
 from dataclasses import replace
@@ -186,7 +187,8 @@ def test_deduplicate_keeps_one_row_per_alert_with_its_topics(spark, broker, new_
     assert "topic" not in spark.read.parquet(str(tmp_path / "alerts")).columns
 
 
-def test_an_iceberg_table_merges_copies_into_its_rows_in_the_one_query(spark, broker, new_topic, tmp_path: Path) -> None:  # noqa: ANN001
+def test_an_iceberg_table_merges_copies_into_its_rows_in_the_one_query(spark, broker, new_topic, tmp_path: Path,  # noqa: ANN001
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
     """Copies in one micro-batch make one row; a copy in a later run adds its topic to that
     row; new alerts are inserted; a replayed batch changes nothing. No second query reads Kafka."""
     first, second, third = (new_topic(f"fink_merge_{name}_ztf") for name in "abc")
@@ -205,8 +207,15 @@ def test_an_iceberg_table_merges_copies_into_its_rows_in_the_one_query(spark, br
         assert len(ids) == len(set(ids)), "one row per alert"
         return dict(zip(ids, table.column("topics").to_pylist()))
 
+    former = tmp_path / "checkpoints" / "deduplicated"  # the second query of an older fink-spark
+    for folder, text in (("offsets", 'v1\n{}\n{"fink_merge_a_ztf":{"0":3}}\n'), ("commits", 'v1\n{"nextBatchWatermarkMs":0}\n')):
+        (former / folder).mkdir(parents=True)
+        (former / folder / "0").write_text(text)
     run_job(spark, config)
     assert rows() == {candid: sorted([first, second]) for candid in originals}
+    assert ('the alerts it held back, those of its last 1 hour of Kafka time before {"fink_merge_a_ztf":{"0":3}}, were not '
+            "written to the table") in caplog.text
+    shutil.rmtree(former)
     publish(client, third, [sample("ztf-0p2")], ZTF)  # the same alerts, later, in another topic
     publish(client, first, [sample("ztf-raw-3.3")], ZTF)  # and new ones
     run_job(spark, config)
