@@ -90,6 +90,9 @@ class StreamPlan:
     first_offsets: dict[str, dict[int, int]] = field(default_factory=dict)  # where a new checkpoint starts
     totals: dict[str, int] = field(default_factory=dict)
     partitions: int = 1  # read by the job, over all its topics
+    # (batch, new bound, its records, its bytes): a re-size a written batch called for, kept
+    # until that batch is committed (the next batch may be written before it is)
+    resize_after: tuple[int, int, int, int] | None = None
 
     def limit_reached(self) -> bool:
         """Whether `trigger.limit` alerts are kept."""
@@ -119,10 +122,17 @@ class StreamPlan:
         return count if count != bound else None
 
     def done(self, finished: dict[str, int]) -> bool:
-        """Whether to stop: the limit is reached, or the batches' bound must change, and the
-        last batch is committed (`finished`: the last batch each query finished), so that
-        none is cut short."""
-        return (self.limit_reached() or self.resized() is not None) and finished.get("alerts", -1) >= self.totals["batch"]
+        """Whether to stop: the limit is reached and the last batch written is committed
+        (`finished`: the last batch each query finished), so that none is cut short; or a
+        batch called for a new bound and is committed. That call is kept: when batches come
+        back to back, the next one is often written before the last is committed."""
+        count = self.resized()
+        if count is not None:
+            self.resize_after = (self.totals["batch"], count, self.totals["batch_records"], self.totals["batch_bytes"])
+        last = finished.get("alerts", -1)
+        if self.limit_reached():
+            return last >= self.totals["batch"]
+        return self.resize_after is not None and last >= self.resize_after[0]
 
 
 def refuse_start_on_a_used_checkpoint(config: JobConfig) -> None:
@@ -254,12 +264,12 @@ def _run_until_done(spark: SparkSession, plan: StreamPlan, out: TextIO | None, p
         queries = start_queries(spark, plan, out)
         try:
             stopped = progress.wait_for(queries, plan.done)
-            count = plan.resized()
-            if stopped and count is not None and not plan.limit_reached():
+            if stopped and plan.resize_after is not None and not plan.limit_reached():
+                batch, count, records, size = plan.resize_after
                 log.info("Micro-batch %d read %d records, %.1f MB (kafka.max_bytes_per_trigger: %.1f MB): micro-batches "
-                         "of at most %d records from here", plan.totals["batch"], plan.totals["batch_records"],
-                         plan.totals["batch_bytes"] / 1e6, config.kafka.max_bytes_per_trigger / 1e6, count)
-                plan.max_offsets_per_trigger = count
+                         "of at most %d records from here", batch, records, size / 1e6,
+                         config.kafka.max_bytes_per_trigger / 1e6, count)
+                plan.max_offsets_per_trigger, plan.resize_after = count, None
                 plan.totals.update(batch_records=0, batch_bytes=0)
                 continue
             progress.log_totals()
