@@ -148,10 +148,14 @@ class IcebergAppends:
                                  {"fink-spark.created-by": "fink-spark", **properties}.items())
             self.spark.sql(f"CREATE TABLE {self.name} ({ddl}) USING iceberg{partitioned} TBLPROPERTIES ({settings})")
             return
-        empty = self.spark.createDataFrame([], columns)
-        if _same_columns(self.spark.table(self.name).schema, columns):
-            return
-        writer = empty.writeTo(self.name).option("mergeSchema", "true").option("check-ordering", "false")
+        if not _same_columns(self.spark.table(self.name).schema, columns):
+            self._evolve(columns, change)
+
+    def _evolve(self, columns: StructType, change: str | None) -> None:
+        """Add `columns` to the table's with one `mergeSchema` append of no rows, whose
+        snapshot summary holds the change."""
+        writer = self.spark.createDataFrame([], columns).writeTo(self.name).option("mergeSchema", "true")
+        writer = writer.option("check-ordering", "false")
         if change:
             writer = writer.option(f"snapshot-property.{SCHEMA_CHANGE}", change)
         writer.append()
@@ -190,14 +194,28 @@ class IcebergMerges(IcebergAppends):
         self.id_column, self.gap, self.merge = id_column, gap, merge
 
     def prepare(self, columns: StructType, properties: dict[str, str], change: str | None = None) -> None:
-        """As an append's, then the settings of a merged table: Spark 4.1 resolves no column
-        of a MERGE into a table that accepts any schema, so such a table accepts a new
-        schema only while `prepare` evolves it."""
-        if self.spark.catalog.tableExists(self.name):
-            self.spark.sql(f"ALTER TABLE {self.name} SET TBLPROPERTIES ('{ACCEPT_ANY_SCHEMA}' = 'true')")
-        super().prepare(columns, properties, change)
-        settings = ", ".join(f"'{key}' = '{value}'" for key, value in {**MERGED_TABLE, MERGE_WINDOW: self.gap}.items())
-        self.spark.sql(f"ALTER TABLE {self.name} SET TBLPROPERTIES ({settings})")
+        """As an append's, with the settings of a merged table (set on a table made before
+        them, or with another window: one commit, only then)."""
+        settings = {**MERGED_TABLE, MERGE_WINDOW: self.gap}
+        existed = self.spark.catalog.tableExists(self.name)
+        super().prepare(columns, {**properties, **settings}, change)
+        if existed:
+            have = properties_of(self.spark, self.name)
+            self._set({key: value for key, value in settings.items() if have.get(key) != value})
+
+    def _evolve(self, columns: StructType, change: str | None) -> None:
+        """Spark 4.1 resolves no column of a MERGE into a table that accepts any schema: a
+        merged table accepts one only while its schema is evolved."""
+        self._set({ACCEPT_ANY_SCHEMA: "true"})
+        try:
+            super()._evolve(columns, change)
+        finally:
+            self._set({ACCEPT_ANY_SCHEMA: "false"})
+
+    def _set(self, settings: dict[str, str]) -> None:
+        if settings:
+            pairs = ", ".join(f"'{key}' = '{value}'" for key, value in settings.items())
+            self.spark.sql(f"ALTER TABLE {self.name} SET TBLPROPERTIES ({pairs})")
 
     def write(self, batch_id: int, frame: DataFrame) -> None:
         """Merge the batch's alerts into the table's rows of the last `gap`, tagged."""
@@ -218,6 +236,11 @@ class IcebergMerges(IcebergAppends):
         finally:
             for key in tags:
                 session.conf.unset(SNAPSHOT_PROPERTY + key)
+
+
+def properties_of(spark: SparkSession, name: str) -> dict[str, str]:
+    """A table's properties (Iceberg's and fink-spark's)."""
+    return {row.key: row.value for row in spark.sql(f"SHOW TBLPROPERTIES {name}").collect()}
 
 
 def _same_columns(have: StructType, want: StructType) -> bool:

@@ -26,7 +26,7 @@ from fink_spark.cli import SUMMARIES
 from fink_spark.config import ICEBERG
 from fink_spark.errors import ConfigError
 from fink_spark.flags import job_config
-from fink_spark.iceberg import MERGE_WINDOW, Tables, newest_tagged
+from fink_spark.iceberg import MERGE_WINDOW, Tables, newest_tagged, properties_of
 from fink_spark.surveys import SURVEYS
 from fink_spark.warehouse import ALERTS, QUARANTINE, REJECTED
 
@@ -104,10 +104,10 @@ def maintain_table(spark: SparkSession, name: str, settings: Maintenance) -> dic
 def _outside_merge_window(spark: SparkSession, name: str) -> str:
     """For a merged table, the procedure's argument that leaves the files its stream may
     still merge into (their rows' `ingest_time` within the window, and an hour more)."""
-    window = spark.sql(f"SHOW TBLPROPERTIES {name}").where(f"key = '{MERGE_WINDOW}'").collect()
-    if not window:
+    window = properties_of(spark, name).get(MERGE_WINDOW)
+    if window is None:
         return ""
-    (since,) = spark.sql(f"SELECT current_timestamp() - INTERVAL '{window[0].value}' - INTERVAL 1 HOUR").first()
+    (since,) = spark.sql(f"SELECT current_timestamp() - INTERVAL '{window}' - INTERVAL 1 HOUR").first()
     return f", where => \"ingest_time < TIMESTAMP '{since:%Y-%m-%d %H:%M:%S.%f}'\""
 
 

@@ -29,7 +29,7 @@ from fink_spark.filters import (
 from fink_spark.kafka_source import key_at
 from fink_spark.schemas import WriterSchemas, load_schema_text
 from fink_spark.sinks import MicroBatchOutputs, open_sinks, table_query, trigger_options
-from fink_spark.state import LEGACY_READER_SCHEMA, TABLE_SCHEMA, CheckpointFiles, sink_log_batches
+from fink_spark.state import LEGACY_READER_SCHEMA, TABLE_SCHEMA, CheckpointFiles
 from fink_spark.surveys import Survey
 from fink_spark.table_schema import TableSchema, save_table_schema
 
@@ -70,15 +70,9 @@ def start_pipeline(spark: SparkSession, read: Callable[[str], DataFrame], decode
     gap = output.deduplicate_gap
     deduplicated = (read("deduplicated").transform(decode_all).transform(kept).transform(deduplicate(survey, gap))
                     if gap and output.format == PARQUET else None)
-    if deduplicated is not None:
-        log.warning("De-duplicating a Parquet table takes a second query, which reads and decodes the topics again and "
-                    "holds whole alerts in Spark's state until the stream moves %s past them: on a backlog it can run "
-                    "out of memory (bench/DEDUP.md). An Iceberg table (output.format iceberg, the default) merges "
-                    "copies in the job's one query.", gap)
     alerts = deduplicated if deduplicated is not None else decoded.transform(kept)
     if gap and deduplicated is None:
         alerts = alerts.transform(merge_copies(survey))  # the merged table's columns
-        _warn_of_former_deduplication(CheckpointFiles.at(checkpoint), checkpoint, gap)
     rejections = (lambda batch: batch.transform(flatten_alerts(survey)).transform(first_rejection(config.filters, survey))) \
         if output.rejected else None
     columns = {"alerts": alerts.schema, "quarantine": decoded.transform(quarantined).schema}
@@ -95,19 +89,6 @@ def start_pipeline(spark: SparkSession, read: Callable[[str], DataFrame], decode
         if deduplicated is not None else []
     writer = records.writeStream.queryName(name).foreachBatch(outputs).option("checkpointLocation", f"{checkpoint}/{name}")
     return [writer.trigger(**trigger_options(config.trigger)).start(), *others]
-
-
-def _warn_of_former_deduplication(state: CheckpointFiles, checkpoint: str, gap: str) -> None:
-    """Before 2026-11-30 an Iceberg table was de-duplicated by a second query, whose state
-    held back the alerts of its last `gap`: say that those were never written."""
-    committed = sink_log_batches(state.names("deduplicated/commits"))
-    if committed:
-        offsets = (state.read(f"deduplicated/offsets/{max(committed)}") or "").strip().splitlines()[-1:]
-        log.warning("%s/deduplicated holds the state of fink-spark's former de-duplication (a second query), which this "
-                    "version does not run: the alerts it held back, those of its last %s of Kafka time before %s, were "
-                    "not written to the table. Reprocess that span of the topics into another output to recover them "
-                    "(fink-spark reprocess --kafka), then remove the folder.", checkpoint, gap,
-                    offsets[0] if offsets else "its last offsets")
 
 
 def check_filters_at_start(filters: tuple[Filter, ...], records: DataFrame, survey: Survey, writers: WriterSchemas) -> None:

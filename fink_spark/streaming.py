@@ -22,7 +22,7 @@ from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
-from fink_spark.config import JobConfig, KafkaConfig
+from fink_spark.config import PARQUET, JobConfig, KafkaConfig
 from fink_spark.decode import decode_records
 from fink_spark.errors import ConfigError, KafkaAccessError
 from fink_spark.kafka_source import (
@@ -41,7 +41,7 @@ from fink_spark.pipeline import learn_schema_at, quiet_planned_stops, start_pipe
 from fink_spark.positions import spark_offsets
 from fink_spark.progress import BatchProgress
 from fink_spark.schemas import WriterSchemas, key_kind
-from fink_spark.state import SKIPPED_OFFSETS, WRITER_SCHEMAS, CheckpointFiles
+from fink_spark.state import SKIPPED_OFFSETS, WRITER_SCHEMAS, CheckpointFiles, sink_log_batches
 from fink_spark.table_schema import TableSchema
 
 log = logging.getLogger(__name__)
@@ -135,6 +135,30 @@ class StreamPlan:
         return self.resize_after is not None and last >= self.resize_after[0]
 
 
+def warn_of_deduplication(config: JobConfig, state: CheckpointFiles) -> None:
+    """What a de-duplicating job should know, once a run: a Parquet table's takes a second
+    query; before 2026-11-30 an Iceberg table's did too, and the alerts its state held back
+    (its last `gap`) were never written."""
+    output = config.output
+    checkpoint, gap = output.checkpoint.rstrip("/"), output.deduplicate_gap
+    if not gap:
+        return
+    if output.format == PARQUET:
+        log.warning("De-duplicating a Parquet table takes a second query, which reads and decodes the topics again and "
+                    "holds whole alerts in Spark's state until the stream moves %s past them: on a backlog it can run "
+                    "out of memory (bench/DEDUP.md). An Iceberg table (output.format iceberg, the default) merges "
+                    "copies in the job's one query.", gap)
+        return
+    committed = sink_log_batches(state.names("deduplicated/commits"))
+    if committed:
+        offsets = (state.read(f"deduplicated/offsets/{max(committed)}") or "").strip().splitlines()[-1:]
+        log.warning("%s/deduplicated holds the state of fink-spark's former de-duplication (a second query), which this "
+                    "version does not run: the alerts it held back, those of its last %s of Kafka time before %s, were "
+                    "not written to the table. Reprocess that span of the topics into another output to recover them "
+                    "(fink-spark reprocess --kafka), then remove the folder.", checkpoint, gap,
+                    offsets[0] if offsets else "its last offsets")
+
+
 def refuse_start_on_a_used_checkpoint(config: JobConfig) -> None:
     """A start position applies to a new checkpoint only: Spark ignores it on a used one,
     which would silently go on from where it stopped."""
@@ -153,6 +177,7 @@ def prepare_stream(config: JobConfig) -> StreamPlan:
         raise ConfigError("Missing required key 'kafka'.")
     partitions = subscribed_partitions(config.kafka)
     state = job_files(config)
+    warn_of_deduplication(config, state)
     # Where reading begins: after the last committed batch, or at the configured start.
     starts = committed_offsets(state)
     starting_offsets = None

@@ -217,11 +217,15 @@ def test_an_iceberg_table_merges_copies_into_its_rows_in_the_one_query(spark, br
                "not written to the table" in record.getMessage() for record in caplog.records)
     shutil.rmtree(former)
     publish(client, third, [sample("ztf-0p2")], ZTF)  # the same alerts, later, in another topic
-    publish(client, first, [sample("ztf-raw-3.3")], ZTF)  # and new ones
+    publish(client, first, [sample("ztf-2026")], ZTF)  # and new ones, of a schema with more columns
     run_job(spark, config)
-    newer = {alert["candid"] for alert in read_alerts(sample("ztf-raw-3.3"))}
+    newer = {alert["candid"] for alert in read_alerts(sample("ztf-2026"))}
     expected = {**{candid: sorted([first, second, third]) for candid in originals}, **{candid: [first] for candid in newer}}
     assert rows() == expected
+    table = user_catalog(warehouse).load_table("ztf.alerts")  # evolved, then merged into again
+    assert any("finkclass" in (snapshot.summary.additional_properties.get("fink-spark.schema-change") or "")
+               for snapshot in table.snapshots())
+    assert table.properties["write.spark.accept-any-schema"] == "false"
     assert not (tmp_path / "checkpoints" / "deduplicated").exists()
     import polars as pl  # here: 2 s of every test run's collection otherwise
 
