@@ -84,11 +84,14 @@ def report(rows: list[tuple[Survey, str, list[Result], int, int]], args: argpars
     for _, topic, results, kept, quarantined in rows:
         lines.append(f"| {topic} | {len(results)} | {results[0].alerts} | {median(results, False):.0f} | "
                      f"{median(results, True):.0f} | {kept} | {quarantined} |")
-    lines += ["", "| survey | poisoned / clean, end to end | poisoned / clean, micro-batches |", "|---|---:|---:|"]
+    lines += ["", "| survey | poisoned / clean, end to end | poisoned / clean, micro-batches | each pair of runs, micro-batches |",
+              "|---|---:|---:|---|"]
     for index in range(0, len(rows), 2):
         (survey, _, clean, _, _), (_, _, poisoned, _, _) = rows[index], rows[index + 1]
+        # a pair: the clean topic's run and the poisoned topic's right after it
+        pairs = ", ".join(f"{(p.rate_no_startup or 0) / (c.rate_no_startup or 1):.2f}" for c, p in zip(clean, poisoned))
         lines.append(f"| {survey.name} | {median(poisoned, False) / median(clean, False):.2f} | "
-                     f"{median(poisoned, True) / median(clean, True):.2f} |")
+                     f"{median(poisoned, True) / median(clean, True):.2f} | {pairs} |")
     return "\n".join(lines) + "\n"
 
 

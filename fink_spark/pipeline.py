@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
-import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
@@ -27,6 +26,7 @@ from fink_spark.filters import (
     merge_copies,
 )
 from fink_spark.kafka_source import key_at
+from fink_spark.quarantine import PendingQuarantine
 from fink_spark.schemas import WriterSchemas, load_schema_text
 from fink_spark.sinks import MicroBatchOutputs, open_sinks, table_query, trigger_options
 from fink_spark.state import LEGACY_READER_SCHEMA, TABLE_SCHEMA, CheckpointFiles
@@ -48,16 +48,17 @@ def kept_alerts(survey: Survey, filters: tuple[Filter, ...]) -> Callable[[DataFr
 def start_pipeline(spark: SparkSession, read: Callable[[str], DataFrame], decode: Callable[[DataFrame], DataFrame] | None,
                    config: JobConfig, writers: WriterSchemas, table: TableSchema, totals: dict[str, int],
                    name: str, out: TextIO | None = None,
-                   fetch: Callable[[list[tuple[str, int, int]]], pa.Table | None] | None = None) -> list[StreamingQuery]:
+                   later: PendingQuarantine | None = None) -> list[StreamingQuery]:
     """Start the job's queries, the live stream's and reprocessing's alike.
 
     `read(name)` gives the records as a stream (Kafka's, or the inputs'), `decode` turns
-    them into alerts and reasons to quarantine (None: `read` decodes them). The filters are checked against the alerts'
-    columns, the outputs made ready for them, then one query, `name`, feeds every output
-    from each micro-batch (`MicroBatchOutputs`; `fetch` reads a batch's quarantined records
-    again by their positions). With de-duplication, an Iceberg table merges each batch's
-    copies into its rows (`iceberg.IcebergMerges`); a Parquet table, whose files cannot
-    change, is written by a second query, `deduplicated`, which merges copies in Spark's
+    them into alerts and reasons to quarantine (None: `read` decodes them). The filters are
+    checked against the alerts' columns, the outputs made ready for them, then one query,
+    `name`, feeds every output from each micro-batch (`MicroBatchOutputs`; `later` writes a
+    batch's few quarantined records by their positions beside the stream, first those a stop
+    left unwritten). With de-duplication, an Iceberg table merges each batch's copies into
+    its rows (`iceberg.IcebergMerges`); a Parquet table, whose files cannot change, is
+    written by a second query, `deduplicated`, which merges copies in Spark's
     streaming state before it writes them.
     """
     survey, output = config.survey, config.output
@@ -80,10 +81,12 @@ def start_pipeline(spark: SparkSession, read: Callable[[str], DataFrame], decode
         columns["rejected"] = decoded.transform(rejections).schema
     changes = save_table_schema(table, alerts.schema, CheckpointFiles.at(checkpoint), output.schema_folder)
     sinks = open_sinks(spark, output, survey, f"{checkpoint}/{name}", columns, changes, own_table=deduplicated is None)
+    if later is not None:
+        later.write_pending(sinks.quarantine, quarantined)
     outputs = MicroBatchOutputs(
         survey=survey, decode=decode, kept=kept, quarantined=quarantined, table=sinks.table, quarantine=sinks.quarantine,
         rejected=(sinks.rejected, rejections) if sinks.rejected is not None and rejections is not None else None,
-        console=config.console if config.console.enabled else None, out=out, totals=totals, fetch=fetch,
+        console=config.console if config.console.enabled else None, out=out, totals=totals, later=later,
     )
     others = [table_query(deduplicated, output, f"{checkpoint}/deduplicated", config.trigger, "deduplicated")] \
         if deduplicated is not None else []

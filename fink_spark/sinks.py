@@ -14,9 +14,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
-import pyarrow as pa
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
@@ -31,6 +30,9 @@ from fink_spark.filters import merge_copies
 from fink_spark.metrics import PlanMetrics
 from fink_spark.state import SINK_LOG, CheckpointFiles, sink_log_batches
 from fink_spark.surveys import Survey
+
+if TYPE_CHECKING:
+    from fink_spark.quarantine import PendingQuarantine
 
 
 def trigger_options(trigger: TriggerConfig) -> dict[str, Any]:
@@ -179,9 +181,10 @@ class MicroBatchOutputs:
     records, which also counts the quarantined, filtered and kept records, notes where the
     quarantined ones are (topic, partition, offset) and why, and picks the console's lines
     (Spark's `observe`). The quarantine is then written only when that pass counted some,
-    from those records alone, decoding nothing again (when the batches come raw, with their
-    `decode`: the live job's; reprocessing's come decoded by their sources, and are read
-    again whole). The rejected ids
+    from those records alone, decoding nothing again: the live job's few are fetched back
+    from Kafka and appended beside the stream (`later`, `fink_spark.quarantine`); otherwise
+    the batch is read again (reprocessing's batches come decoded by their sources, and are
+    decoded again whole). The rejected ids
     are written when the filters rejected some, from the batch decoded again. Each batch id
     is committed in every output either way so that their logs stay complete; after a
     crash, a replayed batch writes only what the crash left unwritten.
@@ -196,45 +199,50 @@ class MicroBatchOutputs:
     rejected: tuple[Sink, Callable[[DataFrame], DataFrame]] | None = None
     console: ConsoleOutput | None = None
     out: TextIO | None = None
-    # The raw records (kafka_source.KAFKA_RECORD) at these (topic, partition, offset) positions,
-    # read without the batch (the live job fetches a few from Kafka); None: the batch is read again.
-    fetch: Callable[[list[tuple[str, int, int]]], pa.Table | None] | None = None
+    # Writes a batch's few quarantined records by their positions, beside the stream (the
+    # live job's); None: the quarantine is written from the batch, read again.
+    later: PendingQuarantine | None = None
     # records, quarantined, kept, filtered, bytes: over all batches; the last batch written
     # ("batch"), its records and bytes ("batch_records", "batch_bytes")
     totals: dict[str, int] = field(default_factory=dict)
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        if self.later is not None:
+            self.later.raise_failure()  # the query fails; its next start writes that quarantine
         decoded = batch.transform(self.decode) if self.decode is not None else batch
         counts = self._write_table(decoded, batch_id)
         for name in ("records", "quarantined", "kept", "filtered", "bytes"):
             self.totals[name] = self.totals.get(name, 0) + (counts or {}).get(name, 0)
         self.totals.update(batch=batch_id, batch_records=(counts or {}).get("records", 0),
                            batch_bytes=(counts or {}).get("bytes", 0))
-        self._write_side(self.quarantine, self.quarantined, lambda: self._quarantined_again(batch, decoded, counts),
-                         batch_id, counts, "quarantined")
+        self._write_quarantine(batch, decoded, batch_id, counts)
         if self.rejected is not None:
             sink, rejections = self.rejected
             self._write_side(sink, rejections, lambda: decoded, batch_id, counts, "filtered")
         if self.console is not None:
             self._print(batch_id, counts)
 
+    def _write_quarantine(self, batch: DataFrame, decoded: DataFrame, batch_id: int, counts: dict[str, Any] | None) -> None:
+        """Hand a batch's few quarantined records to `later`; write any other batch's
+        quarantine now, after those handed before (a sink's batches go in order)."""
+        if (self.later is not None and self.decode is not None and counts is not None and counts["quarantined"]
+                and self.later.can_take(counts["quarantined"], counts["quarantined_bytes"])):
+            self.later.submit(self.quarantine, self.quarantined, batch_id, _reasons(counts))
+            return
+        if self.later is not None:
+            self.later.wait()
+        self._write_side(self.quarantine, self.quarantined, lambda: self._quarantined_again(batch, decoded, counts),
+                         batch_id, counts, "quarantined")
+
     def _quarantined_again(self, batch: DataFrame, decoded: DataFrame, counts: dict[str, Any] | None) -> DataFrame:
         """The records to write the quarantine from. Where the batches come raw: only the
-        quarantined ones, with the reasons the table's pass found, so that nothing is decoded
-        again; fetched by their positions (`fetch`), or else joined from the batch read
-        again. Where they come decoded (reprocessing): the whole batch, decoded again."""
+        quarantined ones, joined from the batch read again with the reasons the table's pass
+        found, so that nothing is decoded again. Where they come decoded (reprocessing): the
+        whole batch, decoded again."""
         if counts is None or self.decode is None or not counts["quarantined"]:
             return decoded
-        reasons = {(row["topic"], row["partition"], row["offset"]): row["reject_reason"] for row in counts["positions"]}
-        spark = batch.sparkSession
-        fetched = self.fetch(list(reasons)) if self.fetch is not None else None
-        if fetched is not None:
-            where = zip(*(fetched.column(name).to_pylist() for name in ("topic", "partition", "offset")))
-            # one task, so one file a batch (a frame of local rows is otherwise split among the cores)
-            return spark.createDataFrame(fetched.append_column("reject_reason", pa.array([reasons[p] for p in where], pa.string()))
-                                         ).coalesce(1)
-        found = spark.createDataFrame([(*position, reason) for position, reason in reasons.items()],
-                                      "topic string, partition int, offset long, reject_reason string")
+        found = batch.sparkSession.createDataFrame([(*position, reason) for position, reason in _reasons(counts).items()],
+                                                   "topic string, partition int, offset long, reject_reason string")
         return batch.join(F.broadcast(found), ["topic", "partition", "offset"])
 
     def _write_table(self, decoded: DataFrame, batch_id: int) -> dict[str, Any] | None:
@@ -243,12 +251,13 @@ class MicroBatchOutputs:
         whose records are not read again)."""
         plan = self.table.metrics() if self.table is not None else PlanMetrics()
         quarantined = F.col("reject_reason").isNotNull()
+        size = F.coalesce(F.length("key"), F.lit(0)) + F.coalesce(F.length("value"), F.lit(0))
         records = plan.observe(
             decoded, "records",
             F.count(F.lit(1)).alias("records"),
             F.count_if(quarantined).alias("quarantined"),
-            F.coalesce(F.sum(F.coalesce(F.length("key"), F.lit(0)) + F.coalesce(F.length("value"), F.lit(0))),
-                       F.lit(0)).alias("bytes"),
+            F.coalesce(F.sum(size), F.lit(0)).alias("bytes"),
+            F.coalesce(F.sum(F.when(quarantined, size)), F.lit(0)).alias("quarantined_bytes"),
             F.collect_list(F.when(quarantined, F.struct("topic", "partition", "offset", "reject_reason"))).alias("positions"),
         )
         kept = records.transform(self.kept)
@@ -290,6 +299,11 @@ class MicroBatchOutputs:
         stream = self.out or sys.stdout
         stream.write("\n".join(lines) + "\n")
         stream.flush()
+
+
+def _reasons(counts: dict[str, Any]) -> dict[tuple[str, int, int], str]:
+    """Where the table's pass found quarantined records, and why."""
+    return {(row["topic"], row["partition"], row["offset"]): row["reject_reason"] for row in counts["positions"]}
 
 
 def _first_lines(kept: DataFrame, survey: Survey, rows: int) -> Column:

@@ -14,6 +14,7 @@ STATE_FOLDER = "fink_spark"
 TABLE_SCHEMA = f"{STATE_FOLDER}/table_schema.json"  # the table's schema and its history
 WRITER_SCHEMAS = f"{STATE_FOLDER}/fink_spark_writer_schemas.json"  # the writer schemas met, by key
 SKIPPED_OFFSETS = f"{STATE_FOLDER}/skipped_offsets.json"  # offsets deleted by the broker before the job read them
+PENDING_QUARANTINE = f"{STATE_FOLDER}/quarantine_pending"  # quarantined positions of batches whose quarantine is not written yet
 LEGACY_READER_SCHEMA = f"{STATE_FOLDER}/reader_schema.avsc"  # the table's schema before schema evolution (0.x)
 # ... and in the output folder, hidden from Spark's readers
 OUTPUT_TABLE_SCHEMA = "_fink_spark/table_schema.json"
@@ -58,6 +59,18 @@ class CheckpointFiles:
         self.filesystem.create_dir(posixpath.dirname(self._path(relative)), recursive=True)
         with self.filesystem.open_output_stream(self._path(relative)) as stream:
             stream.write(text.encode("utf-8"))
+
+    def write_atomically(self, relative: str, text: str) -> None:
+        """Write the file whole or not at all (a crash leaves at most a hidden temporary file)."""
+        folder, name = posixpath.split(relative)
+        temporary = posixpath.join(folder, f".{name}.tmp")
+        self.write(temporary, text)
+        self.filesystem.move(self._path(temporary), self._path(relative))
+
+    def remove(self, relative: str) -> None:
+        """Remove the file, if there is one."""
+        if self.filesystem.get_file_info(self._path(relative)).type == fs.FileType.File:
+            self.filesystem.delete_file(self._path(relative))
 
     def remove_temporary_files(self, relative: str) -> None:
         """Remove the hidden temporary files a stopped writer left in a folder (`.0.<uuid>.tmp`):

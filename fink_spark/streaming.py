@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
-import pyarrow as pa
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
@@ -40,15 +39,12 @@ from fink_spark.kafka_source import (
 from fink_spark.pipeline import learn_schema_at, quiet_planned_stops, start_pipeline, starting_table_schema
 from fink_spark.positions import spark_offsets
 from fink_spark.progress import BatchProgress
+from fink_spark.quarantine import FETCHED_BYTES_AT_MOST, PendingQuarantine
 from fink_spark.schemas import WriterSchemas, key_kind
 from fink_spark.state import SKIPPED_OFFSETS, WRITER_SCHEMAS, CheckpointFiles, sink_log_batches
 from fink_spark.table_schema import TableSchema
 
 log = logging.getLogger(__name__)
-
-# A batch's quarantined records fetched by the driver, at most; more: the batch is read again
-FETCHED_AT_MOST, FETCHED_BYTES_AT_MOST = 200, 64 * 1024 * 1024
-
 
 def job_files(config: JobConfig) -> CheckpointFiles:
     """The checkpoint folder: Spark's checkpoints, and fink_spark/ with the job's own state
@@ -56,7 +52,7 @@ def job_files(config: JobConfig) -> CheckpointFiles:
     return CheckpointFiles.at(config.output.checkpoint)
 
 
-def start_queries(spark: SparkSession, plan: StreamPlan, out: TextIO | None = None) -> list[StreamingQuery]:
+def start_queries(spark: SparkSession, plan: StreamPlan, later: PendingQuarantine, out: TextIO | None = None) -> list[StreamingQuery]:
     """Start the job's pipeline on the Kafka topics, with the writer schemas known now."""
     config = plan.config
 
@@ -64,15 +60,8 @@ def start_queries(spark: SparkSession, plan: StreamPlan, out: TextIO | None = No
         return read_stream(spark, config.kafka, query, min_partitions=spark.sparkContext.defaultParallelism,
                            max_offsets=plan.max_offsets_per_trigger, starting_offsets=plan.starting_offsets)
 
-    def fetch(positions: list[tuple[str, int, int]]) -> pa.Table | None:
-        """A batch's few quarantined records, fetched from Kafka by the driver (64 MB at
-        most: it holds them twice) rather than by reading the whole batch again."""
-        if len(positions) > FETCHED_AT_MOST or config.kafka is None:
-            return None
-        return records_at(config.kafka, positions, FETCHED_BYTES_AT_MOST)
-
     decode = decode_records(plan.writers, plan.table, config.survey)
-    return start_pipeline(spark, read, decode, config, plan.writers, plan.table, plan.totals, "alerts", out, fetch)
+    return start_pipeline(spark, read, decode, config, plan.writers, plan.table, plan.totals, "alerts", out, later)
 
 
 @dataclass
@@ -261,8 +250,15 @@ def record_skipped_offsets(config: JobConfig, partitions: dict[str, int], state:
 
 def run_stream(spark: SparkSession, plan: StreamPlan, out: TextIO | None = None) -> None:
     """Run the job until it is stopped (processing-time trigger) or has read everything (available now)."""
+    kafka = plan.config.kafka
+    later = PendingQuarantine(spark, plan.state, lambda positions: records_at(kafka, positions, FETCHED_BYTES_AT_MOST))
     with quiet_planned_stops():
-        _run_until_done(spark, plan, out, BatchProgress(plan.first_offsets))
+        try:
+            _run_until_done(spark, plan, out, BatchProgress(plan.first_offsets), later)
+        except BaseException:
+            later.close(quietly=True)
+            raise
+        later.close()
 
 
 def _explained(error: StreamingQueryException, config: JobConfig) -> Exception:
@@ -283,10 +279,11 @@ def _explained(error: StreamingQueryException, config: JobConfig) -> Exception:
     return error
 
 
-def _run_until_done(spark: SparkSession, plan: StreamPlan, out: TextIO | None, progress: BatchProgress) -> None:
+def _run_until_done(spark: SparkSession, plan: StreamPlan, out: TextIO | None, progress: BatchProgress,
+                    later: PendingQuarantine) -> None:
     config, writers, state = plan.config, plan.writers, plan.state
     while True:
-        queries = start_queries(spark, plan, out)
+        queries = start_queries(spark, plan, later, out)
         try:
             stopped = progress.wait_for(queries, plan.done)
             if stopped and plan.resize_after is not None and not plan.limit_reached():

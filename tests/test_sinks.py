@@ -5,20 +5,29 @@ an in-memory DataFrame of real alerts in Kafka's record shape)."""
 from __future__ import annotations
 
 import io
+import json
+import threading
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pytest
 from conftest import kafka_messages, kafka_records, sample
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from fink_spark.config import ConsoleOutput
 from fink_spark.decode import decode_records, quarantined
 from fink_spark.filters import first_rejection, parse_filters
 from fink_spark.pipeline import kept_alerts
+from fink_spark.quarantine import PendingQuarantine
 from fink_spark.schemas import WriterSchemas
 from fink_spark.sinks import MicroBatchOutputs, ParquetFileSink
+from fink_spark.state import PENDING_QUARANTINE, CheckpointFiles
 from fink_spark.surveys import ZTF
 from fink_spark.table_schema import TableSchema
 from fink_spark.testing.publisher import read_saved_alerts
@@ -137,3 +146,63 @@ def test_an_alert_whose_ids_disagree_is_quarantined_with_that_reason(spark: Spar
         decode_records(writers, TableSchema.first(saved.schema_text, "test"), ZTF))
     reasons = [row.reject_reason for row in decoded.orderBy("offset").select("reject_reason").collect()]
     assert reasons == [None, "candidate.candid differs from candid"]
+
+
+def test_the_live_job_writes_its_few_quarantined_records_beside_the_stream_and_loses_none(
+        spark: SparkSession, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The table's pass notes where the poison is; one thread fetches those records back and
+    appends them while the next batch runs. Their positions wait in the checkpoint until then:
+    a crash in between loses none, and a replay adds none."""
+    first, writers, schema, alerts = kafka_batch(spark)
+    second = first.withColumn("offset", F.col("offset") + 100)  # the next batch: the same messages again
+    decode = decode_records(writers, TableSchema.first(schema, "test"), ZTF)
+    state = CheckpointFiles.at(str(tmp_path / "checkpoint"))
+    broker = pa.concat_tables([first.toArrow(), second.toArrow()])  # what Kafka gives back, by position
+
+    def fetch(positions: list[tuple[str, int, int]], leave_out: tuple[int, ...] = ()) -> pa.Table:
+        offsets = [offset for _, _, offset in positions if offset not in leave_out]
+        return broker.filter(pc.is_in(broker.column("offset"), pa.array(offsets, pa.int64())))
+
+    def quarantine() -> list[tuple[int, str, bytes | None]]:
+        rows = spark.read.parquet(str(tmp_path / "quarantine")).orderBy("kafka_offset").collect()
+        return [(row.kafka_offset, row.reject_reason, row.value if row.value is None else bytes(row.value)) for row in rows]
+
+    def job(later: PendingQuarantine) -> MicroBatchOutputs:
+        return replace(outputs(spark, tmp_path, io.StringIO(), decode, rejected=False), later=later)
+
+    # The job crashes while batch 0's quarantine is being fetched.
+    release = threading.Event()
+    crashed = PendingQuarantine(spark, state, lambda positions: release.wait(60) and fetch(positions))
+    job(crashed)(first, 0)
+    pending = json.loads((tmp_path / "checkpoint" / PENDING_QUARANTINE / "0.json").read_text())
+    undecodable, empty = "value does not decode with the writer schema its key names", "empty value"
+    assert pending == {"batch": 0, "records": [[TOPIC, 0, 31, undecodable], [TOPIC, 0, 32, empty]]}
+    assert not list((tmp_path / "quarantine").rglob("*.parquet"))
+
+    # The next start writes it before its query starts; Spark then replays batch 0 (not committed).
+    restarted = PendingQuarantine(spark, state, fetch)
+    restarted.write_pending(ParquetFileSink(spark, str(tmp_path / "quarantine"), ("topic",), "zstd"), quarantined)
+    assert quarantine() == [(31, undecodable, POISON[0]), (32, empty, b"")]
+    assert not list((tmp_path / "checkpoint" / PENDING_QUARANTINE).iterdir())
+    job(restarted)(first, 0)
+    # Batch 1: a message is gone from the broker before its quarantine is written (after a long stop).
+    restarted.fetch = lambda positions: fetch(positions, leave_out=(132,))
+    job(restarted)(second, 1)
+    restarted.close()
+    gone = "; the record was gone from the broker when the quarantine was written"
+    assert quarantine() == [(31, undecodable, POISON[0]), (32, empty, b""), (131, undecodable, POISON[0]), (132, empty + gone, None)]
+    assert any(r.getMessage().startswith("1 quarantined records were gone from the broker") for r in caplog.records)
+    kept = sum(alert["candidate"]["magpsf"] < 18.5 for alert in alerts)
+    assert spark.read.parquet(str(tmp_path / "alerts")).count() == 2 * kept
+
+    # The crashed run's thread, let go, finds its batch written and adds nothing.
+    release.set()
+    crashed.close()
+    assert len(quarantine()) == 4
+
+    # An append that fails is raised (the query fails) and its positions stay for the next start.
+    failing = PendingQuarantine(spark, state, lambda positions: 1 / 0)
+    job(failing)(first.withColumn("offset", F.col("offset") + 200), 2)
+    with pytest.raises(ZeroDivisionError):
+        failing.close()
+    assert (tmp_path / "checkpoint" / PENDING_QUARANTINE / "2.json").exists()
