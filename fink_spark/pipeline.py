@@ -28,7 +28,7 @@ from fink_spark.filters import (
 from fink_spark.kafka_source import key_at
 from fink_spark.quarantine import PendingQuarantine
 from fink_spark.schemas import WriterSchemas, load_schema_text
-from fink_spark.sinks import MicroBatchOutputs, open_sinks, table_query, trigger_options
+from fink_spark.sinks import MicroBatchOutputs, QueryStoppedError, open_sinks, table_query, trigger_options
 from fink_spark.state import LEGACY_READER_SCHEMA, TABLE_SCHEMA, CheckpointFiles
 from fink_spark.surveys import Survey
 from fink_spark.table_schema import TableSchema, save_table_schema
@@ -131,11 +131,12 @@ def starting_table_schema(config: JobConfig, state: CheckpointFiles, writers: Wr
 
 
 class _PlannedStops(logging.Filter):
-    """Drops py4j's traceback of a micro-batch stopped at a new writer schema: the job logs one line for it."""
+    """Drops py4j's traceback of a micro-batch stopped at a new writer schema (the job logs
+    one line for it) or cut short by its query's stop."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        return error is None or UNKNOWN_SCHEMA not in str(error)
+        return error is None or not (UNKNOWN_SCHEMA in str(error) or isinstance(error, QueryStoppedError))
 
 
 @contextmanager

@@ -207,6 +207,15 @@ class MicroBatchOutputs:
     totals: dict[str, int] = field(default_factory=dict)
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        try:
+            self._write_all(batch, batch_id)
+        except Exception as error:
+            stopped = QueryStoppedError.of(error)
+            if stopped is None:
+                raise
+            raise stopped from None
+
+    def _write_all(self, batch: DataFrame, batch_id: int) -> None:
         if self.later is not None:
             self.later.raise_failure()  # the query fails; its next start writes that quarantine
         decoded = batch.transform(self.decode) if self.decode is not None else batch
@@ -299,6 +308,33 @@ class MicroBatchOutputs:
         stream = self.out or sys.stdout
         stream.write("\n".join(lines) + "\n")
         stream.flush()
+
+
+class QueryStoppedError(Exception):
+    """A micro-batch cut short by its query's stop (a re-size, Ctrl-C), in a few words.
+
+    Spark tells such a stop from a failure by the Python error's text, with a regular
+    expression that recurses once per character after "An error occurred while calling": on
+    a whole Java stack trace, its stream thread dies of a StackOverflowError and prints a
+    thousand lines. Told short, the stop is quiet."""
+
+    INTERRUPTIONS = ("java.lang.InterruptedException", "java.io.InterruptedIOException",
+                     "java.nio.channels.ClosedByInterruptException")
+
+    @classmethod
+    def of(cls, error: Exception) -> QueryStoppedError | None:
+        """The stop an error tells of (an interrupted call, a job of the stopped query
+        cancelled), or None for any other error."""
+        text = str(error)
+        interruption = next((name for name in cls.INTERRUPTIONS if name in text), None)
+        if interruption is not None:
+            return cls(f"py4j.protocol.Py4JJavaError: An error occurred while calling the micro-batch's writes: {interruption}")
+        spark_error = "org.apache.spark.SparkException: "
+        cancelled = next((line.lstrip(": ").removeprefix(spark_error) for line in text.splitlines()
+                          if "cancelled job group" in line), None)
+        if cancelled is not None:  # Spark reads the group (the query's run id) from the text
+            return cls(spark_error + cancelled.strip()[:300])
+        return None
 
 
 def _reasons(counts: dict[str, Any]) -> dict[tuple[str, int, int], str]:

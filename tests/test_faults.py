@@ -56,9 +56,17 @@ def committed_batches(checkpoint: Path) -> int:
 
 @pytest.mark.subprocess
 def test_kill_9_mid_stream_loses_nothing_and_duplicates_nothing(spark, broker, new_topic, tmp_path: Path) -> None:  # noqa: ANN001
-    topic = new_topic("fink_crash_ztf", partitions=2)
+    """Killed anywhere: between a batch's table commit and Spark's, or while the quarantine of
+    a batch is written beside the stream (a poisoned topic is read with the alerts: every
+    batch has some)."""
+    topic, poisoned = new_topic("fink_crash_ztf", partitions=2), new_topic("fink_crash_poison_ztf", partitions=2)
     sent = publish(broker.client_config(USER), topic, [sample("ztf-0p2")], ZTF, copies=100)  # 400 alerts
-    config = stream_config(broker, tmp_path, [topic])
+    producer = Producer(broker.client_config(USER))
+    for number in range(40):
+        producer.produce(poisoned, key=(SCHEMAS_DIR / "ztf" / "distribution_schema_0p2.avsc").read_bytes(),
+                         value=b"\x07poison %d" % number, partition=number % 2)
+    producer.flush(10)
+    config = stream_config(broker, tmp_path, [topic, poisoned])
     chooser = random.Random(7)
     crashes = 0
     for _ in range(3):
@@ -78,6 +86,10 @@ def test_kill_9_mid_stream_loses_nothing_and_duplicates_nothing(spark, broker, n
     assert crashes == 3
     assert len(rows) == sent == len({row["candid"] for row in rows})
     assert len({(row["kafka_partition"], row["kafka_offset"]) for row in rows}) == sent
+    quarantine = read_table(tmp_path / "warehouse", table="ztf.quarantine").to_pylist()
+    assert sorted(row["value"] for row in quarantine) == sorted(b"\x07poison %d" % number for number in range(40))
+    assert {row["reject_reason"] for row in quarantine} == {"value does not decode with the writer schema its key names"}
+    assert not list((tmp_path / "chk" / "fink_spark" / "quarantine_pending").glob("*.json"))
     # every reader that knows nothing of fink-spark sees the same: polars, DuckDB, Spark's Iceberg source
     import duckdb
     import polars as pl

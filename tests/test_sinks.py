@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import traceback
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -17,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from conftest import kafka_messages, kafka_records, sample
+from py4j.protocol import Py4JJavaError
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -26,7 +28,7 @@ from fink_spark.filters import first_rejection, parse_filters
 from fink_spark.pipeline import kept_alerts
 from fink_spark.quarantine import PendingQuarantine
 from fink_spark.schemas import WriterSchemas
-from fink_spark.sinks import MicroBatchOutputs, ParquetFileSink
+from fink_spark.sinks import MicroBatchOutputs, ParquetFileSink, QueryStoppedError
 from fink_spark.state import PENDING_QUARANTINE, CheckpointFiles
 from fink_spark.surveys import ZTF
 from fink_spark.table_schema import TableSchema
@@ -206,3 +208,54 @@ def test_the_live_job_writes_its_few_quarantined_records_beside_the_stream_and_l
     with pytest.raises(ZeroDivisionError):
         failing.close()
     assert (tmp_path / "checkpoint" / PENDING_QUARANTINE / "2.json").exists()
+
+
+class _Py4JTextError(Exception):
+    """An error whose traceback ends as py4j's does ("py4j.protocol.Py4JJavaError: ..."), with a given text."""
+
+
+_Py4JTextError.__module__, _Py4JTextError.__qualname__ = "py4j.protocol", "Py4JJavaError"
+
+
+def test_a_micro_batch_cut_short_by_its_query_stop_is_told_in_a_few_words_that_spark_reads(spark: SparkSession) -> None:
+    """Spark's own check (StreamExecution.isInterruptionException) of the text py4j hands it
+    when foreachBatch raises: told whole, an interrupted call's Java stack trace makes it
+    overflow its stack (the stream thread then prints a thousand lines at every re-size);
+    told short, it reads a stop, for an interrupted call and for a job of the query cancelled alike."""
+    jvm = spark._jvm
+    context = spark.sparkContext
+
+    def spark_reads_a_stop(error: Exception) -> bool:
+        try:
+            raise error
+        except Exception:
+            told = traceback.format_exc()  # what py4j's callback server tells the JVM
+        return jvm.org.apache.spark.sql.execution.streaming.runtime.StreamExecution.isInterruptionException(
+            jvm.py4j.Py4JException(told), context._jsc.sc())
+
+    jvm.java.lang.Thread.currentThread().interrupt()  # as a stop interrupts the stream's thread
+    with pytest.raises(Py4JJavaError) as interrupted:
+        jvm.java.lang.Thread.sleep(1000)
+    # A micro-batch's calls run some 150 frames deeper (Spark's execution, py4j's callback)
+    deeper = "".join(f"\tat org.apache.spark.sql.execution.streaming.runtime.MicroBatchExecution.runBatch{n}"
+                     "(MicroBatchExecution.scala:900)\n" for n in range(150))
+    whole = _Py4JTextError(str(interrupted.value) + deeper)
+    assert "java.lang.InterruptedException" in str(whole)
+    with pytest.raises(Py4JJavaError, match="StackOverflowError"):
+        spark_reads_a_stop(whole)
+    told = QueryStoppedError.of(whole)
+    assert str(told) == ("py4j.protocol.Py4JJavaError: An error occurred while calling the micro-batch's writes: "
+                         "java.lang.InterruptedException")
+    assert spark_reads_a_stop(told)
+
+    cancelled = _Py4JTextError("An error occurred while calling o88.append.\n: org.apache.spark.SparkException: Job 12 cancelled "
+                          "part of cancelled job group 757cb7bf-run\n" + deeper)
+    context.setLocalProperty("spark.jobGroup.id", "757cb7bf-run")  # a query's jobs run in its run id's group
+    try:
+        told = QueryStoppedError.of(cancelled)
+        assert str(told) == "org.apache.spark.SparkException: Job 12 cancelled part of cancelled job group 757cb7bf-run"
+        assert spark_reads_a_stop(told)
+    finally:
+        context.setLocalProperty("spark.jobGroup.id", None)
+    failed = _Py4JTextError("An error occurred while calling o88.append.\n: java.io.IOException: disk full")
+    assert QueryStoppedError.of(failed) is None
