@@ -2,11 +2,12 @@
 quarantine, the rejected ids and the console.
 
 The live job feeds all of them from one micro-batch, read from Kafka and decoded once
-(`MicroBatchOutputs`; only the quarantined records, and the rejected ids when kept, are
-read again): each output is a sink with the same three methods (`has`, `write`,
-`write_nothing`): Iceberg appends, or merges for a de-duplicated table (`fink_spark.iceberg`),
-or Spark's own file sink for Parquet (`ParquetFileSink`). The console gets its counts and lines from metrics gathered
-during the table's write.
+(`MicroBatchOutputs`; only the quarantined records, fetched back by position beside the
+stream, and the rejected ids when kept, are read again): each output is a sink with the
+same three methods (`has`, `write`, `write_nothing`): Iceberg appends, or merges for a
+de-duplicated table (`fink_spark.iceberg`), or Spark's own file sink for Parquet
+(`ParquetFileSink`). The console gets its counts and lines from metrics gathered during
+the table's write.
 """
 
 from __future__ import annotations
