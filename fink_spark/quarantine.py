@@ -54,7 +54,7 @@ class PendingQuarantine:
         """Note the batch's positions in the checkpoint, then append them beside the stream."""
         self.raise_failure()
         records = [[*position, reason] for position, reason in sorted(reasons.items())]
-        self.state.write_atomically(_pending(batch_id), json.dumps({"batch": batch_id, "records": records}))
+        self.state.write(_pending(batch_id), json.dumps({"batch": batch_id, "records": records}))
         self._last = self._thread.submit(self._write, sink, select, batch_id)
 
     def wait(self) -> None:

@@ -56,15 +56,13 @@ class CheckpointFiles:
             return stream.read().decode("utf-8")
 
     def write(self, relative: str, text: str) -> None:
-        self.filesystem.create_dir(posixpath.dirname(self._path(relative)), recursive=True)
-        with self.filesystem.open_output_stream(self._path(relative)) as stream:
-            stream.write(text.encode("utf-8"))
-
-    def write_atomically(self, relative: str, text: str) -> None:
-        """Write the file whole or not at all (a crash leaves at most a hidden temporary file)."""
+        """Write the file whole or not at all: through a hidden temporary file, moved into
+        place (a crash leaves at most that temporary file, never a half-written state)."""
         folder, name = posixpath.split(relative)
         temporary = posixpath.join(folder, f".{name}.tmp")
-        self.write(temporary, text)
+        self.filesystem.create_dir(posixpath.dirname(self._path(relative)), recursive=True)
+        with self.filesystem.open_output_stream(self._path(temporary)) as stream:
+            stream.write(text.encode("utf-8"))
         self.filesystem.move(self._path(temporary), self._path(relative))
 
     def remove(self, relative: str) -> None:

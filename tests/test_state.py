@@ -16,4 +16,6 @@ def test_checkpoint_files_round_trip(tmp_path: Path) -> None:
         files.write("alerts/commits/1", "v1")
         assert files.read("fink_spark/x.json") == '{"k": 1}'
         assert sorted(files.names("alerts/commits")) == ["0", "1"]
-    assert (tmp_path / "b" / "fink_spark" / "x.json").read_text() == '{"k": 1}'
+        files.write("fink_spark/x.json", '{"k": 2}')  # replaced whole, through a temporary file that is gone
+        assert files.read("fink_spark/x.json") == '{"k": 2}' and files.names("fink_spark") == ["x.json"]
+    assert (tmp_path / "b" / "fink_spark" / "x.json").read_text() == '{"k": 2}'
