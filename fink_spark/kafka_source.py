@@ -309,26 +309,42 @@ def _messages_at(consumer: Any, positions: list[tuple[str, int, int]], timeout: 
 def records_at(kafka: KafkaConfig, positions: list[tuple[str, int, int]], max_bytes: int,
                timeout: float = 10.0) -> pa.Table | None:
     """The records at these (topic, partition, offset) positions, as Spark's Kafka source
-    gives them (KAFKA_RECORD), read by the driver, in position order; a position whose
-    message is gone is left out. None if they weigh more than `max_bytes` (the reading
-    stops there). An Arrow table: Spark makes a frame of it without a Python worker (from a
-    list of tuples, 0.3 s more)."""
+    gives them (KAFKA_RECORD), read by the driver, in position order; a position without a
+    message (deleted by the broker's retention, or not written yet) is left out. None if they
+    weigh more than `max_bytes` (the reading stops there). A position the broker still holds
+    but did not give within `timeout` raises KafkaAccessError: it is not gone. An Arrow
+    table: Spark makes a frame of it without a Python worker (from a list of tuples, 0.3 s more)."""
 
     # one fetch of about a megabyte per partition, no read-ahead
     consumer = _peeking_consumer(kafka, {"fetch.max.bytes": 1_048_576, "queued.max.messages.kbytes": 1024})
     try:
         found = _messages_at(consumer, positions, timeout, max_bytes)
+        messages = [found[position] for position in sorted(found)]
+        if sum(len(m.key() or b"") + len(m.value() or b"") for m in messages) > max_bytes:
+            return None
+        _raise_if_held(consumer, [position for position in positions if position not in found], timeout)
     finally:
         consumer.close()
-    messages = [found[position] for position in sorted(found)]
-    if sum(len(m.key() or b"") + len(m.value() or b"") for m in messages) > max_bytes:
-        return None
     records = []
     for message in messages:
         kind, millis = message.timestamp()
         moment = datetime.fromtimestamp(millis / 1000, tz=timezone.utc) if kind else None
         records.append((message.key(), message.value(), message.topic(), message.partition(), message.offset(), moment))
     return arrow_records(records)
+
+
+def _raise_if_held(consumer: Any, missing: list[tuple[str, int, int]], timeout: float) -> None:
+    """Raise KafkaAccessError if the broker still holds one of these positions, which it did not give."""
+    from confluent_kafka import TopicPartition
+
+    bounds = {(topic, partition): consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+              for topic, partition in {(topic, partition) for topic, partition, _ in missing}}
+    held = [(topic, partition, offset) for topic, partition, offset in missing
+            if bounds[(topic, partition)][0] <= offset < bounds[(topic, partition)][1]]
+    if held:
+        topic, partition, offset = held[0]
+        raise KafkaAccessError(f"The Kafka broker did not give back {topic}[{partition}] offset {offset} within {timeout:.0f} s "
+                               f"({len(held)} positions), though it still holds it: is the broker overloaded or unreachable?")
 
 
 def arrow_records(rows: list[tuple]) -> pa.Table:

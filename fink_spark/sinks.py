@@ -200,8 +200,8 @@ class MicroBatchOutputs:
     rejected: tuple[Sink, Callable[[DataFrame], DataFrame]] | None = None
     console: ConsoleOutput | None = None
     out: TextIO | None = None
-    # Writes a batch's few quarantined records by their positions, beside the stream (the
-    # live job's); None: the quarantine is written from the batch, read again.
+    # Writes the few quarantined records of a minute's batches by their positions, beside the
+    # stream (the live job's); None: the quarantine is written from the batch, read again.
     later: PendingQuarantine | None = None
     # records, quarantined, kept, filtered, bytes: over all batches; the last batch written
     # ("batch"), its records and bytes ("batch_records", "batch_bytes")
@@ -233,14 +233,16 @@ class MicroBatchOutputs:
             self._print(batch_id, counts)
 
     def _write_quarantine(self, batch: DataFrame, decoded: DataFrame, batch_id: int, counts: dict[str, Any] | None) -> None:
-        """Hand a batch's few quarantined records to `later`; write any other batch's
-        quarantine now, after those handed before (a sink's batches go in order)."""
-        if (self.later is not None and self.decode is not None and counts is not None and counts["quarantined"]
-                and self.later.can_take(counts["quarantined"], counts["quarantined_bytes"])):
-            self.later.submit(self.quarantine, self.quarantined, batch_id, _reasons(counts))
-            return
+        """Hand a batch's few quarantined records to `later`, and a batch with none while
+        `later` holds some (a sink's batches go in order); write any other batch's quarantine
+        now, after all those handed before."""
+        if self.later is not None and self.decode is not None and counts is not None:
+            count, size = counts["quarantined"], counts["quarantined_bytes"]
+            if (count and self.later.can_take(count, size)) or (not count and self.later.busy()):
+                self.later.submit(self.quarantine, self.quarantined, batch_id, _reasons(counts), size)
+                return
         if self.later is not None:
-            self.later.wait()
+            self.later.write_now()
         self._write_side(self.quarantine, self.quarantined, lambda: self._quarantined_again(batch, decoded, counts),
                          batch_id, counts, "quarantined")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import replace
@@ -153,8 +154,9 @@ def test_an_alert_whose_ids_disagree_is_quarantined_with_that_reason(spark: Spar
 def test_the_live_job_writes_its_few_quarantined_records_beside_the_stream_and_loses_none(
         spark: SparkSession, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """The table's pass notes where the poison is; one thread fetches those records back and
-    appends them while the next batch runs. Their positions wait in the checkpoint until then:
-    a crash in between loses none, and a replay adds none."""
+    appends them while the next batch runs (at once here; the job gathers a minute's batches).
+    Their positions wait in the checkpoint until then: a crash in between loses none, and a
+    replay adds none."""
     first, writers, schema, alerts = kafka_batch(spark)
     second = first.withColumn("offset", F.col("offset") + 100)  # the next batch: the same messages again
     decode = decode_records(writers, TableSchema.first(schema, "test"), ZTF)
@@ -174,7 +176,7 @@ def test_the_live_job_writes_its_few_quarantined_records_beside_the_stream_and_l
 
     # The job crashes while batch 0's quarantine is being fetched.
     release = threading.Event()
-    crashed = PendingQuarantine(spark, state, lambda positions: release.wait(60) and fetch(positions))
+    crashed = PendingQuarantine(spark, state, lambda positions: release.wait(60) and fetch(positions), gathered_for=0)
     job(crashed)(first, 0)
     pending = json.loads((tmp_path / "checkpoint" / PENDING_QUARANTINE / "0.json").read_text())
     undecodable, empty = "value does not decode with the writer schema its key names", "empty value"
@@ -182,7 +184,7 @@ def test_the_live_job_writes_its_few_quarantined_records_beside_the_stream_and_l
     assert not list((tmp_path / "quarantine").rglob("*.parquet"))
 
     # The next start writes it before its query starts; Spark then replays batch 0 (not committed).
-    restarted = PendingQuarantine(spark, state, fetch)
+    restarted = PendingQuarantine(spark, state, fetch, gathered_for=0)
     restarted.write_pending(ParquetFileSink(spark, str(tmp_path / "quarantine"), ("topic",), "zstd"), quarantined)
     assert quarantine() == [(31, undecodable, POISON[0]), (32, empty, b"")]
     assert not list((tmp_path / "checkpoint" / PENDING_QUARANTINE).iterdir())
@@ -203,11 +205,96 @@ def test_the_live_job_writes_its_few_quarantined_records_beside_the_stream_and_l
     assert len(quarantine()) == 4
 
     # An append that fails is raised (the query fails) and its positions stay for the next start.
-    failing = PendingQuarantine(spark, state, lambda positions: 1 / 0)
+    failing = PendingQuarantine(spark, state, lambda positions: 1 / 0, gathered_for=0)
     job(failing)(first.withColumn("offset", F.col("offset") + 200), 2)
     with pytest.raises(ZeroDivisionError):
         failing.close()
     assert (tmp_path / "checkpoint" / PENDING_QUARANTINE / "2.json").exists()
+
+
+def test_the_live_job_appends_a_minutes_quarantine_at_once_as_its_newest_batch_and_a_crash_writes_it_once(
+        spark: SparkSession, tmp_path: Path) -> None:
+    """Batches' quarantined records are gathered (their positions in the checkpoint) and
+    appended in one commit, as the newest batch, the others committed empty before it (a
+    Parquet folder's log lists every batch). A crash inside that append, or after its commit,
+    leaves the gathered batches named: the next start writes them once, and nothing twice."""
+    first, writers, schema, alerts = kafka_batch(spark)
+    decode = decode_records(writers, TableSchema.first(schema, "test"), ZTF)
+    state = CheckpointFiles.at(str(tmp_path / "checkpoint"))
+    batches = {batch_id: first.withColumn("offset", F.col("offset") + 100 * batch_id) for batch_id in range(6)}
+    batches[1] = batches[1].where(F.length("value") > 100)  # no poison
+    broker = pa.concat_tables([batch.toArrow() for batch in batches.values()])
+    quarantine = ParquetFileSink(spark, str(tmp_path / "quarantine"), ("topic",), "zstd")
+
+    def fetch(positions: list[tuple[str, int, int]]) -> pa.Table:
+        return broker.filter(pc.is_in(broker.column("offset"), pa.array([offset for _, _, offset in positions], pa.int64())))
+
+    def job(later: PendingQuarantine, sink: ParquetFileSink = quarantine) -> MicroBatchOutputs:
+        return replace(outputs(spark, tmp_path, io.StringIO(), decode, rejected=False), quarantine=sink, later=later)
+
+    def quarantined_offsets() -> list[int]:
+        return sorted(row.kafka_offset for row in spark.read.parquet(str(tmp_path / "quarantine")).collect())
+
+    def logged_files() -> dict[str, int]:  # batch id: files listed
+        log = tmp_path / "quarantine" / "_spark_metadata"
+        return {entry.name: len(entry.read_text().splitlines()) - 1 for entry in log.iterdir() if entry.name.isdigit()}
+
+    def pending() -> list[str]:
+        return sorted(path.name for path in (tmp_path / "checkpoint" / PENDING_QUARANTINE).iterdir())
+
+    gathering = PendingQuarantine(spark, state, fetch)
+    for batch_id in (0, 1, 2):
+        job(gathering)(batches[batch_id], batch_id)
+    assert gathering.busy() and pending() == ["0.json", "1.json", "2.json"]
+    assert not list((tmp_path / "quarantine").rglob("*.parquet")) and logged_files() == {}  # nothing appended yet
+    gathering.close()
+    assert quarantined_offsets() == [31, 32, 231, 232] and pending() == []
+    assert logged_files() == {"0": 0, "1": 0, "2": 1}  # one file, committed as batch 2
+
+    class CrashAfterCommit:  # the job dies once the append is committed, before the checkpoint knows
+        def __getattr__(self, name: str) -> object:
+            return getattr(quarantine, name)
+
+        def write(self, batch_id: int, frame: DataFrame) -> None:
+            quarantine.write(batch_id, frame)
+            raise RuntimeError("killed")
+
+    crashed = PendingQuarantine(spark, state, fetch)
+    for batch_id in (3, 4):
+        job(crashed, CrashAfterCommit())(batches[batch_id], batch_id)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="killed"):
+        crashed.close()
+    dead = PendingQuarantine(spark, state, fetch)
+    job(dead, CrashAfterCommit())(batches[5], 5)  # gathered when the job died
+    assert pending() == ["3.json", "4.json", "5.json", "group.json"]
+    restarted = PendingQuarantine(spark, state, fetch)
+    restarted.write_pending(quarantine, quarantined)
+    dead.close()  # its thread, were it to run on, adds nothing
+    assert quarantined_offsets() == [31, 32, 231, 232, 331, 332, 431, 432, 531, 532]  # each once
+    assert logged_files() == {"0": 0, "1": 0, "2": 1, "3": 0, "4": 1, "5": 1} and pending() == []
+
+    # A crash inside an append, after the batches before the newest were committed empty
+    failing = PendingQuarantine(spark, state, lambda positions: 1 / 0)
+    for batch_id in (6, 7):
+        job(failing)(batches[0].withColumn("offset", F.col("offset") + 100 * batch_id), batch_id)
+    with pytest.raises(ZeroDivisionError):
+        failing.close()
+    assert logged_files()["6"] == 0 and "7" not in logged_files()  # batch 6 reads as written already
+    broker = pa.concat_tables([broker, *(batches[0].withColumn("offset", F.col("offset") + 100 * b).toArrow() for b in (6, 7))])
+    PendingQuarantine(spark, state, fetch).write_pending(quarantine, quarantined)
+    assert quarantined_offsets()[-4:] == [631, 632, 731, 732] and len(quarantined_offsets()) == 14
+    assert pending() == []
+
+    # An idle stream's gathered batch is appended when its time is up (a second here), with no batch after it
+    eighth = batches[0].withColumn("offset", F.col("offset") + 800)
+    broker = pa.concat_tables([broker, eighth.toArrow()])
+    idle = PendingQuarantine(spark, state, fetch, gathered_for=1)
+    job(idle)(eighth, 8)
+    deadline = time.monotonic() + 60
+    while idle.busy() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert quarantined_offsets()[-2:] == [831, 832] and pending() == []
+    idle.close()
 
 
 class _Py4JTextError(Exception):
