@@ -2,10 +2,10 @@
 
 A micro-batch's quarantined records are few: the table's pass notes their positions and
 reasons, and they wait in the checkpoint (`fink_spark/quarantine_pending/<batch>.json`,
-written before Spark commits the batch). One thread fetches the records of the batches
-gathered (for a minute at most, 1,000 records, 64 MB) back from Kafka and appends them to
-the quarantine in one commit, while the stream goes on: an append costs about as much for
-one batch as for ten (bench/POISON.md).
+written before Spark commits the batch). While the stream goes on, one thread fetches each
+batch's records back from Kafka as it comes, and appends those of the batches gathered (for
+a minute at most, 1,000 records, 64 MB) to the quarantine in one commit: an append costs
+about as much for one batch as for ten (bench/POISON.md).
 
 A sink knows a batch by the newest it committed, so the gathered batches are committed as
 the newest of them, the others committed empty before it (a Parquet folder's log lists
@@ -61,6 +61,7 @@ class PendingQuarantine:
         self._output: tuple[Sink, Callable[[DataFrame], DataFrame]] | None = None
         self._last: Future | None = None
         self._failure: Exception | None = None
+        self._fetched: dict[int, pa.Table] = {}  # gathered batches' records, fetched as they come (on the thread)
 
     @staticmethod
     def can_take(count: int, size: int) -> bool:
@@ -90,6 +91,8 @@ class PendingQuarantine:
                 self._timer.start()
             self._gathered.append(batch_id)
             self._records, self._bytes = self._records + len(records), self._bytes + size
+            if records:  # fetched now, while the broker still has them at hand: the append waits for less
+                self._last = self._thread.submit(self._fetch_ahead, batch_id, sorted(reasons))
             if self._due():
                 self._hand_over()
 
@@ -154,6 +157,17 @@ class PendingQuarantine:
         assert self._output is not None
         self._last = self._thread.submit(self._append, *self._output, batches)
 
+    def _fetch_ahead(self, batch_id: int, positions: list[Position]) -> None:
+        """On the thread: a gathered batch's records (the append fetches any it lacks)."""
+        if self._failure is None:
+            try:
+                fetched = self.fetch(positions)
+            except Exception as error:
+                self._failure = error
+            else:
+                if fetched is not None:
+                    self._fetched[batch_id] = fetched
+
     def _append(self, sink: Sink, select: Callable[[DataFrame], DataFrame], batches: list[int]) -> None:
         """On the thread: after an append failed, none (the query fails at its next batch)."""
         if self._failure is None:
@@ -165,6 +179,7 @@ class PendingQuarantine:
     def _write(self, sink: Sink, select: Callable[[DataFrame], DataFrame], batches: list[int]) -> None:
         """Commit these batches' quarantine as the newest of them, once."""
         self.state.write(GROUP, json.dumps(batches))
+        fetched = [self._fetched.pop(batch_id) for batch_id in batches if batch_id in self._fetched]
         if not sink.has(batches[-1]):
             reasons = {}
             for batch_id in batches:
@@ -173,19 +188,23 @@ class PendingQuarantine:
             for batch_id in batches[:-1]:
                 sink.write_nothing(batch_id)
             if reasons:
-                sink.write(batches[-1], self._records_at(reasons).transform(select))
+                sink.write(batches[-1], self._records_at(reasons, fetched).transform(select))
             else:
                 sink.write_nothing(batches[-1])
         for batch_id in batches:
             self.state.remove(_pending(batch_id))
         self.state.remove(GROUP)
 
-    def _records_at(self, reasons: dict[Position, str]) -> DataFrame:
-        """The raw records at the positions with their reasons; a record gone from the broker
-        (retention, after a long stop) keeps its position and reason, and says so."""
-        fetched = self.fetch(list(reasons)) or pa.Table.from_pylist([], schema=KAFKA_RECORD)
-        rows = fetched.to_pylist()
+    def _records_at(self, reasons: dict[Position, str], fetched: list[pa.Table]) -> DataFrame:
+        """The raw records at the positions with their reasons, from those `fetched` ahead
+        and the broker; a record gone from the broker (retention, after a long stop) keeps
+        its position and reason, and says so."""
+        rows = [row for table in fetched for row in table.to_pylist() if (row["topic"], row["partition"], row["offset"]) in reasons]
         found = {(row["topic"], row["partition"], row["offset"]) for row in rows}
+        lacking = [position for position in reasons if position not in found]
+        if lacking:
+            rows += (self.fetch(lacking) or pa.Table.from_pylist([], schema=KAFKA_RECORD)).to_pylist()
+            found = {(row["topic"], row["partition"], row["offset"]) for row in rows}
         gone = [position for position in reasons if position not in found]
         if gone:
             log.warning("%d quarantined records were gone from the broker when the quarantine was written (%s): their "

@@ -10,7 +10,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -224,9 +224,11 @@ def test_the_live_job_appends_a_minutes_quarantine_at_once_as_its_newest_batch_a
     batches = {batch_id: first.withColumn("offset", F.col("offset") + 100 * batch_id) for batch_id in range(6)}
     batches[1] = batches[1].where(F.length("value") > 100)  # no poison
     broker = pa.concat_tables([batch.toArrow() for batch in batches.values()])
+    fetched: list[list[int]] = []
     quarantine = ParquetFileSink(spark, str(tmp_path / "quarantine"), ("topic",), "zstd")
 
     def fetch(positions: list[tuple[str, int, int]]) -> pa.Table:
+        fetched.append(sorted(offset for _, _, offset in positions))
         return broker.filter(pc.is_in(broker.column("offset"), pa.array([offset for _, _, offset in positions], pa.int64())))
 
     def job(later: PendingQuarantine, sink: ParquetFileSink = quarantine) -> MicroBatchOutputs:
@@ -249,23 +251,28 @@ def test_the_live_job_appends_a_minutes_quarantine_at_once_as_its_newest_batch_a
     assert not list((tmp_path / "quarantine").rglob("*.parquet")) and logged_files() == {}  # nothing appended yet
     gathering.close()
     assert quarantined_offsets() == [31, 32, 231, 232] and pending() == []
+    assert fetched == [[31, 32], [231, 232]]  # each batch's as it came: the append fetched nothing more
     assert logged_files() == {"0": 0, "1": 0, "2": 1}  # one file, committed as batch 2
 
-    class CrashAfterCommit:  # the job dies once the append is committed, before the checkpoint knows
+    @dataclass
+    class Killed:  # the job dies in the append, before its commit or after it (before the checkpoint knows)
+        after_commit: bool
+
         def __getattr__(self, name: str) -> object:
             return getattr(quarantine, name)
 
         def write(self, batch_id: int, frame: DataFrame) -> None:
-            quarantine.write(batch_id, frame)
+            if self.after_commit:
+                quarantine.write(batch_id, frame)
             raise RuntimeError("killed")
 
     crashed = PendingQuarantine(spark, state, fetch)
     for batch_id in (3, 4):
-        job(crashed, CrashAfterCommit())(batches[batch_id], batch_id)  # type: ignore[arg-type]
+        job(crashed, Killed(after_commit=True))(batches[batch_id], batch_id)  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="killed"):
         crashed.close()
     dead = PendingQuarantine(spark, state, fetch)
-    job(dead, CrashAfterCommit())(batches[5], 5)  # gathered when the job died
+    job(dead, Killed(after_commit=True))(batches[5], 5)  # type: ignore[arg-type]  # gathered when the job died
     assert pending() == ["3.json", "4.json", "5.json", "group.json"]
     restarted = PendingQuarantine(spark, state, fetch)
     restarted.write_pending(quarantine, quarantined)
@@ -274,13 +281,14 @@ def test_the_live_job_appends_a_minutes_quarantine_at_once_as_its_newest_batch_a
     assert logged_files() == {"0": 0, "1": 0, "2": 1, "3": 0, "4": 1, "5": 1} and pending() == []
 
     # A crash inside an append, after the batches before the newest were committed empty
-    failing = PendingQuarantine(spark, state, lambda positions: 1 / 0)
-    for batch_id in (6, 7):
-        job(failing)(batches[0].withColumn("offset", F.col("offset") + 100 * batch_id), batch_id)
-    with pytest.raises(ZeroDivisionError):
+    later_batches = [batches[0].withColumn("offset", F.col("offset") + 100 * batch_id) for batch_id in (6, 7)]
+    broker = pa.concat_tables([broker, *(batch.toArrow() for batch in later_batches)])
+    failing = PendingQuarantine(spark, state, fetch)
+    for batch_id, batch in zip((6, 7), later_batches):
+        job(failing, Killed(after_commit=False))(batch, batch_id)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="killed"):
         failing.close()
     assert logged_files()["6"] == 0 and "7" not in logged_files()  # batch 6 reads as written already
-    broker = pa.concat_tables([broker, *(batches[0].withColumn("offset", F.col("offset") + 100 * b).toArrow() for b in (6, 7))])
     PendingQuarantine(spark, state, fetch).write_pending(quarantine, quarantined)
     assert quarantined_offsets()[-4:] == [631, 632, 731, 732] and len(quarantined_offsets()) == 14
     assert pending() == []
