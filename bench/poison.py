@@ -5,7 +5,8 @@
 Publishes, for each survey, two topics of the same real alerts (replicated with new ids,
 2 partitions): one clean, one where every `every`th message is poison (an alert's value cut
 in half, which does not decode). The job drains each as shipped (the Iceberg table, console
-on, `--available-now`), clean and poisoned alternately, `--repeat` times. Reports records/s
+on, `--available-now`), `--repeat` pairs of runs, the clean topic first in every other pair
+and the poisoned one first in the others (so that neither gains from its place). Reports records/s
 over the micro-batches and end to end, the alerts kept and the records quarantined (read
 back from the tables), and the ratio poisoned / clean. Writes bench/POISON.md.
 """
@@ -63,7 +64,6 @@ def main() -> None:
     parser.add_argument("--output", default=str(ROOT / "bench" / "POISON.md"))
     args = parser.parse_args()
     plan: list[tuple[Survey, str, int]] = [(ZTF, "ztf-2026", args.ztf), (LSST, "lsst-2026", args.lsst)]
-    rows: list[tuple[Survey, str, list[Result], int, int]] = []
     timings: dict[str, list[list[tuple[int, float]]]] = {}
     cpu: dict[str, list[float]] = {}
     shutil.rmtree(WORK, ignore_errors=True)  # a broker of its own, from empty
@@ -76,8 +76,9 @@ def main() -> None:
                 topics.append((survey, topic, count, size))
                 print(f"published {count} messages ({size:.0f} MB) to {topic}", flush=True)
         runs: dict[str, list[Result]] = {topic: [] for _, topic, _, _ in topics}
-        for _ in range(args.repeat):
-            for survey, topic, count, size in topics:
+        for repeat in range(args.repeat):
+            order = [run for index in range(0, len(topics), 2) for run in topics[index:index + 2][::-1 if repeat % 2 else 1]]
+            for survey, topic, count, size in order:
                 before = cpu_seconds()
                 result = fink_spark(broker, topic, survey, count, size)
                 cpu.setdefault(topic, []).append(cpu_seconds() - before)
@@ -88,8 +89,8 @@ def main() -> None:
                 print(f"{topic}: {result.rate:.0f} records/s end to end, {result.rate_no_startup or 0:.0f} over the "
                       f"micro-batches; first batch {timings[topic][-1][0][1] if timings[topic][-1] else 0:.1f} s, "
                       f"{after_first(timings[topic][-1:]):.0f} records/s after it; {cpu[topic][-1]:.0f} CPU s", flush=True)
-                if _ == args.repeat - 1:
-                    rows.append((survey, topic, runs[topic], table_rows(topic, "alerts"), table_rows(topic, "quarantine")))
+        rows = [(survey, topic, runs[topic], table_rows(topic, "alerts"), table_rows(topic, "quarantine"))
+                for survey, topic, _, _ in topics]
     Path(args.output).write_text(report(rows, timings, cpu, args))
     print(f"results in {args.output}")
 
@@ -104,7 +105,9 @@ def report(rows: list[tuple[Survey, str, list[Result], int, int]], timings: dict
         f"`bench/poison.py --ztf {args.ztf} --lsst {args.lsst} --every {args.every} --repeat {args.repeat}` on this "
         f"machine ({os.cpu_count()} cores), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Same real alerts in both",
         "topics (2 partitions); in the poisoned one every Nth value is cut in half. The job as shipped (Iceberg",
-        "table, console on, `--available-now`). Records/s counts every message read; medians of the runs.", "",
+        "table, console on, `--available-now`). Records/s counts every message read; medians of the runs. A",
+        "pair is one run of each topic, one right after the other: the clean topic first in the first, third, ...",
+        "pair, the poisoned one first in the others.", "",
         "| topic | runs | records | end to end (records/s) | micro-batches (records/s) | first batch (s) | "
         "after the first batch (records/s) | CPU (s) | alerts kept | quarantined |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -119,7 +122,7 @@ def report(rows: list[tuple[Survey, str, list[Result], int, int]], timings: dict
               "|---|---:|---:|---:|---:|---|---|---|"]
     for index in range(0, len(rows), 2):
         (survey, clean_topic, clean, _, _), (_, poisoned_topic, poisoned, _, _) = rows[index], rows[index + 1]
-        # a pair: the clean topic's run and the poisoned topic's right after it
+        # a pair: the clean and the poisoned topic's runs of one repeat, one right after the other
         pairs = ", ".join(f"{(p.rate_no_startup or 0) / (c.rate_no_startup or 1):.2f}" for c, p in zip(clean, poisoned))
         steady = ", ".join(f"{after_first([p]) / after_first([c]):.2f}"
                            for c, p in zip(timings[clean_topic], timings[poisoned_topic]))

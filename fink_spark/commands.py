@@ -15,6 +15,7 @@ from fink_spark.config import effective_config
 from fink_spark.errors import ConfigError
 from fink_spark.flags import TOPIC_NAMING, add_output_flags, add_source_flags, add_start_flags, job_config, source_config
 from fink_spark.positions import status, status_table, topics_table
+from fink_spark.quarantine import waiting
 from fink_spark.reprocess import FILES_PER_BATCH, KafkaRange, reprocess
 from fink_spark.session import build_session, local_session
 from fink_spark.streaming import (
@@ -123,13 +124,18 @@ def add_status_arguments(parser: argparse.ArgumentParser) -> None:
 def print_status(args: argparse.Namespace) -> None:
     """Each partition's checkpoint position, end offset, lag and oldest unread alert."""
     config = job_config(args)
-    committed = committed_offsets(job_files(config))
+    state = job_files(config)
+    committed = committed_offsets(state)
     rows = status(config.kafka, committed)  # type: ignore[arg-type]
     print("\n".join(status_table(rows)))
     lag = sum(row.lag for row in rows)
     where = "checkpoint " + config.output.checkpoint if committed else (
         f"no checkpoint yet at {config.output.checkpoint}: a new job starts at {config.kafka.starting_offsets}")  # type: ignore[union-attr]
     print(f"{lag:,} alerts not read yet ({where})")
+    records, batches = waiting(state)
+    if batches:
+        print(f"{records:,} quarantined records of {batches} micro-batches not in the quarantine yet: a running job "
+              "appends them within a minute, a stopped one at its next start")
 
 
 def add_topics_arguments(parser: argparse.ArgumentParser) -> None:

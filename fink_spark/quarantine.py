@@ -218,5 +218,12 @@ class PendingQuarantine:
         return self.spark.createDataFrame(table).coalesce(1)
 
 
+def waiting(state: CheckpointFiles) -> tuple[int, int]:
+    """The quarantined records noted in a job's checkpoint and not appended yet, and their micro-batches."""
+    batches = [name for name in state.names(PENDING_QUARANTINE) if name.removesuffix(".json").isdigit()]
+    records = sum(len(json.loads(state.read(f"{PENDING_QUARANTINE}/{name}") or '{"records": []}')["records"]) for name in batches)
+    return records, len(batches)
+
+
 def _pending(batch_id: int) -> str:
     return f"{PENDING_QUARANTINE}/{batch_id}.json"

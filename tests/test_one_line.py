@@ -4,7 +4,9 @@ time, a limit, the lag, `status` and `topics`."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,6 +17,7 @@ from reference import read_alerts
 
 from fink_spark.cli import main as cli
 from fink_spark.commands import add_stream_arguments, stream_plan
+from fink_spark.state import PENDING_QUARANTINE
 from fink_spark.streaming import run_stream
 from fink_spark.surveys import ZTF
 from fink_spark.testing.publisher import publish
@@ -64,6 +67,17 @@ def test_flags_alone_stream_every_alert_and_status_shows_no_lag(spark, broker, n
     assert sorted((row[0], row[1]) for row in rows) == sorted([(topics[0], "0"), (topics[0], "1"), (topics[1], "0")])
     assert all(row[2] == row[3] and row[4] == "0" and row[5] == "-" for row in rows)
     assert printed[-1] == f"0 alerts not read yet (checkpoint {tmp_path / 'alerts' / 'checkpoints'})"
+    # A job killed before it appended its last batches' quarantine leaves their positions in the checkpoint
+    pending = tmp_path / "alerts" / "checkpoints" / PENDING_QUARANTINE
+    pending.mkdir(parents=True)
+    for batch_id, offsets in ((3, [7, 9]), (4, [2])):
+        records = [[topics[0], 0, offset, "empty value"] for offset in offsets]
+        (pending / f"{batch_id}.json").write_text(json.dumps({"batch": batch_id, "records": records}))
+    cli(["status", *flags])
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "3 quarantined records of 2 micro-batches not in the quarantine yet: a running job appends them within a "
+        "minute, a stopped one at its next start")
+    shutil.rmtree(pending)
     before = datetime.now(timezone.utc).replace(microsecond=0)
     publish(broker.client_config(USER), topics[1], [sample("ztf-0p2")], ZTF)
     cli(["status", *flags])
