@@ -134,8 +134,8 @@ def print_status(args: argparse.Namespace) -> None:
     print(f"{lag:,} alerts not read yet ({where})")
     records, batches = waiting(state)
     if batches:
-        print(f"{records:,} quarantined records of {batches} micro-batches not in the quarantine yet: a running job "
-              "appends them within a minute, a stopped one at its next start")
+        print(f"{records:,} quarantined records of {batches} micro-batch{'es' if batches > 1 else ''} not in the quarantine "
+              "yet: a running job appends them within a minute, a stopped one at its next start")
 
 
 def add_topics_arguments(parser: argparse.ArgumentParser) -> None:

@@ -65,7 +65,8 @@ class PendingQuarantine:
 
     @staticmethod
     def can_take(count: int, size: int) -> bool:
-        """Whether a batch's quarantined records are few and light enough to fetch back."""
+        """Whether quarantined records (a batch's, or those gathered) are few and light enough
+        to fetch back for one append."""
         return count <= GATHERED_AT_MOST and size <= FETCHED_BYTES_AT_MOST
 
     def busy(self) -> bool:
@@ -122,7 +123,7 @@ class PendingQuarantine:
             self._thread.shutdown()
 
     def raise_failure(self) -> None:
-        """Raise the error of an append that failed, without waiting."""
+        """Raise the error of a fetch or an append that failed, without waiting."""
         if self._failure is not None:
             raise self._failure
 
