@@ -30,7 +30,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 
 from fink_spark.kafka_source import KAFKA_RECORD
-from fink_spark.state import PENDING_QUARANTINE, CheckpointFiles
+from fink_spark.state import PENDING_QUARANTINE, QUARANTINE_GROUP, CheckpointFiles
 
 if TYPE_CHECKING:
     from fink_spark.sinks import Sink
@@ -42,7 +42,6 @@ Position = tuple[str, int, int]  # topic, partition, offset
 GATHERED_AT_MOST, FETCHED_BYTES_AT_MOST = 1000, 64 * 1024 * 1024
 GATHERED_FOR = 60.0  # seconds, at most, between a batch's quarantine and its append
 GONE = "; the record was gone from the broker when the quarantine was written"
-GROUP = f"{PENDING_QUARANTINE}/group.json"  # the batches of the append under way
 
 
 class PendingQuarantine:
@@ -131,7 +130,7 @@ class PendingQuarantine:
         """Write the quarantine that a stop or crash left unwritten (before the query starts):
         the append that was under way, then the batches gathered after it."""
         self.write_now()
-        group = self.state.read(GROUP)
+        group = self.state.read(QUARANTINE_GROUP)
         if group is not None:
             self._write(sink, select, json.loads(group))
         left = sorted(int(name.removesuffix(".json")) for name in self.state.names(PENDING_QUARANTINE)
@@ -179,7 +178,7 @@ class PendingQuarantine:
 
     def _write(self, sink: Sink, select: Callable[[DataFrame], DataFrame], batches: list[int]) -> None:
         """Commit these batches' quarantine as the newest of them, once."""
-        self.state.write(GROUP, json.dumps(batches))
+        self.state.write(QUARANTINE_GROUP, json.dumps(batches))
         fetched = [self._fetched.pop(batch_id) for batch_id in batches if batch_id in self._fetched]
         if not sink.has(batches[-1]):
             reasons = {}
@@ -194,7 +193,7 @@ class PendingQuarantine:
                 sink.write_nothing(batches[-1])
         for batch_id in batches:
             self.state.remove(_pending(batch_id))
-        self.state.remove(GROUP)
+        self.state.remove(QUARANTINE_GROUP)
 
     def _records_at(self, reasons: dict[Position, str], fetched: list[pa.Table]) -> DataFrame:
         """The raw records at the positions with their reasons, from those `fetched` ahead
