@@ -133,8 +133,7 @@ class PendingQuarantine:
         group = self.state.read(QUARANTINE_GROUP)
         if group is not None:
             self._write(sink, select, json.loads(group))
-        left = sorted(int(name.removesuffix(".json")) for name in self.state.names(PENDING_QUARANTINE)
-                      if name.removesuffix(".json").isdigit())
+        left = _pending_batches(self.state)
         if left:
             log.info("Writing the quarantine of micro-batches %d to %d, which the last run left unwritten", left[0], left[-1])
             self._write(sink, select, left)
@@ -183,8 +182,8 @@ class PendingQuarantine:
         if not sink.has(batches[-1]):
             reasons = {}
             for batch_id in batches:
-                pending = json.loads(self.state.read(_pending(batch_id)) or '{"records": []}')
-                reasons.update({(topic, partition, offset): reason for topic, partition, offset, reason in pending["records"]})
+                reasons.update({(topic, partition, offset): reason
+                                for topic, partition, offset, reason in _pending_records(self.state, batch_id)})
             for batch_id in batches[:-1]:
                 sink.write_nothing(batch_id)
             if reasons:
@@ -220,9 +219,18 @@ class PendingQuarantine:
 
 def waiting(state: CheckpointFiles) -> tuple[int, int]:
     """The quarantined records noted in a job's checkpoint and not appended yet, and their micro-batches."""
-    batches = [name for name in state.names(PENDING_QUARANTINE) if name.removesuffix(".json").isdigit()]
-    records = sum(len(json.loads(state.read(f"{PENDING_QUARANTINE}/{name}") or '{"records": []}')["records"]) for name in batches)
-    return records, len(batches)
+    batches = _pending_batches(state)
+    return sum(len(_pending_records(state, batch_id)) for batch_id in batches), len(batches)
+
+
+def _pending_batches(state: CheckpointFiles) -> list[int]:
+    """The batches whose positions wait in the checkpoint, in order."""
+    return sorted(int(name.removesuffix(".json")) for name in state.names(PENDING_QUARANTINE) if name.removesuffix(".json").isdigit())
+
+
+def _pending_records(state: CheckpointFiles, batch_id: int) -> list[list]:
+    """A batch's [topic, partition, offset, reason] waiting in the checkpoint (none if its file is gone)."""
+    return json.loads(state.read(_pending(batch_id)) or '{"records": []}')["records"]
 
 
 def _pending(batch_id: int) -> str:
