@@ -23,6 +23,7 @@ CONNECTOR_PACKAGES = {
         "org.apache.spark:spark-avro_2.13:4.1.1",  # nor is 4.1.3
         "org.apache.iceberg:iceberg-spark-runtime-4.1_2.13:1.12.0",
         "org.xerial:sqlite-jdbc:3.51.1.0",
+        "org.postgresql:postgresql:42.7.8",
     ]),
     "spark.jars.excludes": "org.apache.spark:spark-token-provider-kafka-0-10_2.13",
 }

@@ -44,6 +44,8 @@ def test_the_iceberg_runtime_is_built_for_pysparks_minor_line_and_pinned_alike_f
     assert f"org.apache.iceberg:{runtime}:{_version('iceberg.version')}" in packages
     sqlite = next(name for name in jars.values() if name.startswith("sqlite-jdbc-"))
     assert f"org.xerial:sqlite-jdbc:{sqlite.removeprefix('sqlite-jdbc-').removesuffix('.jar')}" in packages
+    postgres = next(name for name in jars.values() if name.startswith("postgresql-"))
+    assert f"org.postgresql:postgresql:{postgres.removeprefix('postgresql-').removesuffix('.jar')}" in packages
 
 
 def test_avro_decoding_classes_come_from_pysparks_own_spark_sql(spark: SparkSession) -> None:
