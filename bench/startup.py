@@ -12,8 +12,10 @@ that log (each event's own time) and from the clock of this process:
 - query start to the first micro-batch: its first offsets and its planning;
 - each micro-batch: its own time (`triggerExecution`) and the alerts it held;
 - every Spark job run before the first micro-batch, by its description.
-Variants (`--variant`) run in turn, round after round, on the same topic: `shipped`, and
-`no-cds` (the job without the class-data archive). Results: printed, and with --output a
+Variants (`--variant`) run in turn, round after round, on the same topic: `shipped`,
+`no-cds` (the job without the class-data archive), and `previous`: another spark-submit.sh
+(`--previous-script`, e.g. an earlier commit's, copied beside this one) with its own jars
+and archive folder (`--previous-jars`, as FINK_SPARK_JARS). Results: printed, and with --output a
 Markdown table.
 """
 
@@ -44,8 +46,11 @@ VARIANTS = {
 
 
 def events(folder: Path) -> list[dict]:
-    logs = [path for path in folder.iterdir() if not path.name.endswith(".inprogress")]
-    return [json.loads(line) for line in logs[0].read_text().splitlines()]
+    """The events of the one application logged in `folder` (Spark 4 rolls its log: a folder of
+    `events_<n>_...` files)."""
+    (log,) = folder.iterdir()
+    files = sorted(log.glob("events_*"), key=lambda path: int(path.name.split("_")[1])) if log.is_dir() else [log]
+    return [json.loads(line) for path in files for line in path.read_text().splitlines()]
 
 
 def parts(started_ms: float, log: list[dict]) -> dict:
@@ -53,24 +58,30 @@ def parts(started_ms: float, log: list[dict]) -> dict:
     app = next(e for e in log if e["Event"] == "SparkListenerApplicationStart")["Timestamp"]
     query = next(e for e in log if e["Event"].endswith("QueryStartedEvent"))
     query_start = _millis(query["timestamp"])
-    batches = [e["progress"] for e in log if e["Event"].endswith("QueryProgressEvent") and e["progress"]["numInputRows"]]
+    batches = [e["progress"] for e in log if e["Event"].endswith("QueryProgressEvent") and _rows(e["progress"])]
     first = batches[0]
     first_start = _millis(first["timestamp"])
     jobs_before = [e for e in log if e["Event"] == "SparkListenerJobStart" and e["Submission Time"] < first_start]
     descriptions = [e["Properties"].get("spark.job.description") or e["Properties"].get("callSite.short", "?")
                     for e in jobs_before]
+    first_job = min(e["Submission Time"] for e in log if e["Event"] == "SparkListenerJobStart" and e["Submission Time"] >= first_start)
     return {
         "to SparkContext": (app - started_ms) / 1000,
         "SparkContext to query start": (query_start - app) / 1000,
         "query start to batch 0": (first_start - query_start) / 1000,
         "batch 0": first["durationMs"]["triggerExecution"] / 1000,
-        "batch 0 alerts": first["numInputRows"],
+        "batch 0 to its first Spark job": (first_job - first_start) / 1000,
+        "batch 0 alerts": _rows(first),
         "batch 0 parts": first["durationMs"],
         "later batches, s per 1,000 alerts": statistics.median(
-            1000 * b["durationMs"]["triggerExecution"] / 1000 / b["numInputRows"] for b in batches[1:]) if batches[1:] else None,
-        "batch 0, s per 1,000 alerts": first["durationMs"]["triggerExecution"] / first["numInputRows"],
+            1000 * b["durationMs"]["triggerExecution"] / 1000 / _rows(b) for b in batches[1:]) if batches[1:] else None,
+        "batch 0, s per 1,000 alerts": first["durationMs"]["triggerExecution"] / _rows(first),
         "Spark jobs before batch 0": descriptions,
     }
+
+
+def _rows(progress: dict) -> int:
+    return sum(source.get("numInputRows", 0) for source in progress["sources"])
 
 
 def _millis(iso: str) -> float:
@@ -79,15 +90,19 @@ def _millis(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000
 
 
-def run(broker: LocalKafka, topic: str, variant: str, index: int) -> dict:
+def run(broker: LocalKafka, topic: str, variant: str, index: int, args: argparse.Namespace) -> dict:
     out = WORK_STARTUP / f"{variant}_{index}"
     (out / "events").mkdir(parents=True)
     config = shipped_config(ZTF, broker, topic, out)
+    script, env = str(ROOT / "spark-submit.sh"), {}
+    if variant == "previous":
+        script, env = str(Path(args.previous_script).resolve()), {"FINK_SPARK_JARS": str(Path(args.previous_jars).resolve())}
     started = time.time() * 1000
     seconds, _, output = run_measured([
-        str(ROOT / "spark-submit.sh"), "--master", "local[2]", *VARIANTS[variant],
+        script, "--master", "local[2]", *VARIANTS.get(variant, []),
         "--conf", "spark.eventLog.enabled=true", "--conf", f"spark.eventLog.dir={(out / 'events').as_uri()}",
-        "jobs/stream.py", "--config", str(config), "--available-now"])
+        "--conf", "spark.eventLog.compress=false", "--conf", "spark.eventLog.rolling.enabled=false",
+        "jobs/stream.py", "--config", str(config), "--available-now"], env=env)
     (out / "job.log").write_text(output)
     result = parts(started, events(out / "events"))
     result["end to end"] = seconds
@@ -98,7 +113,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ztf", type=int, default=20000)
     parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--variant", action="append", choices=sorted(VARIANTS))
+    parser.add_argument("--variant", action="append", choices=[*sorted(VARIANTS), "previous"])
+    parser.add_argument("--previous-script", help="the spark-submit.sh of variant 'previous'")
+    parser.add_argument("--previous-jars", help="its FINK_SPARK_JARS folder (spark/ and cds/)")
     parser.add_argument("--output")
     args = parser.parse_args()
     import shutil
@@ -113,7 +130,7 @@ def main() -> None:
         print(f"published {args.ztf} alerts ({size:.0f} MB) to {topic}", flush=True)
         for index in range(args.repeat):
             for variant in variants if index % 2 == 0 else variants[::-1]:
-                result = run(broker, topic, variant, index)
+                result = run(broker, topic, variant, index, args)
                 results[variant].append(result)
                 print(f"{variant} #{index}: {json.dumps(result)}", flush=True)
     if args.output:
@@ -122,6 +139,7 @@ def main() -> None:
 
 def report(results: dict[str, list[dict]], args: argparse.Namespace) -> str:
     rows = ["to SparkContext", "SparkContext to query start", "query start to batch 0", "batch 0",
+            "batch 0 to its first Spark job",
             "batch 0, s per 1,000 alerts", "later batches, s per 1,000 alerts", "end to end"]
     lines = [f"`bench/startup.py --ztf {args.ztf} --repeat {args.repeat}`, "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: medians of {args.repeat} runs, seconds", "",
