@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -151,8 +152,6 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--output", default=str(ROOT / "bench" / "COMET.md"))
     args = parser.parse_args()
-    import shutil
-
     shutil.rmtree(WORK_COMET, ignore_errors=True)
     WORK_COMET.mkdir(parents=True)
     comet_jars()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import time
@@ -118,8 +119,6 @@ def main() -> None:
     parser.add_argument("--previous-jars", help="its FINK_SPARK_JARS folder (spark/ and cds/)")
     parser.add_argument("--output")
     args = parser.parse_args()
-    import shutil
-
     shutil.rmtree(WORK_STARTUP, ignore_errors=True)
     WORK_STARTUP.mkdir(parents=True)
     variants = args.variant or ["shipped"]

@@ -21,6 +21,11 @@ def read_alerts(folder: Path) -> list[dict[str, Any]]:
     return alerts
 
 
+def ztf_mjd(alert: dict[str, Any]) -> float:
+    """A ZTF alert's time of observation, as a modified Julian date."""
+    return alert["candidate"]["jd"] - 2400000.5
+
+
 def utc_of_jd(jd: float) -> datetime:
     return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(days=jd - JD_UNIX_EPOCH)
 

@@ -16,7 +16,7 @@ from conftest import USER, job_config, run_job, sample
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
 from pyspark.sql import SparkSession
-from reference import check_alerts, read_alerts
+from reference import check_alerts, read_alerts, ztf_mjd
 
 from fink_spark.cli import main as cli
 from fink_spark.config import parse_config
@@ -27,8 +27,6 @@ from fink_spark.surveys import ZTF
 from fink_spark.table_schema import read_table
 from fink_spark.testing.local_broker import LocalKafka
 from fink_spark.testing.publisher import publish
-
-ztf_mjd = lambda alert: alert["candidate"]["jd"] - 2400000.5  # noqa: E731
 
 
 def user_catalog(warehouse: Path) -> SqlCatalog:

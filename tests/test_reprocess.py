@@ -15,7 +15,7 @@ from pathlib import Path
 import fastavro
 import pytest
 from conftest import USER, job_config, run_job, sample
-from reference import check_alerts, read_alerts
+from reference import check_alerts, read_alerts, ztf_mjd
 
 from fink_spark.config import parse_config
 from fink_spark.errors import ConfigError
@@ -26,7 +26,6 @@ from fink_spark.table_schema import read_table
 from fink_spark.testing.publisher import publish, replicate
 
 SCHEMA_2026 = str(SCHEMAS_DIR / "ztf" / "fink_ztf_transfer_2026-03.avsc")
-ZTF_MJD = lambda alert: alert["candidate"]["jd"] - 2400000.5  # noqa: E731
 
 
 def config_for(tmp_path: Path, survey: str = "ztf", **extra) -> object:  # noqa: ANN003
@@ -50,7 +49,7 @@ def test_avro_folders_gzipped_or_not_and_multi_alert_parts_resolve_onto_one_tabl
     assert reprocess(spark, config_for(tmp_path), inputs, [], "saved") == 31 + 4 + 4
     rows = rows_of(spark, tmp_path)
     check_alerts(rows, read_alerts(sample("ztf-2026")) + read_alerts(sample("ztf-0p2")) + read_alerts(sample("ztf-raw-3.3")),
-                 "candid", "saved", ZTF_MJD)
+                 "candid", "saved", ztf_mjd)
     raw = {a["candid"] for a in read_alerts(sample("ztf-raw-3.3"))}
     assert all(row["cdsxmatch"] is None and row["finkclass"] is None for row in rows if row["candid"] in raw)
 
@@ -73,7 +72,7 @@ def test_a_list_of_files(spark, tmp_path: Path) -> None:  # noqa: ANN001
     inputs = [str(old[0]), str(odd), str(zipped), str(new[0])]
     expected = [alert for path in (old[0], old[1], old[2], new[0]) for alert in fastavro.reader(path.open("rb"))]
     assert reprocess(spark, config_for(tmp_path), inputs, [], "files") == len(expected)
-    check_alerts(rows_of(spark, tmp_path), expected, "candid", "files", ZTF_MJD)
+    check_alerts(rows_of(spark, tmp_path), expected, "candid", "files", ztf_mjd)
 
 
 def test_parquet_of_the_live_job_and_a_kafka_offset_range(spark, broker, new_topic, tmp_path: Path) -> None:  # noqa: ANN001
@@ -84,14 +83,14 @@ def test_parquet_of_the_live_job_and_a_kafka_offset_range(spark, broker, new_top
     kept = reprocess(spark, config_for(tmp_path / "parquet", filters=filters), [str(tmp_path / "live" / "alerts")], [], "x")
     bright = [a for a in read_alerts(sample("ztf-2026")) if a["candidate"]["magpsf"] <= 18.0]
     assert kept == len(bright) == 11  # alerts written: the filter keeps the bright ones
-    check_alerts(rows_of(spark, tmp_path / "parquet"), bright, "candid", topic, ZTF_MJD)
+    check_alerts(rows_of(spark, tmp_path / "parquet"), bright, "candid", topic, ztf_mjd)
 
     kafka = {"servers": broker.bootstrap, "username": USER, "password": "test-password-4f1c", "topics": [topic]}
     span = KafkaRange.parse(f"{topic}:0=5-12")
     reprocess(spark, config_for(tmp_path / "range", kafka=kafka), [], [span], "unused")
     rows = rows_of(spark, tmp_path / "range")
     assert sorted(row["kafka_offset"] for row in rows) == list(range(5, 12))
-    check_alerts(rows, read_alerts(sample("ztf-2026"))[5:12], "candid", topic, ZTF_MJD)
+    check_alerts(rows, read_alerts(sample("ztf-2026"))[5:12], "candid", topic, ztf_mjd)
 
 
 def test_rerun_adds_nothing(spark, tmp_path: Path) -> None:  # noqa: ANN001

@@ -15,14 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import PASSWORD, USER, sample
-from reference import check_alerts, read_alerts
+from reference import check_alerts, read_alerts, ztf_mjd
 
 from fink_spark.paths import PROJECT_ROOT
 from fink_spark.surveys import ZTF
 from fink_spark.testing.local_postgres import LocalPostgres
 from fink_spark.testing.publisher import publish
-
-ztf_mjd = lambda alert: alert["candidate"]["jd"] - 2400000.5  # noqa: E731
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +30,13 @@ def postgres():  # noqa: ANN201
 
 
 def shared_catalog(server: LocalPostgres, warehouse: Path) -> list[str]:
-    """spark-submit's settings of the catalog `lake`; the password comes from the environment."""
+    """spark-submit's settings of the catalog `lake` (README "The table on a cluster")."""
     settings = {
         "spark.sql.catalog.lake": "org.apache.iceberg.spark.SparkCatalog",
         "spark.sql.catalog.lake.type": "jdbc",
         "spark.sql.catalog.lake.uri": server.jdbc_url,
         "spark.sql.catalog.lake.jdbc.user": server.user,
-        "spark.sql.catalog.lake.jdbc.password": os.environ.get("LAKE_PASSWORD", server.password),
+        "spark.sql.catalog.lake.jdbc.password": server.password,
         "spark.sql.catalog.lake.warehouse": warehouse.as_uri(),
         # Iceberg's newer catalog tables (with views): without it, looking a table up fails
         "spark.sql.catalog.lake.jdbc.schema-version": "V1",

@@ -18,7 +18,7 @@ import pytest
 from conftest import USER, job_config, run_job, sample
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import SparkSession
-from reference import check_alerts, read_alerts
+from reference import check_alerts, read_alerts, ztf_mjd
 
 from fink_spark.errors import KafkaAccessError
 from fink_spark.kafka_source import newest, records_at
@@ -50,7 +50,6 @@ def test_ztf_topics_land_in_parquet_exactly_as_published(spark, broker: LocalKaf
 
     rows = read_output(spark, tmp_path / "alerts")
     assert Counter(row["topic"] for row in rows) == published
-    ztf_mjd = lambda alert: alert["candidate"]["jd"] - 2400000.5  # noqa: E731
     # The same alert in two topics is two rows, one per topic.
     check_alerts(rows, read_alerts(sample("ztf-2026")), "candid", sn, ztf_mjd)
     check_alerts(rows, read_alerts(sample("ztf-2026")), "candid", early, ztf_mjd)

@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 from fink_spark.testing.local_broker import free_port
 
@@ -48,6 +49,7 @@ class LocalPostgres:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="fink-postgres-"))
         self.port = free_port()
         self._server: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
 
     @property
     def jdbc_url(self) -> str:
@@ -73,11 +75,11 @@ class LocalPostgres:
                         f"--pwfile={password_file}", "--auth=scram-sha-256", "-E", "UTF8", "--no-sync"],
                        check=True, capture_output=True)
         password_file.unlink()
-        log = open(self.workdir / "server.log", "wb")  # noqa: SIM115 (the server's, for as long as it runs)
+        self._log = open(self.workdir / "server.log", "wb")  # noqa: SIM115 (the server's, for as long as it runs)
         self._server = subprocess.Popen(
             [*self._as_owner(), str(binaries / "postgres"), "-D", str(data), "-p", str(self.port),
              "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.workdir}", "-c", "fsync=off"],
-            stdout=log, stderr=subprocess.STDOUT)
+            stdout=self._log, stderr=subprocess.STDOUT)
         self._wait_for_server(timeout)
         subprocess.run([str(binaries / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, self.database],
                        check=True, capture_output=True, env={**os.environ, "PGPASSWORD": self.password})
@@ -103,6 +105,8 @@ class LocalPostgres:
             except subprocess.TimeoutExpired:
                 self._server.kill()
                 self._server.wait()
+        if self._log is not None:
+            self._log.close()
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
