@@ -29,21 +29,6 @@ def postgres():  # noqa: ANN201
         yield server
 
 
-def shared_catalog(server: LocalPostgres, warehouse: Path) -> list[str]:
-    """spark-submit's settings of the catalog `lake` (README "The table on a cluster")."""
-    settings = {
-        "spark.sql.catalog.lake": "org.apache.iceberg.spark.SparkCatalog",
-        "spark.sql.catalog.lake.type": "jdbc",
-        "spark.sql.catalog.lake.uri": server.jdbc_url,
-        "spark.sql.catalog.lake.jdbc.user": server.user,
-        "spark.sql.catalog.lake.jdbc.password": server.password,
-        "spark.sql.catalog.lake.warehouse": warehouse.as_uri(),
-        # Iceberg's newer catalog tables (with views): without it, looking a table up fails
-        "spark.sql.catalog.lake.jdbc.schema-version": "V1",
-    }
-    return [item for key, value in settings.items() for item in ("--conf", f"{key}={value}")]
-
-
 @pytest.mark.subprocess
 def test_two_jobs_write_one_postgresql_catalog_that_pyiceberg_reads(broker, new_topic, postgres, tmp_path: Path) -> None:  # noqa: ANN001
     from pyiceberg.catalog.sql import SqlCatalog
@@ -61,7 +46,7 @@ def test_two_jobs_write_one_postgresql_catalog_that_pyiceberg_reads(broker, new_
             "output": {"table": {"catalog": "lake", "namespace": namespace, "checkpoint": str(tmp_path / f"chk_{namespace}")},
                        "console": {"enabled": False}},
         }))
-        command = [str(PROJECT_ROOT / "spark-submit.sh"), "--master", "local[1]", *shared_catalog(postgres, warehouse),
+        command = [str(PROJECT_ROOT / "spark-submit.sh"), "--master", "local[1]", *postgres.spark_catalog_options("lake", warehouse),
                    "jobs/stream.py", "--config", str(config), "--available-now"]
         jobs[namespace] = (topic, folder, sent, subprocess.Popen(
             command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -61,6 +61,7 @@ class LocalSparkCluster:
 
     def start(self, timeout: float = 60.0) -> LocalSparkCluster:
         self.workdir = self.workdir or Path(tempfile.mkdtemp(prefix="fink-spark-cluster-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         self._master = self._spark_class(
             "master", "org.apache.spark.deploy.master.Master",

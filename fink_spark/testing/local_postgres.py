@@ -60,6 +60,21 @@ class LocalPostgres:
         """The same database for pyiceberg's SQL catalog (SQLAlchemy, psycopg2)."""
         return f"postgresql+psycopg2://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.database}"
 
+    def spark_catalog_options(self, name: str, warehouse: Path) -> list[str]:
+        """spark-submit's `--conf` options of an Iceberg catalog `name` on this server, with its
+        data under `warehouse` (README "The table on a cluster")."""
+        settings = {
+            f"spark.sql.catalog.{name}": "org.apache.iceberg.spark.SparkCatalog",
+            f"spark.sql.catalog.{name}.type": "jdbc",
+            f"spark.sql.catalog.{name}.uri": self.jdbc_url,
+            f"spark.sql.catalog.{name}.jdbc.user": self.user,
+            f"spark.sql.catalog.{name}.jdbc.password": self.password,
+            f"spark.sql.catalog.{name}.warehouse": warehouse.as_uri(),
+            # Iceberg's newer catalog tables (with views): without it, looking a table up fails
+            f"spark.sql.catalog.{name}.jdbc.schema-version": "V1",
+        }
+        return [item for key, value in settings.items() for item in ("--conf", f"{key}={value}")]
+
     def _as_owner(self) -> list[str]:
         return ["runuser", "-u", SERVER_OWNER, "--"] if os.geteuid() == 0 else []
 
@@ -67,6 +82,7 @@ class LocalPostgres:
         binaries = server_binaries()
         data = self.workdir / "data"
         password_file = self.workdir / "password"
+        self.workdir.mkdir(parents=True, exist_ok=True)
         password_file.write_text(self.password + "\n")
         if os.geteuid() == 0:
             shutil.chown(self.workdir, SERVER_OWNER)
