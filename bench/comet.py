@@ -37,8 +37,8 @@ import pyarrow.parquet as pq  # noqa: E402
 from run import PARTITIONS, PASSWORD, USER, WORK, publish_workload, run_measured, shipped_config  # noqa: E402
 
 from fink_spark.surveys import LSST, ZTF, Survey  # noqa: E402
+from fink_spark.table.warehouse import load_pyiceberg  # noqa: E402
 from fink_spark.testing.local_broker import LocalKafka  # noqa: E402
-from fink_spark.warehouse import load_pyiceberg  # noqa: E402
 
 COMET = "org.apache.datafusion:comet-spark-spark4.1_2.13:1.2.0"
 COMET_JAR = Path.home() / ".m2/repository/org/apache/datafusion/comet-spark-spark4.1_2.13/1.2.0/comet-spark-spark4.1_2.13-1.2.0.jar"

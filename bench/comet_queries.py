@@ -13,10 +13,10 @@ import json
 import sys
 import time
 
-from fink_spark.iceberg import catalog_conf
-from fink_spark.session import build_session
+from fink_spark.config.session import build_session
 from fink_spark.surveys import get_survey
-from fink_spark.warehouse import warehouse_table
+from fink_spark.table.catalog import catalog_conf
+from fink_spark.table.warehouse import warehouse_table
 
 
 def main() -> None:

@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import PARTITIONS, PASSWORD, ROOT, USER, WORK, publish_workload, run_measured, shipped_config  # noqa: E402
 
 from fink_spark.surveys import ZTF  # noqa: E402
+from fink_spark.table.warehouse import load_pyiceberg  # noqa: E402
 from fink_spark.testing.local_broker import LocalKafka  # noqa: E402
-from fink_spark.warehouse import load_pyiceberg  # noqa: E402
 
 GAP = "1 minute"
 

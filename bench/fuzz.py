@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/fuzz.py --examples 100 --jobs 10 --seed 20261130
 
-Runs tests/test_fuzz.py (Hypothesis: mutated keys and values among real alerts) with
+Runs tests/run/test_fuzz.py (Hypothesis: mutated keys and values among real alerts) with
 `--examples` draws decoded in memory and `--jobs` draws published to the local broker and
 run through the job, and the given seed. Writes bench/FUZZ.md: the command, the draws, how
 long it took and pytest's verdict (a failure prints Hypothesis' smallest example).
@@ -29,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
     env = {**os.environ, "FINK_SPARK_FUZZ_EXAMPLES": str(args.examples), "FINK_SPARK_FUZZ_JOBS": str(args.jobs)}
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--hypothesis-seed={args.seed}",
-               "tests/test_fuzz.py"]
+               "tests/run/test_fuzz.py"]
     started = time.monotonic()
     run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     minutes = (time.monotonic() - started) / 60

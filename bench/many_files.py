@@ -55,7 +55,7 @@ def main() -> None:
     config = work / "job.yaml"
     config.write_text(json.dumps({
         "survey": "ztf", "schema": str(SCHEMAS_DIR / "ztf" / "fink_ztf_transfer_2026-03.avsc"),
-        "output": {"parquet": {"path": str(work / "out"), "checkpoint": str(work / "chk")}},
+        "output": {"format": "parquet", "table": {"path": str(work / "out"), "checkpoint": str(work / "chk")}},
     }))
     command = ["/usr/bin/time", "-v", str(ROOT / "spark-submit.sh"), "--master", "local[2]",
                "--driver-memory", args.driver_memory, "jobs/reprocess.py", "--config", str(config),

@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import PARTITIONS, PASSWORD, ROOT, USER, WORK, Result, fink_spark, publish_workload  # noqa: E402
 
 from fink_spark.surveys import LSST, ZTF, Survey  # noqa: E402
+from fink_spark.table.warehouse import load_pyiceberg  # noqa: E402
 from fink_spark.testing.local_broker import LocalKafka  # noqa: E402
-from fink_spark.warehouse import load_pyiceberg  # noqa: E402
 
 
 def batches(topic: str) -> list[tuple[int, float]]:

@@ -6,7 +6,7 @@
 
 All contenders read the same topics of one local broker, one after another, on this
 machine; everything is published before any clock starts. Real alerts from data/sample
-are replicated with new ids. Results go to bench/RESULTS.md (linked from the README).
+are replicated with new ids. Results go to bench/RESULTS.md (linked from docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -279,7 +279,7 @@ def latency(broker: LocalKafka, rate: int, seconds: int) -> Latency:
         "survey": "ztf",
         "kafka": {"servers": broker.bootstrap, "username": USER, "password_env": "BENCH_PASSWORD",
                   "group_id": "bench_latency", "topics": [topic], "starting_offsets": "earliest"},
-        "output": {"parquet": {"path": str(out / "alerts"), "checkpoint": str(out / "chk")},
+        "output": {"format": "parquet", "table": {"path": str(out / "alerts"), "checkpoint": str(out / "chk")},
                    "console": {"enabled": False}},
         "trigger": {"processing_time": "1 second"},
     }))

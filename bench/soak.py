@@ -26,8 +26,8 @@ import yaml  # noqa: E402
 from run import PASSWORD, ROOT, USER, WORK, publish_workload, run_measured, shipped_config  # noqa: E402
 
 from fink_spark.surveys import ZTF  # noqa: E402
+from fink_spark.table.warehouse import load_pyiceberg  # noqa: E402
 from fink_spark.testing.local_broker import LocalKafka  # noqa: E402
-from fink_spark.warehouse import load_pyiceberg  # noqa: E402
 
 BATCH_LINE = re.compile(r"alerts: batch \d+, \d+ records in ([\d.]+) s")
 

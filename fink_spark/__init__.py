@@ -12,7 +12,7 @@ import importlib
 from typing import Any
 
 _API = {"read_alerts": "fink_spark.api", "read_saved": "fink_spark.api", "apply_filters": "fink_spark.api",
-        "read_table": "fink_spark.table_schema", "local_session": "fink_spark.session"}
+        "read_table": "fink_spark.table.read", "local_session": "fink_spark.config.session"}
 __all__ = sorted(_API)
 
 

@@ -11,15 +11,16 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
-from fink_spark import filters as filter_module
-from fink_spark.config import JobConfig, load_config, parse_config
-from fink_spark.decode import decode_records
-from fink_spark.kafka_source import read_stream
-from fink_spark.pipeline import kept_alerts
-from fink_spark.reprocess import RECORD_COLUMNS, plan_inputs, read_input
+from fink_spark.config.job import JobConfig, load_config, parse_config
+from fink_spark.kafka.source import read_stream
+from fink_spark.run.pipeline import kept_alerts
+from fink_spark.run.reprocess import RECORD_COLUMNS, plan_inputs, read_input
+from fink_spark.run.stream import prepare_stream
 from fink_spark.state import CheckpointFiles
-from fink_spark.streaming import prepare_stream
 from fink_spark.surveys import get_survey
+from fink_spark.transform.decode import decode_records
+from fink_spark.transform.filters import apply_filters as filters_applied
+from fink_spark.transform.filters import parse_filters
 
 ConfigLike = str | Path | Mapping[str, Any] | JobConfig
 
@@ -33,7 +34,7 @@ def job_config(config: ConfigLike, kafka_required: bool = True) -> JobConfig:
         data = dict(config)
         if "output" not in data and not kafka_required:
             nowhere = tempfile.mkdtemp(prefix="fink-spark-")
-            data["output"] = {"parquet": {"path": f"{nowhere}/alerts", "checkpoint": f"{nowhere}/checkpoint"}}
+            data["output"] = {"format": "parquet", "table": {"path": f"{nowhere}/alerts", "checkpoint": f"{nowhere}/checkpoint"}}
         return parse_config(data, kafka_required=kafka_required)
     return load_config(config, kafka_required=kafka_required)
 
@@ -70,7 +71,7 @@ def read_saved(spark: SparkSession, inputs: str | list[str], config: ConfigLike)
 
 def apply_filters(alerts: DataFrame, filters: list[Any], survey: str = "ztf") -> DataFrame:
     """Alerts (streaming or batch, with the table's columns) that pass `filters`: the
-    configuration's `filters` list (presets, ranges, SQL conditions; see README "Filters")."""
+    configuration's `filters` list (presets, ranges, SQL conditions; see docs/filters.md)."""
     chosen = get_survey(survey)
-    return alerts.transform(filter_module.apply_filters(filter_module.parse_filters(filters, chosen)))
+    return alerts.transform(filters_applied(parse_filters(filters, chosen)))
 

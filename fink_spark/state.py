@@ -16,7 +16,6 @@ WRITER_SCHEMAS = f"{STATE_FOLDER}/fink_spark_writer_schemas.json"  # the writer 
 SKIPPED_OFFSETS = f"{STATE_FOLDER}/skipped_offsets.json"  # offsets deleted by the broker before the job read them
 PENDING_QUARANTINE = f"{STATE_FOLDER}/quarantine_pending"  # quarantined positions of batches whose quarantine is not written yet
 QUARANTINE_GROUP = f"{PENDING_QUARANTINE}/group.json"  # the batches of the quarantine's append under way
-LEGACY_READER_SCHEMA = f"{STATE_FOLDER}/reader_schema.avsc"  # the table's schema before schema evolution (0.x)
 # ... and in the output folder, hidden from Spark's readers
 OUTPUT_TABLE_SCHEMA = "_fink_spark/table_schema.json"
 SINK_LOG = "_spark_metadata"  # Spark's file sink: the files committed, batch by batch

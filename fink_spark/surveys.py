@@ -54,7 +54,7 @@ class ConsoleColumn:
 
 @dataclass(frozen=True)
 class FilterColumns:
-    """The SQL behind the filter presets (see `fink_spark.filters`); None where a preset
+    """The SQL behind the filter presets (see `fink_spark.transform.presets`); None where a preset
     does not apply to the survey."""
 
     ra: str

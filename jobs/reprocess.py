@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from fink_spark.cli import run_cli
-from fink_spark.commands import REPROCESS_HELP, add_reprocess_arguments, reprocess_command
+from fink_spark.cli.commands import REPROCESS_HELP, add_reprocess_arguments, reprocess_command
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=REPROCESS_HELP)

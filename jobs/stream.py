@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from fink_spark.cli import run_cli
-from fink_spark.commands import STREAM_HELP, add_stream_arguments, stream
+from fink_spark.cli.commands import STREAM_HELP, add_stream_arguments, stream
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=STREAM_HELP)

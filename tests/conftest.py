@@ -22,23 +22,28 @@ import pyarrow as pa
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
-from fink_spark.config import JobConfig, parse_config
-from fink_spark.decode import decode_records
-from fink_spark.kafka_source import arrow_records
+from fink_spark.config.job import JobConfig, parse_config
+from fink_spark.config.session import build_session, local_conf
+from fink_spark.kafka.client import arrow_records
 from fink_spark.paths import SAMPLE_DIR
-from fink_spark.pipeline import kept_alerts
-from fink_spark.schemas import WriterSchemas
-from fink_spark.session import build_session, local_conf
-from fink_spark.streaming import prepare_stream, run_stream
+from fink_spark.run.pipeline import kept_alerts
+from fink_spark.run.stream import prepare_stream, run_stream
+from fink_spark.schema.table import TableSchema
+from fink_spark.schema.writer import WriterSchemas
 from fink_spark.surveys import Survey
-from fink_spark.table_schema import TableSchema
 from fink_spark.testing.local_broker import LocalKafka
 from fink_spark.testing.publisher import encode, read_saved_alerts
+from fink_spark.transform.decode import decode_records
 
 USER, PASSWORD = "fink_user", "test-password-4f1c"
 _topic_numbers = itertools.count()
 BROKER_FIXTURES = {"broker", "acl_broker", "new_topic"}
 
+
+
+def parquet_output(tmp_path: Path) -> dict[str, Any]:
+    """A configuration's `output` for a plain Parquet folder `out` and its checkpoint `chk` under tmp_path."""
+    return {"format": "parquet", "table": {"path": str(tmp_path / "out"), "checkpoint": str(tmp_path / "chk")}}
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that use the broker (directly or through another fixture) are marked `broker`:
@@ -97,12 +102,12 @@ def reprocessed_samples(spark: SparkSession, tmp_path_factory: pytest.TempPathFa
     `fink_explore_<survey>`, as Parquet (no broker), written once for the modules that read
     them. Each also holds a stray Parquet file that its sink never committed (as a batch
     interrupted by a crash leaves): a reader must not see its alerts."""
-    from fink_spark.reprocess import reprocess
+    from fink_spark.run.reprocess import reprocess
 
     folder = tmp_path_factory.mktemp("reprocessed")
     outputs = {name: folder / name / "alerts" for name in ("ztf", "lsst")}
     for name, output in outputs.items():
-        config = parse_config({"survey": name, "output": {"parquet": {
+        config = parse_config({"survey": name, "output": {"format": "parquet", "table": {
             "path": str(output), "checkpoint": str(folder / name / "checkpoints")}}}, kafka_required=False)
         reprocess(spark, config, [str(sample(f"{name}-2026"))], [], f"fink_explore_{name}")
         committed = next(output.rglob("*.parquet"))
@@ -199,7 +204,7 @@ def job_config(
 ) -> JobConfig:
     """A configuration for the test broker, with outputs under tmp_path and 'available now'.
 
-    `section__key=value` overrides a key of a section, `parquet={...}` keys of output.parquet.
+    `section__key=value` overrides a key of a section, `parquet={...}` keys of output.table (a Parquet folder).
     """
     data: dict[str, Any] = {
         "survey": survey,
@@ -212,12 +217,12 @@ def job_config(
             "starting_offsets": "earliest",
         },
         "output": {
-            "parquet": {"path": str(tmp_path / "alerts"), "checkpoint": str(tmp_path / "checkpoints")},
+            "format": "parquet", "table": {"path": str(tmp_path / "alerts"), "checkpoint": str(tmp_path / "checkpoints")},
             "console": {"enabled": True, "rows": 100},
         },
         "trigger": {"available_now": True},
     }
-    data["output"]["parquet"].update(overrides.pop("parquet", {}))
+    data["output"]["table"].update(overrides.pop("parquet", {}))
     for key, value in overrides.items():
         section, _, name = key.partition("__")
         if name:

@@ -13,9 +13,9 @@ import pytest
 from conftest import sample
 from reference import read_alerts
 
+from fink_spark.config.session import build_session
 from fink_spark.errors import ConfigError
 from fink_spark.paths import PROJECT_ROOT, class_data_archive, driver_java_options
-from fink_spark.session import build_session
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ from pathlib import Path
 import pyspark
 from pyspark.sql import SparkSession
 
+from fink_spark.config.session import CONNECTOR_PACKAGES
 from fink_spark.paths import connector_jars
-from fink_spark.session import CONNECTOR_PACKAGES
 
 POM = Path(__file__).resolve().parent.parent / "deps" / "spark-connectors.pom.xml"
 

@@ -14,12 +14,12 @@ import subprocess
 import sys
 from collections import Counter
 
-from fink_spark.config import JobConfig, load_config
+from fink_spark.config.job import JobConfig, load_config
 from fink_spark.paths import PROJECT_ROOT, SAMPLE_DIR
 from fink_spark.surveys import ZTF
+from fink_spark.table.warehouse import load_pyiceberg
 from fink_spark.testing.local_broker import LocalKafka
 from fink_spark.testing.publisher import publish
-from fink_spark.warehouse import load_pyiceberg
 
 CONFIG = PROJECT_ROOT / "conf" / "demo_ztf.yaml"
 USER, PASSWORD = "fink_user", "demo-password-not-secret"

@@ -196,8 +196,22 @@ def publish(
 ) -> int:
     """Send every alert of the files `copies` times to `topic`; returns how many were sent.
 
-    `key` replaces the writer-schema key (e.g. b"2.7_3.10.1" for an old stream);
-    `rate` is in alerts per second (None: as fast as the broker takes them).
+    Parameters
+    ----------
+    producer_config
+        confluent-kafka's producer settings (the broker's address, credentials).
+    topic
+        Where to send.
+    paths
+        Avro files of alerts, one or many alerts each.
+    survey
+        Whose alerts: which ids each copy gets anew.
+    copies
+        How many times each alert is sent.
+    rate
+        Alerts per second (None: as fast as the broker takes them).
+    key
+        Replaces the writer-schema key (e.g. b"2.7_3.10.1" for an old stream).
     """
     from confluent_kafka import Producer
 

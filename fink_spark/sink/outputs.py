@@ -1,0 +1,210 @@
+"""The body of `foreachBatch`: one micro-batch of records feeds the table, the quarantine,
+the rejected ids and the console, read from Kafka and decoded once."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TextIO
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from fink_spark.config.job import ConsoleOutput
+from fink_spark.sink.console import first_lines, print_batch
+from fink_spark.sink.metrics import PlanMetrics
+from fink_spark.surveys import Survey
+
+if TYPE_CHECKING:
+    from fink_spark.sink import Sink
+    from fink_spark.sink.quarantine import PendingQuarantine
+
+
+def run_plan(frame: DataFrame) -> None:
+    """Run the frame's own plan once, for its observed metrics only (nothing is kept)."""
+    frame._jdf.queryExecution().toRdd().count()
+
+
+@dataclass
+class BatchCounts:
+    """What the micro-batches wrote: over all batches, and the last one's records and bytes
+    (the stream sizes its next batches and stops by them; a batch committed before a
+    restart, not read again, counts nothing)."""
+
+    records: int = 0
+    quarantined: int = 0
+    kept: int = 0
+    filtered: int = 0  # rejected by the filters
+    bytes: int = 0
+    batch: int = -1  # the last batch written; -1 before the first
+    batch_records: int = 0
+    batch_bytes: int = 0
+
+    def add(self, batch_id: int, counts: dict[str, Any] | None) -> None:
+        """Count one batch (`counts`: the table's pass's, None for a batch written before)."""
+        counts = counts or {}
+        self.records += counts.get("records", 0)
+        self.quarantined += counts.get("quarantined", 0)
+        self.kept += counts.get("kept", 0)
+        self.filtered += counts.get("filtered", 0)
+        self.bytes += counts.get("bytes", 0)
+        self.batch, self.batch_records, self.batch_bytes = batch_id, counts.get("records", 0), counts.get("bytes", 0)
+
+
+@dataclass(frozen=True)
+class MicroBatchOutputs:
+    """Everything one micro-batch of records feeds (the body of `foreachBatch`).
+
+    The batch is decoded (`decode`) and the table written first, in one pass over the
+    records, which also counts the quarantined, filtered and kept records, notes where the
+    quarantined ones are (topic, partition, offset) and why, and picks the console's lines
+    (Spark's `observe`). The quarantine is then written only when that pass counted some,
+    from those records alone, decoding nothing again: the live job's few are fetched back
+    from Kafka and appended beside the stream (`pending_quarantine`, `fink_spark.sink.quarantine`); otherwise
+    the batch is read again (reprocessing's batches come decoded by their sources, and are
+    decoded again whole). The rejected ids
+    are written when the filters rejected some, from the batch decoded again. Each batch id
+    is committed in every output either way so that their logs stay complete; after a
+    crash, a replayed batch writes only what the crash left unwritten.
+    """
+
+    survey: Survey
+    decode: Callable[[DataFrame], DataFrame] | None  # None: the batches come decoded
+    kept: Callable[[DataFrame], DataFrame]
+    quarantined: Callable[[DataFrame], DataFrame]
+    table: Sink | None
+    quarantine: Sink
+    rejected: tuple[Sink, Callable[[DataFrame], DataFrame]] | None = None
+    console: ConsoleOutput | None = None
+    out: TextIO | None = None
+    # Writes the few quarantined records of a minute's batches by their positions, beside the
+    # stream (the live job's); None: the quarantine is written from the batch, read again.
+    pending_quarantine: PendingQuarantine | None = None
+    totals: BatchCounts = field(default_factory=BatchCounts)
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        try:
+            self._write_all(batch, batch_id)
+        except Exception as error:
+            stopped = QueryStoppedError.of(error)
+            if stopped is None:
+                raise
+            raise stopped from None
+
+    def _write_all(self, batch: DataFrame, batch_id: int) -> None:
+        if self.pending_quarantine is not None:
+            self.pending_quarantine.raise_failure()  # the query fails; its next start writes that quarantine
+        decoded = batch.transform(self.decode) if self.decode is not None else batch
+        counts = self._write_table(decoded, batch_id)
+        self.totals.add(batch_id, counts)
+        self._write_quarantine(batch, decoded, batch_id, counts)
+        if self.rejected is not None:
+            sink, rejections = self.rejected
+            self._write_side(sink, rejections, lambda: decoded, batch_id, _none(counts, "filtered"))
+        if self.console is not None:
+            print_batch(self.out or sys.stdout, self.survey, batch_id, counts)
+
+    def _write_quarantine(self, batch: DataFrame, decoded: DataFrame, batch_id: int, counts: dict[str, Any] | None) -> None:
+        """Hand a batch's few quarantined records to `pending_quarantine`, and a batch with none while
+        `pending_quarantine` holds some (a sink's batches go in order); write any other batch's quarantine
+        now, after all those handed before."""
+        if self.pending_quarantine is not None and self.decode is not None and counts is not None:
+            count, size = counts["quarantined"], counts["quarantined_bytes"]
+            if (count and self.pending_quarantine.can_take(count, size)) or (not count and self.pending_quarantine.busy()):
+                self.pending_quarantine.submit(self.quarantine, self.quarantined, batch_id, _reasons(counts), size)
+                return
+        if self.pending_quarantine is not None:
+            self.pending_quarantine.write_now()
+        self._write_side(self.quarantine, self.quarantined, lambda: self._quarantined_again(batch, decoded, counts),
+                         batch_id, _none(counts, "quarantined"))
+
+    def _quarantined_again(self, batch: DataFrame, decoded: DataFrame, counts: dict[str, Any] | None) -> DataFrame:
+        """The records to write the quarantine from. Where the batches come raw: only the
+        quarantined ones, joined from the batch read again with the reasons the table's pass
+        found, so that nothing is decoded again. Where they come decoded (reprocessing): the
+        whole batch, decoded again."""
+        if counts is None or self.decode is None or not counts["quarantined"]:
+            return decoded
+        found = batch.sparkSession.createDataFrame([(*position, reason) for position, reason in _reasons(counts).items()],
+                                                   "topic string, partition int, offset long, reject_reason string")
+        return batch.join(F.broadcast(found), ["topic", "partition", "offset"])
+
+    def _write_table(self, decoded: DataFrame, batch_id: int) -> dict[str, Any] | None:
+        """Write the kept alerts; returns the batch's counts, the quarantined records'
+        positions and reasons, and the console lines (None for a batch committed before a restart,
+        whose records are not read again)."""
+        plan = self.table.metrics() if self.table is not None else PlanMetrics()
+        quarantined = F.col("reject_reason").isNotNull()
+        size = F.coalesce(F.length("key"), F.lit(0)) + F.coalesce(F.length("value"), F.lit(0))
+        records = plan.observe(
+            decoded, "records",
+            F.count(F.lit(1)).alias("records"),
+            F.count_if(quarantined).alias("quarantined"),
+            F.coalesce(F.sum(size), F.lit(0)).alias("bytes"),
+            F.coalesce(F.sum(F.when(quarantined, size)), F.lit(0)).alias("quarantined_bytes"),
+            F.collect_list(F.when(quarantined, F.struct("topic", "partition", "offset", "reject_reason"))).alias("positions"),
+        )
+        kept = records.transform(self.kept)
+        kept_metrics = [F.count(F.lit(1)).alias("kept")]
+        if self.console is not None:
+            kept_metrics.append(first_lines(kept, self.survey, self.console.rows).alias("lines"))
+        kept = plan.observe(kept, "kept", *kept_metrics)
+        if self.table is not None:
+            if self.table.has(batch_id):
+                return None
+            self.table.write(batch_id, kept)
+        else:  # the table is written by another query (a Parquet table's de-duplication): count here
+            run_plan(kept)
+        metrics = plan.collected(kept)
+        counts = {**metrics["records"], **metrics["kept"]}
+        counts["filtered"] = counts["records"] - counts["quarantined"] - counts["kept"]
+        return counts
+
+    @staticmethod
+    def _write_side(sink: Sink, select: Callable[[DataFrame], DataFrame], records: Callable[[], DataFrame], batch_id: int,
+                    none: bool) -> None:
+        """Write one side output; its records are read again (`records()`) only if it lacks the
+        batch and the batch's counts do not say it has `none`."""
+        if none:
+            sink.write_nothing(batch_id)  # without reading the records again
+        elif not sink.has(batch_id):
+            sink.write(batch_id, records().transform(select))
+
+
+class QueryStoppedError(Exception):
+    """A micro-batch cut short by its query's stop (a re-size, Ctrl-C), in a few words.
+
+    Spark tells such a stop from a failure by the Python error's text, with a regular
+    expression that recurses once per character after "An error occurred while calling": on
+    a whole Java stack trace, its stream thread dies of a StackOverflowError and prints a
+    thousand lines. Told short, the stop is quiet."""
+
+    INTERRUPTIONS = ("java.lang.InterruptedException", "java.io.InterruptedIOException",
+                     "java.nio.channels.ClosedByInterruptException")
+
+    @classmethod
+    def of(cls, error: Exception) -> QueryStoppedError | None:
+        """The stop an error tells of (an interrupted call, a job of the stopped query
+        cancelled), or None for any other error."""
+        text = str(error)
+        interruption = next((name for name in cls.INTERRUPTIONS if name in text), None)
+        if interruption is not None:
+            return cls(f"py4j.protocol.Py4JJavaError: An error occurred while calling the micro-batch's writes: {interruption}")
+        spark_error = "org.apache.spark.SparkException: "
+        cancelled = next((line.lstrip(": ").removeprefix(spark_error) for line in text.splitlines()
+                          if "cancelled job group" in line), None)
+        if cancelled is not None:  # Spark reads the group (the query's run id) from the text
+            return cls(spark_error + cancelled.strip()[:300])
+        return None
+
+
+def _reasons(counts: dict[str, Any]) -> dict[tuple[str, int, int], str]:
+    """Where the table's pass found quarantined records, and why."""
+    return {(row["topic"], row["partition"], row["offset"]): row["reject_reason"] for row in counts["positions"]}
+
+
+def _none(counts: dict[str, Any] | None, count: str) -> bool:
+    """Whether the batch's counts (None: not read, a batch committed before a restart) say
+    it has no `count` records."""
+    return counts is not None and counts[count] == 0

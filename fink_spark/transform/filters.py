@@ -1,0 +1,157 @@
+"""Column-level filters: Spark SQL conditions over the alert's columns, run in the JVM.
+
+A filter is either a Spark SQL expression (`candidate.magpsf < 19.5`) or a named preset
+with parameters (`fink_spark.transform.presets`). An alert is kept if it passes every
+filter; a condition that is null (a missing value) rejects it. The same `apply_filters`
+serves the live stream and reprocessing; `check_filters` tells, before a query starts, of
+a filter that names a column the alerts lack.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pyspark.errors import AnalysisException, ParseException
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, StructType
+
+from fink_spark.errors import ConfigError
+from fink_spark.surveys import Survey
+from fink_spark.transform.decode import METADATA_COLUMNS, NIGHT_COLUMNS
+from fink_spark.transform.presets import preset_condition
+
+
+@dataclass(frozen=True)
+class Filter:
+    """One condition an alert must meet; `label` names it in messages."""
+
+    label: str
+    condition: str
+
+
+def parse_filters(items: Any, survey: Survey) -> tuple[Filter, ...]:
+    """The configuration's `filters` list: expressions (strings or {expression: ...}) and presets."""
+    if items is None:
+        return ()
+    if not isinstance(items, list):
+        raise ConfigError("'filters' must be a list.")
+    filters = []
+    for index, item in enumerate(items):
+        where = f"filters[{index}]"
+        if isinstance(item, str):
+            item = {"expression": item}
+        if not isinstance(item, dict) or ("expression" in item) == ("preset" in item):
+            raise ConfigError(f"{where} must be an SQL expression or a mapping with 'preset' (and its parameters).")
+        if "expression" in item:
+            if set(item) != {"expression"} or not isinstance(item["expression"], str) or not item["expression"].strip():
+                raise ConfigError(f"{where}.expression must be a non-empty SQL condition, alone.")
+            filters.append(Filter(f"{where} ({item['expression']})", item["expression"]))
+        else:
+            filters.append(Filter(f"{where} ({item.get('preset')})", preset_condition(item, survey, where)))
+    return tuple(filters)
+
+
+def apply_filters(filters: tuple[Filter, ...]) -> Callable[[DataFrame], DataFrame]:
+    """Alerts -> the alerts that pass every filter (null conditions reject)."""
+
+    def transform(alerts: DataFrame) -> DataFrame:
+        for item in filters:
+            alerts = alerts.where(F.expr(item.condition))
+        return alerts
+
+    return transform
+
+
+def first_rejection(filters: tuple[Filter, ...], survey: Survey) -> Callable[[DataFrame], DataFrame]:
+    """Alerts -> the ids of those the filters reject, with the first filter that rejected each:
+    the answer to "why didn't I get this alert?"."""
+
+    def transform(alerts: DataFrame) -> DataFrame:
+        reason = F.lit(None).cast("string")
+        for item in reversed(filters):
+            reason = F.when(~F.coalesce(F.expr(item.condition), F.lit(False)), F.lit(item.label)).otherwise(reason)
+        object_id = survey.object_column
+        return alerts.select(
+            survey.id_column,
+            F.col(object_id).alias(object_id.rsplit(".", 1)[-1]),
+            "topic", "kafka_partition", "kafka_offset", "kafka_timestamp",
+            reason.alias("rejected_by"),
+        ).where(F.col("rejected_by").isNotNull())
+
+    return transform
+
+
+def _paths(schema: StructType, prefix: str = "") -> list[str]:
+    names = []
+    for field in schema.fields:
+        path = f"{prefix}{field.name}"
+        names.append(path)
+        data_type = field.dataType.elementType if isinstance(field.dataType, ArrayType) else field.dataType
+        if isinstance(data_type, StructType):
+            names += _paths(data_type, path + ".")
+    return names
+
+
+def _avro_paths(schema: Any, prefix: str = "") -> set[str]:
+    """The dotted paths of an Avro schema's fields (records at any depth, through unions and arrays)."""
+    if isinstance(schema, list):
+        return set().union(*(_avro_paths(branch, prefix) for branch in schema))
+    if not isinstance(schema, dict):
+        return set()
+    if schema.get("type") == "array":
+        return _avro_paths(schema.get("items"), prefix)
+    paths: set[str] = set()
+    for field in schema.get("fields", []) if schema.get("type") == "record" else []:
+        paths.add(prefix + field["name"])
+        paths |= _avro_paths(field["type"], f"{prefix}{field['name']}.")
+    return paths
+
+
+def columns_lacking(filters: tuple[Filter, ...], alerts: DataFrame, writer: str) -> list[tuple[Filter, list[str]]]:
+    """For each filter that names alert columns a writer schema lacks: those columns (the
+    writer's records hold null there, so the filter rejects every one of them)."""
+    have = _avro_paths(json.loads(writer))
+    own = set(_paths(alerts.schema)) - set(METADATA_COLUMNS) - set(NIGHT_COLUMNS)
+    lacking = []
+    for item in filters:
+        names = dict.fromkeys(re.findall(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*", item.condition))
+        missing = [name for name in names if name in own and name.removeprefix("alert_") not in have]
+        if missing:
+            lacking.append((item, missing))
+    return lacking
+
+
+def check_filters(filters: tuple[Filter, ...], alerts: DataFrame) -> None:
+    """Analyse each filter against the alerts' columns (no data read): a clear error
+    for a syntax error, an unknown column (with the closest names) or a non-boolean."""
+    paths = _paths(alerts.schema)
+    for item in filters:
+        try:
+            data_type = alerts.select(F.expr(item.condition).alias("c")).schema["c"].dataType
+        except ParseException as error:
+            raise ConfigError(f"{item.label}: syntax error: {str(error).splitlines()[0]}") from None
+        except AnalysisException as error:
+            tokens = re.findall(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*", item.condition)
+            unknown = [t for t in tokens if t not in paths and "." in t or (t not in paths and t.lower() not in _SQL_WORDS)]
+            for token in unknown:
+                close = difflib.get_close_matches(token, paths, n=3)
+                if close or "." in token:
+                    hint = f"; did you mean {', '.join(close)}?" if close else ""
+                    raise ConfigError(f"{item.label}: unknown column {token}{hint}") from None
+            raise ConfigError(f"{item.label}: {str(error).splitlines()[0]}") from None
+        if data_type.typeName() != "boolean":
+            raise ConfigError(f"{item.label}: the condition must be true or false, not a {data_type.simpleString()}.")
+
+
+_SQL_WORDS = {
+    "and", "or", "not", "is", "null", "in", "between", "like", "rlike", "true", "false", "case", "when", "then",
+    "else", "end", "cast", "as", "double", "int", "bigint", "string", "float", "abs", "coalesce", "sqrt", "pow",
+    "sin", "cos", "asin", "radians", "degrees", "size", "array_contains", "exists", "filter", "lower", "upper",
+    "length", "round", "floor", "ceil", "greatest", "least", "isnull", "isnotnull",
+}

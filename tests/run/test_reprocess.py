@@ -1,0 +1,192 @@
+"""Reprocessing saved streams: every input kind, field by field against fastavro; reruns and
+interrupted runs leave each alert once."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import fastavro
+import pytest
+from conftest import USER, job_config, parquet_output, run_job, sample
+from reference import check_alerts, read_alerts, ztf_mjd
+
+from fink_spark.config.job import parse_config
+from fink_spark.errors import ConfigError
+from fink_spark.paths import PROJECT_ROOT, SCHEMAS_DIR
+from fink_spark.run.reprocess import KafkaRange, reprocess
+from fink_spark.surveys import ZTF
+from fink_spark.table.read import read_table
+from fink_spark.testing.publisher import publish, replicate
+
+SCHEMA_2026 = str(SCHEMAS_DIR / "ztf" / "fink_ztf_transfer_2026-03.avsc")
+
+
+def config_for(tmp_path: Path, survey: str = "ztf", **extra) -> object:  # noqa: ANN003
+    data = {"survey": survey, "output": parquet_output(tmp_path)}
+    if survey == "ztf":
+        data["schema"] = SCHEMA_2026
+    data.update(extra)
+    return parse_config(data, kafka_required="kafka" in extra)
+
+
+def rows_of(spark, tmp_path: Path) -> list[dict]:  # noqa: ANN001
+    return [row.asDict(recursive=True) for row in read_table(spark, str(tmp_path / "out")).collect()]
+
+
+def test_avro_folders_gzipped_or_not_and_multi_alert_parts_resolve_onto_one_table(spark, tmp_path: Path) -> None:  # noqa: ANN001
+    zipped = tmp_path / "zipped"
+    zipped.mkdir()
+    for path in sample("ztf-0p2").glob("*.avro"):
+        (zipped / (path.name + ".gz")).write_bytes(gzip.compress(path.read_bytes()))
+    inputs = [str(sample("ztf-2026")), str(zipped), str(sample("ztf-raw-3.3"))]
+    assert reprocess(spark, config_for(tmp_path), inputs, [], "saved") == 31 + 4 + 4
+    rows = rows_of(spark, tmp_path)
+    check_alerts(rows, read_alerts(sample("ztf-2026")) + read_alerts(sample("ztf-0p2")) + read_alerts(sample("ztf-raw-3.3")),
+                 "candid", "saved", ztf_mjd)
+    raw = {a["candid"] for a in read_alerts(sample("ztf-raw-3.3"))}
+    assert all(row["cdsxmatch"] is None and row["finkclass"] is None for row in rows if row["candid"] in raw)
+
+
+def test_lsst_alerts_reprocess_with_every_field(spark, reprocessed_samples: dict[str, Path]) -> None:  # noqa: ANN001
+    rows = [row.asDict(recursive=True) for row in read_table(spark, str(reprocessed_samples["lsst"])).collect()]
+    check_alerts(rows, read_alerts(sample("lsst-2026")), "diaSourceId", "fink_explore_lsst",
+                 lambda a: a["diaSource"]["midpointMjdTai"])
+
+
+def test_a_list_of_files(spark, tmp_path: Path) -> None:  # noqa: ANN001
+    """Files named one by one (`--input a.avro b.avro`), from several folders, gzipped or not,
+    with a name that is a glob pattern's syntax."""
+    old, new = sorted(sample("ztf-0p2").glob("*.avro")), sorted(sample("ztf-2026").glob("*.avro"))
+    odd = tmp_path / "in" / "night{1},[a]*.avro"
+    odd.parent.mkdir()
+    shutil.copy(old[1], odd)
+    zipped = tmp_path / "in" / (old[2].name + ".gz")
+    zipped.write_bytes(gzip.compress(old[2].read_bytes()))
+    inputs = [str(old[0]), str(odd), str(zipped), str(new[0])]
+    expected = [alert for path in (old[0], old[1], old[2], new[0]) for alert in fastavro.reader(path.open("rb"))]
+    assert reprocess(spark, config_for(tmp_path), inputs, [], "files") == len(expected)
+    check_alerts(rows_of(spark, tmp_path), expected, "candid", "files", ztf_mjd)
+
+
+def test_parquet_of_the_live_job_and_a_kafka_offset_range(spark, broker, new_topic, tmp_path: Path) -> None:  # noqa: ANN001
+    topic = new_topic("fink_replay_ztf")
+    publish(broker.client_config(USER), topic, [sample("ztf-2026")], ZTF)
+    run_job(spark, job_config(broker, tmp_path / "live", [topic], schema=SCHEMA_2026))
+    filters = [{"preset": "magnitude", "max": 18.0}]
+    kept = reprocess(spark, config_for(tmp_path / "parquet", filters=filters), [str(tmp_path / "live" / "alerts")], [], "x")
+    bright = [a for a in read_alerts(sample("ztf-2026")) if a["candidate"]["magpsf"] <= 18.0]
+    assert kept == len(bright) == 11  # alerts written: the filter keeps the bright ones
+    check_alerts(rows_of(spark, tmp_path / "parquet"), bright, "candid", topic, ztf_mjd)
+
+    kafka = {"servers": broker.bootstrap, "username": USER, "password": "test-password-4f1c", "topics": [topic]}
+    span = KafkaRange.parse(f"{topic}:0=5-12")
+    reprocess(spark, config_for(tmp_path / "range", kafka=kafka), [], [span], "unused")
+    rows = rows_of(spark, tmp_path / "range")
+    assert sorted(row["kafka_offset"] for row in rows) == list(range(5, 12))
+    check_alerts(rows, read_alerts(sample("ztf-2026"))[5:12], "candid", topic, ztf_mjd)
+
+
+def test_rerun_adds_nothing(spark, tmp_path: Path) -> None:  # noqa: ANN001
+    config = config_for(tmp_path)
+    assert reprocess(spark, config, [str(sample("ztf-0p2"))], [], "t") == 4
+    assert reprocess(spark, config, [str(sample("ztf-0p2"))], [], "t") == 0
+    assert len(rows_of(spark, tmp_path)) == 4
+
+
+def test_reprocessing_into_a_merged_table_keeps_one_row_per_alert(spark, tmp_path: Path) -> None:  # noqa: ANN001
+    """`deduplicate` with an Iceberg table: reprocessing merges copies as the stream does
+    (the same sink: a later copy's topic joining its row is the stream's test)."""
+    warehouse = tmp_path / "warehouse"
+    config = parse_config({"survey": "ztf", "schema": SCHEMA_2026, "output": {"table": {
+        "path": str(warehouse), "checkpoint": str(tmp_path / "chk"), "deduplicate": "1 hour"}}}, kafka_required=False)
+    folder = sample("ztf-0p2")
+    assert reprocess(spark, config, [str(folder), str(folder / "*.avro")], [], "fink_sn_candidates_ztf") == 8  # each twice
+    table = read_table(spark, str(warehouse)).select("candid", "topics").collect()
+    assert sorted((row.candid, row.topics) for row in table) == sorted(
+        (alert["candid"], ["fink_sn_candidates_ztf"]) for alert in read_alerts(folder))
+
+
+def test_bad_inputs_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="expected TOPIC:PARTITION=START-END"):
+        KafkaRange.parse("topic-without-offsets")
+    from fink_spark.run.reprocess import input_kind
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="holds no .avro, .avro.gz or .parquet file"):
+        input_kind(str(tmp_path / "empty"))
+    with pytest.raises(ConfigError, match="No such input"):
+        input_kind(str(tmp_path / "missing"))
+
+
+def write_one_alert_files(folder: Path, copies: int) -> int:
+    """fink-client --save style: one alert per file, <objectId>_<candid>.avro, replicated with new ids."""
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = []
+    for path in sorted(sample("ztf-0p2").glob("*.avro")):
+        with path.open("rb") as handle:
+            reader = fastavro.reader(handle)
+            sources.append((reader.writer_schema, next(iter(reader))))
+    written = 0
+    for copy in range(copies):
+        for schema, record in sources:
+            alert = replicate(record, ZTF, copy)
+            with (folder / f"{alert['objectId']}_{alert['candid']}.avro").open("wb") as handle:
+                fastavro.writer(handle, schema, [alert])
+            written += 1
+    return written
+
+
+def submit_reprocess(config: Path, folder: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(PROJECT_ROOT / "spark-submit.sh"), "--master", "local[2]", "--driver-memory", "1g",
+         "jobs/reprocess.py", "--config", str(config), "--input", str(folder), *extra],
+        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+
+
+@pytest.mark.subprocess
+def test_killed_run_resumes_and_ends_with_each_alert_once(spark, tmp_path: Path) -> None:  # noqa: ANN001
+    total = write_one_alert_files(tmp_path / "saved", copies=60)  # 240 files
+    config = tmp_path / "job.yaml"
+    config.write_text(json.dumps({"survey": "ztf", "schema": SCHEMA_2026,
+                                  "output": parquet_output(tmp_path)}))
+    job = submit_reprocess(config, tmp_path / "saved", "--files-per-batch", "20")
+    log = tmp_path / "out" / "_spark_metadata"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (log.exists() and len([p for p in log.iterdir() if p.name.isdigit()]) >= 2):
+        time.sleep(0.2)
+    os.killpg(job.pid, signal.SIGKILL)  # kill -9, mid-run
+    job.wait()
+    committed = len([p for p in log.iterdir() if p.name.isdigit()])
+    assert 2 <= committed < total // 20, "the run was not interrupted mid-way"
+    finished = submit_reprocess(config, tmp_path / "saved", "--files-per-batch", "20")
+    output, _ = finished.communicate(timeout=600)
+    assert finished.returncode == 0, output[-3000:]
+    assert "files" in output and "left" in output  # progress lines
+    candids = [row.candid for row in spark.read.parquet(str(tmp_path / "out")).select("candid").collect()]
+    assert len(candids) == len(set(candids)) == total
+    shutil.rmtree(tmp_path / "saved")
+
+
+@pytest.mark.subprocess
+def test_twenty_thousand_one_alert_files_with_a_1g_driver(spark, tmp_path: Path) -> None:  # noqa: ANN001
+    total = write_one_alert_files(tmp_path / "saved", copies=5000)
+    assert total == 20000
+    config = tmp_path / "job.yaml"
+    config.write_text(json.dumps({"survey": "ztf", "schema": SCHEMA_2026,
+                                  "output": parquet_output(tmp_path)}))
+    job = submit_reprocess(config, tmp_path / "saved")
+    output, _ = job.communicate(timeout=900)
+    assert job.returncode == 0, output[-3000:]
+    assert "20000 alerts written to" in output
+    assert ", files 20000/20000, " in output  # progress, to the last batch
+    shutil.rmtree(tmp_path / "saved")
+    candids = spark.read.parquet(str(tmp_path / "out")).select("candid").distinct().count()
+    assert candids == 20000
