@@ -13,10 +13,10 @@ from pyspark.sql import DataFrame, SparkSession
 
 from fink_spark.config.job import JobConfig, load_config, parse_config
 from fink_spark.kafka.source import read_stream
+from fink_spark.run.inputs import RECORD_COLUMNS, plan_inputs, read_input
 from fink_spark.run.pipeline import kept_alerts
-from fink_spark.run.reprocess import RECORD_COLUMNS, plan_inputs, read_input
 from fink_spark.run.stream import prepare_stream
-from fink_spark.state import CheckpointFiles
+from fink_spark.state import STREAM_QUERY, CheckpointFiles
 from fink_spark.surveys import get_survey
 from fink_spark.transform.decode import decode_records
 from fink_spark.transform.filters import apply_filters as filters_applied
@@ -49,7 +49,7 @@ def read_alerts(spark: SparkSession, config: ConfigLike) -> DataFrame:
     """
     plan = prepare_stream(job_config(config))
     survey, kafka = plan.config.survey, plan.config.kafka
-    records = read_stream(spark, kafka, "alerts", spark.sparkContext.defaultParallelism,  # type: ignore[arg-type]
+    records = read_stream(spark, kafka, STREAM_QUERY, spark.sparkContext.defaultParallelism,  # type: ignore[arg-type]
                           plan.max_offsets_per_trigger, plan.starting_offsets)
     decoded = records.transform(decode_records(plan.writers, plan.table, survey))
     return decoded.transform(kept_alerts(survey, plan.config.filters))

@@ -9,13 +9,15 @@ from dataclasses import dataclass
 
 from pyarrow import fs
 
-# The job's own files in its checkpoint folder, beside Spark's checkpoints (alerts/, ...)
+# The queries' folders in a job's checkpoint: the live stream's, reprocessing's, a Parquet
+# table's de-duplication
+STREAM_QUERY, REPROCESS_QUERY, DEDUPLICATION_QUERY = "alerts", "reprocess", "deduplicated"
+# The job's own files in its checkpoint folder, beside Spark's checkpoints
 STATE_FOLDER = "fink_spark"
 TABLE_SCHEMA = f"{STATE_FOLDER}/table_schema.json"  # the table's schema and its history
 WRITER_SCHEMAS = f"{STATE_FOLDER}/fink_spark_writer_schemas.json"  # the writer schemas met, by key
 SKIPPED_OFFSETS = f"{STATE_FOLDER}/skipped_offsets.json"  # offsets deleted by the broker before the job read them
 PENDING_QUARANTINE = f"{STATE_FOLDER}/quarantine_pending"  # quarantined positions of batches whose quarantine is not written yet
-QUARANTINE_GROUP = f"{PENDING_QUARANTINE}/group.json"  # the batches of the quarantine's append under way
 # ... and in the output folder, hidden from Spark's readers
 OUTPUT_TABLE_SCHEMA = "_fink_spark/table_schema.json"
 SINK_LOG = "_spark_metadata"  # Spark's file sink: the files committed, batch by batch

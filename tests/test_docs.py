@@ -1,6 +1,7 @@
 """The commands the README and docs/ show are the product's: each `fink-spark ...` line and
 each job line of `./spark-submit.sh` parses with the real parsers (a flag renamed or removed
-fails here), and every command they show is one the tests run."""
+fails here), and every command they show is one the tests run; the modules they cite exist,
+their links lead to files, and the configuration reference lists every key the file may hold."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 
 from fink_spark.cli import SUMMARIES, parser_for
 from fink_spark.cli.commands import add_reprocess_arguments, add_stream_arguments
+from fink_spark.config.job import CONSOLE_KEYS, KAFKA_KEYS, OUTPUT_KEYS, ROOT_KEYS, TABLE_KEYS, TRIGGER_KEYS
 from fink_spark.paths import PROJECT_ROOT
 
 DOCS = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]
@@ -62,8 +64,11 @@ def test_every_command_the_docs_show_is_run_by_a_test() -> None:
     assert {job for _, words in COMMANDS for job in words if job in JOBS} <= {job for job in JOBS if job in TESTS}
 
 
-def test_every_module_and_name_the_docs_cite_exists() -> None:
-    cited = {name for doc in DOCS for name in re.findall(r"\bfink_spark(?:\.[a-z_]\w*)+", doc.read_text())}
+def test_every_module_and_name_the_docs_and_scripts_cite_exists() -> None:
+    """In the docs, and in the code's strings too (a command run by a test, a script)."""
+    texts = [*DOCS, *(PROJECT_ROOT / "scripts").glob("*"), PROJECT_ROOT / "spark-submit.sh",
+             *(path for folder in ("tests", "bench", "examples", "jobs") for path in (PROJECT_ROOT / folder).rglob("*.py"))]
+    cited = {name for text in texts for name in re.findall(r"\bfink_spark(?:\.[a-z_]\w*)+", text.read_text())}
     cited -= {"fink_spark.zip"}  # the package's archive for executors, a file
     missing = []
     for name in sorted(cited):
@@ -83,3 +88,12 @@ def test_every_link_between_the_docs_leads_to_a_file() -> None:
               for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text())
               if "://" not in target and not (doc.parent / target).exists()]
     assert not broken, f"links to no file: {broken}"
+
+
+def test_the_configuration_reference_lists_every_key_the_file_may_hold() -> None:
+    sections = {"": ROOT_KEYS, "kafka.": KAFKA_KEYS, "output.": OUTPUT_KEYS, "output.table.": TABLE_KEYS,
+                "output.console.": CONSOLE_KEYS, "trigger.": TRIGGER_KEYS}
+    nested = {"kafka", "output", "trigger", "table", "console"}  # sections, whose keys are listed instead
+    known = {prefix + key for prefix, keys in sections.items() for key in keys if key not in nested}
+    listed = set(re.findall(r"^\| `([\w.]+)` \|", (PROJECT_ROOT / "docs" / "configuration.md").read_text(), flags=re.MULTILINE))
+    assert listed == known, f"not in docs/configuration.md: {sorted(known - listed)}; not a key: {sorted(listed - known)}"

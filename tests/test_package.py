@@ -59,7 +59,7 @@ def test_reprocess_count_only_and_the_python_api_from_another_folder(installed: 
     bright = sum(alert["candidate"]["magpsf"] <= 18.0 for alert in alerts)
     config = tmp_path / "elsewhere" / "reprocess.yaml"
     config.parent.mkdir()
-    config.write_text("survey: ztf\noutput: {parquet: {path: out, checkpoint: chk}}\nfilters: [{preset: magnitude, max: 18.0}]\n")
+    config.write_text("survey: ztf\noutput: {format: parquet, table: {path: out, checkpoint: chk}}\nfilters: [{preset: magnitude, max: 18.0}]\n")
 
     counted = run_installed(installed, config.parent, "fink-spark", "reprocess", "--count-only", "--master", "local[2]",
                             "--config", str(config), "--input", *inputs)
@@ -86,7 +86,7 @@ def test_without_java_the_error_says_what_to_install(monkeypatch: pytest.MonkeyP
 def test_connectors_that_cannot_be_resolved_are_one_clear_error(tmp_path: Path) -> None:
     """No .jars/ and Maven Central cannot serve the connectors (offline, a firewall): a
     version that does not exist stands for it, with an empty Ivy cache."""
-    run = ("from fink_spark.cli import run_cli; from fink_spark.session import local_session; "
+    run = ("from fink_spark.cli import run_cli; from fink_spark.config.session import local_session; "
            "run_cli(lambda: local_session('fink-spark-offline', 'local[1]', conf={"
            f"'spark.jars.packages': 'org.apache.spark:spark-avro_2.13:0.0.404', 'spark.jars.ivy': '{tmp_path / 'ivy'}'}}))")
     result = subprocess.run([sys.executable, "-c", run], capture_output=True, text=True, cwd=PROJECT_ROOT,

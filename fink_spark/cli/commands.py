@@ -16,7 +16,8 @@ from fink_spark.config.job import effective_config
 from fink_spark.config.session import build_session, local_session
 from fink_spark.errors import ConfigError
 from fink_spark.kafka.positions import status, status_table, topics_table
-from fink_spark.run.reprocess import FILES_PER_BATCH, KafkaRange, reprocess
+from fink_spark.run.inputs import FILES_PER_BATCH, KafkaRange
+from fink_spark.run.reprocess import reprocess
 from fink_spark.run.stream import (
     StreamPlan,
     checkpoint_files,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -163,6 +163,27 @@ class JobConfig:
     filters: tuple[Filter, ...] = ()
 
 
+def file_keys(section: type, renamed: dict[str, str] | None = None, besides: tuple[str, ...] = (),
+              elsewhere: tuple[str, ...] = ()) -> dict[str, str | None]:
+    """A section's keys in the file, each with the field of `section` it fills: every field
+    under its own name or its `renamed` one, except those set `elsewhere` in the file; the
+    keys `besides` fill no field of their own (they are read into another one)."""
+    keys: dict[str, str | None] = {(renamed or {}).get(item.name, item.name): item.name
+                                   for item in fields(section) if item.name not in elsewhere}
+    return {**keys, **dict.fromkeys(besides)}
+
+
+# What each section of the file may hold: the parser's known keys and `effective_config`'s
+ROOT_KEYS = ("survey", "kafka", "schema", "output", "trigger", "filters")
+KAFKA_KEYS = file_keys(KafkaConfig, besides=("password_env", "password_file", "credentials"))
+OUTPUT_KEYS = ("table", "format", "console")
+TABLE_KEYS = file_keys(TableOutput, renamed={"deduplicate_gap": "deduplicate", "keep_rejected": "rejected"},
+                       elsewhere=("format",))
+ONLY_FOR_FORMAT = {ICEBERG: ("catalog", "namespace", "rejected"), PARQUET: ("quarantine_path", "rejected_path")}
+CONSOLE_KEYS = file_keys(ConsoleOutput)
+TRIGGER_KEYS = file_keys(TriggerConfig)
+
+
 # zstd: measured about twice as fast as snappy on alerts (cutouts are gzipped FITS, which
 # snappy spends time on for nothing), and smaller.
 CODECS = ("zstd", "lz4_raw", "snappy", "gzip", "uncompressed")
@@ -217,14 +238,7 @@ def fink_client_credentials(name: str | None) -> dict[str, Any]:
 
 
 def _kafka(root: Section, base: Path, required: bool, topics_required: bool = True) -> KafkaConfig | None:
-    kafka = root.section(
-        "kafka",
-        {
-            "servers", "topics", "topic_pattern", "username", "password", "password_env",
-            "password_file", "group_id", "starting_offsets", "max_offsets_per_trigger", "max_bytes_per_trigger",
-            "on_data_loss", "ssl_ca", "credentials",
-        },
-    )
+    kafka = root.section("kafka", set(KAFKA_KEYS))
     if "kafka" not in root.data:
         if not required:
             return None
@@ -308,17 +322,13 @@ def _ssl_ca(kafka: Section, base: Path) -> str | None:
 
 
 def _outputs(root: Section, base: Path, survey: Survey) -> tuple[TableOutput, ConsoleOutput]:
-    output = root.section("output", {"table", "format", "console"})
+    output = root.section("output", set(OUTPUT_KEYS))
     if "output" not in root.data:
         raise ConfigError("Missing required key 'output'.")
     table_format = output.get("format", str, default=ICEBERG)
     if table_format not in FORMATS:
         raise ConfigError(f"'output.format' must be one of {', '.join(FORMATS)}, not {table_format!r}.")
-    section = output.section(
-        "table",
-        {"path", "checkpoint", "partition_by", "quarantine_path", "rejected_path", "rejected", "deduplicate",
-         "compression", "catalog", "namespace"},
-    )
+    section = output.section("table", set(TABLE_KEYS))
     if "table" not in output.data:
         raise ConfigError("Missing required key 'output.table' (path and checkpoint of the output).")
     key = "output.table"
@@ -330,13 +340,13 @@ def _outputs(root: Section, base: Path, survey: Survey) -> tuple[TableOutput, Co
     if unknown:
         raise ConfigError(f"'{key}.partition_by' may list only {sorted(allowed)} with output.format "
                           f"{table_format}, not {unknown}.")
-    wrong_format = [option for option in (("quarantine_path", "rejected_path") if iceberg else ("catalog", "namespace",
-                    "rejected")) if section.data.get(option) is not None]
+    other_format = PARQUET if iceberg else ICEBERG
+    wrong_format = [option for option in ONLY_FOR_FORMAT[other_format] if section.data.get(option) is not None]
     if wrong_format:
         hint = ("Iceberg keeps the quarantine and the rejected ids as tables of the same catalog (set "
                 f"'{key}.rejected: true' for the latter)" if iceberg else "they name Iceberg tables")
         raise ConfigError(f"'{key}.{wrong_format[0]}' does not apply to output.format {table_format}: {hint}.")
-    console = output.section("console", {"enabled", "rows"})
+    console = output.section("console", set(CONSOLE_KEYS))
     rows = console.get("rows", int, default=20)
     if rows <= 0:
         raise ConfigError("'output.console.rows' must be a positive number.")
@@ -371,7 +381,7 @@ def _outputs(root: Section, base: Path, survey: Survey) -> tuple[TableOutput, Co
 
 
 def _trigger(root: Section) -> TriggerConfig:
-    trigger = root.section("trigger", {"processing_time", "available_now", "limit"})
+    trigger = root.section("trigger", set(TRIGGER_KEYS))
     limit = trigger.get("limit", int)
     if limit is not None and limit <= 0:
         raise ConfigError(f"'trigger.limit' must be a positive number of alerts, not {limit}.")
@@ -402,7 +412,7 @@ def parse_config(data: Any, base: Path | None = None, kafka_required: bool = Tru
     reprocessing files may leave out the `kafka` section (`kafka_required=False`).
     """
     base = base or Path.cwd()
-    root = Section(data, "", {"survey", "kafka", "schema", "output", "trigger", "filters"})
+    root = Section(data, "", set(ROOT_KEYS))
     survey_name = root.get("survey", str, required=True)
     if survey_name not in SURVEYS:
         raise ConfigError(
@@ -465,33 +475,29 @@ def effective_config(config: JobConfig) -> dict[str, Any]:
     """The configuration as the job runs it, defaults included, in the file's keys; the
     password shows as ***."""
     output = config.output
-    table = {"path": output.path, "checkpoint": output.checkpoint, "partition_by": list(output.partition_by),
-             "compression": output.compression, "deduplicate": output.deduplicate_gap}
-    if output.format == ICEBERG:
-        table.update(rejected=output.keep_rejected, catalog=output.catalog, namespace=output.namespace)
-    else:
-        table.update(quarantine_path=output.quarantine, rejected_path=output.rejected_path)
+    other_format = PARQUET if output.format == ICEBERG else ICEBERG
+    table = {key: value for key, value in _as_written(output, TABLE_KEYS).items() if key not in ONLY_FOR_FORMAT[other_format]}
+    if output.format == PARQUET:
+        table["quarantine_path"] = output.quarantine
     data: dict[str, Any] = {"survey": config.survey.name}
-    kafka = config.kafka
-    if kafka is not None:
-        data["kafka"] = {
-            "servers": kafka.servers, "topics": list(kafka.topics) or None, "topic_pattern": kafka.topic_pattern,
-            "username": kafka.username, "password": "***" if kafka.password else None, "group_id": kafka.group_id,
-            "starting_offsets": kafka.starting_offsets, "max_offsets_per_trigger": kafka.max_offsets_per_trigger,
-            "max_bytes_per_trigger": kafka.max_bytes_per_trigger, "on_data_loss": kafka.on_data_loss,
-            "ssl_ca": kafka.ssl_ca,
-        }
+    if config.kafka is not None:
+        data["kafka"] = {**_as_written(config.kafka, KAFKA_KEYS), "password": "***" if config.kafka.password else None}
     data["schema"] = config.schema
-    data["output"] = {"format": output.format, "table": table,
-                      "console": {"enabled": config.console.enabled, "rows": config.console.rows}}
-    trigger = config.trigger
-    data["trigger"] = {"available_now": True} if trigger.available_now else {"processing_time": trigger.processing_time}
-    data["trigger"]["limit"] = trigger.limit
-    data["filters"] = [item.condition for item in config.filters] or None  # as run: presets as their SQL
-    return _without_nones(data)
+    data["output"] = {"format": output.format, "table": table, "console": _as_written(config.console, CONSOLE_KEYS)}
+    data["trigger"] = _as_written(config.trigger, TRIGGER_KEYS)
+    data["filters"] = [item.condition for item in config.filters]  # as run: presets as their SQL
+    return _plain(data)
 
 
-def _without_nones(value: Any) -> Any:
+def _as_written(section: object, keys: dict[str, str | None]) -> dict[str, Any]:
+    """A section's values under their file keys."""
+    return {key: getattr(section, name) for key, name in keys.items() if name is not None}
+
+
+def _plain(value: Any) -> Any:
+    """As YAML writes it: lists, and no keys without a value (nor empty lists)."""
     if isinstance(value, dict):
-        return {key: _without_nones(item) for key, item in value.items() if item is not None}
+        return {key: _plain(item) for key, item in value.items() if item is not None and item != [] and item != ()}
+    if isinstance(value, tuple):
+        return [_plain(item) for item in value]
     return value

@@ -13,6 +13,7 @@ from pyspark.sql import functions as F
 
 from fink_spark.config.job import KafkaConfig
 from fink_spark.errors import ConfigError
+from fink_spark.state import STREAM_QUERY
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +74,13 @@ def spark_kafka_options(kafka: KafkaConfig) -> dict[str, str]:
 
 
 def stream_options(
-    kafka: KafkaConfig, query: str = "alerts", min_partitions: int = 1, max_offsets: int | None = None,
+    kafka: KafkaConfig, query: str = STREAM_QUERY, min_partitions: int = 1, max_offsets: int | None = None,
     starting_offsets: str | None = None,
 ) -> dict[str, str]:
     """Options of one streaming query's Kafka source.
 
     Spark pools its Kafka consumers by group id: queries that run side by side must not
-    share one, so every query but `alerts` (which keeps the configured group id) reads as
+    share one, so every query but the stream's (`alerts`, which keeps the configured group id) reads as
     `<group id>-<query>`. The queries assign partitions and never join their group.
     `max_offsets` bounds a micro-batch (`run.stream.batch_bound` decides it);
     `starting_offsets` is where a new checkpoint starts: earliest, latest or Spark's JSON of
@@ -90,7 +91,7 @@ def stream_options(
     partition may borrow it and fail with "KafkaConsumer is not safe for multi-threaded access".
     """
     options = spark_kafka_options(kafka)
-    if kafka.group_id and query != "alerts":
+    if kafka.group_id and query != STREAM_QUERY:
         options["kafka.group.id"] = f"{kafka.group_id}-{query}"
     skip_losses = kafka.on_data_loss == "skip"
     options["minPartitions"] = str(1 if skip_losses else min_partitions)
@@ -102,7 +103,7 @@ def stream_options(
 
 
 def read_stream(
-    spark: SparkSession, kafka: KafkaConfig, query: str = "alerts", min_partitions: int = 1,
+    spark: SparkSession, kafka: KafkaConfig, query: str = STREAM_QUERY, min_partitions: int = 1,
     max_offsets: int | None = None, starting_offsets: str | None = None,
 ) -> DataFrame:
     """The live stream of raw Kafka records (key, value, topic, partition, offset, timestamp).

@@ -22,8 +22,9 @@ from fink_spark.sink import open_sinks
 from fink_spark.sink.outputs import BatchCounts, MicroBatchOutputs, QueryStoppedError
 from fink_spark.sink.parquet import table_query
 from fink_spark.sink.quarantine import PendingQuarantine
-from fink_spark.state import TABLE_SCHEMA, CheckpointFiles
+from fink_spark.state import DEDUPLICATION_QUERY, TABLE_SCHEMA, CheckpointFiles
 from fink_spark.surveys import Survey
+from fink_spark.table.warehouse import ALERTS, QUARANTINE, REJECTED
 from fink_spark.transform.decode import UNKNOWN_SCHEMA, flatten_alerts, quarantined
 from fink_spark.transform.dedup import deduplicate, merge_copies
 from fink_spark.transform.filters import Filter, apply_filters, check_filters, columns_lacking, first_rejection
@@ -86,26 +87,26 @@ def start_pipeline(spark: SparkSession, read: Callable[[str], DataFrame], decode
     check_filters_at_start(config.filters, decoded, survey, writers)
     kept = kept_alerts(survey, config.filters)
     gap = output.deduplicate_gap
-    deduplicated = (read("deduplicated").transform(decode_all).transform(kept).transform(deduplicate(survey, gap))
+    deduplicated = (read(DEDUPLICATION_QUERY).transform(decode_all).transform(kept).transform(deduplicate(survey, gap))
                     if gap and output.format == PARQUET else None)
     alerts = deduplicated if deduplicated is not None else decoded.transform(kept)
     if gap and deduplicated is None:
         alerts = alerts.transform(merge_copies(survey))  # the merged table's columns
     rejections = (lambda batch: batch.transform(flatten_alerts(survey)).transform(first_rejection(config.filters, survey))) \
         if output.rejected else None
-    columns = {"alerts": alerts.schema, "quarantine": decoded.transform(quarantined).schema}
+    columns = {ALERTS: alerts.schema, QUARANTINE: decoded.transform(quarantined).schema}
     if rejections is not None:
-        columns["rejected"] = decoded.transform(rejections).schema
+        columns[REJECTED] = decoded.transform(rejections).schema
     changes = save_table_schema(table, alerts.schema, CheckpointFiles.at(checkpoint), output.schema_folder)
     sinks = open_sinks(spark, output, survey, f"{checkpoint}/{name}", columns, changes, own_table=deduplicated is None)
     if pending_quarantine is not None:
-        pending_quarantine.write_pending(sinks.quarantine, quarantined)
+        pending_quarantine.open(sinks.quarantine, quarantined)
     outputs = MicroBatchOutputs(
         survey=survey, decode=decode, kept=kept, quarantined=quarantined, table=sinks.table, quarantine=sinks.quarantine,
         rejected=(sinks.rejected, rejections) if sinks.rejected is not None and rejections is not None else None,
         console=config.console if config.console.enabled else None, out=out, totals=totals, pending_quarantine=pending_quarantine,
     )
-    others = [table_query(deduplicated, output, f"{checkpoint}/deduplicated", config.trigger, "deduplicated")] \
+    others = [table_query(deduplicated, output, f"{checkpoint}/{DEDUPLICATION_QUERY}", config.trigger, DEDUPLICATION_QUERY)] \
         if deduplicated is not None else []
     writer = records.writeStream.queryName(name).foreachBatch(outputs).option("checkpointLocation", f"{checkpoint}/{name}")
     return [writer.trigger(**config.trigger.spark_options()).start(), *others]

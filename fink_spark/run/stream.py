@@ -41,7 +41,7 @@ from fink_spark.schema.table import TableSchema
 from fink_spark.schema.writer import WriterSchemas, key_kind
 from fink_spark.sink.outputs import BatchCounts
 from fink_spark.sink.quarantine import FETCHED_BYTES_AT_MOST, PendingQuarantine
-from fink_spark.state import SKIPPED_OFFSETS, WRITER_SCHEMAS, CheckpointFiles
+from fink_spark.state import SKIPPED_OFFSETS, STREAM_QUERY, WRITER_SCHEMAS, CheckpointFiles
 from fink_spark.transform.decode import decode_records
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def start_queries(spark: SparkSession, plan: StreamPlan, pending_quarantine: Pen
                            max_offsets=plan.max_offsets_per_trigger, starting_offsets=plan.starting_offsets)
 
     decode = decode_records(plan.writers, plan.table, config.survey)
-    return start_pipeline(spark, read, decode, config, plan.writers, plan.table, plan.totals, "alerts", out, pending_quarantine)
+    return start_pipeline(spark, read, decode, config, plan.writers, plan.table, plan.totals, STREAM_QUERY, out, pending_quarantine)
 
 
 @dataclass
@@ -118,7 +118,7 @@ class StreamPlan:
         count = self.resized()
         if count is not None:
             self.resize_after = (self.totals.batch, count, self.totals.batch_records, self.totals.batch_bytes)
-        last = finished.get("alerts", -1)
+        last = finished.get(STREAM_QUERY, -1)
         if self.limit_reached():
             return last >= self.totals.batch
         return self.resize_after is not None and last >= self.resize_after[0]
@@ -205,7 +205,7 @@ def batch_bound(kafka: KafkaConfig, limit: int | None, records: int, size: int) 
     return min(caps) if caps else None
 
 
-def committed_offsets(state: CheckpointFiles, query: str = "alerts") -> dict[str, dict[int, int]]:
+def committed_offsets(state: CheckpointFiles, query: str = STREAM_QUERY) -> dict[str, dict[int, int]]:
     """Where a query stopped: the end offsets of its last committed batch."""
     commits = [int(name) for name in state.names(f"{query}/commits") if name.isdigit()]
     text = state.read(f"{query}/offsets/{max(commits)}") if commits else None
@@ -243,12 +243,8 @@ def run_stream(spark: SparkSession, plan: StreamPlan, out: TextIO | None = None)
     kafka = plan.config.kafka
     pending_quarantine = PendingQuarantine(spark, plan.state, lambda positions: records_at(kafka, positions, FETCHED_BYTES_AT_MOST))
     with quiet_planned_stops():
-        try:
-            _run_until_done(spark, plan, out, BatchProgress(plan.first_offsets), pending_quarantine)
-        except BaseException:
-            pending_quarantine.close(quietly=True)
-            raise
-        pending_quarantine.close()
+        _run_until_done(spark, plan, out, BatchProgress(plan.first_offsets), pending_quarantine)
+    pending_quarantine.write_now()  # a failed run leaves it in the checkpoint, for the next start
 
 
 def _explained(error: StreamingQueryException, config: JobConfig) -> Exception:

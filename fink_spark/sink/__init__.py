@@ -30,6 +30,7 @@ from fink_spark.sink.iceberg import open_iceberg_sinks
 from fink_spark.sink.metrics import PlanMetrics
 from fink_spark.sink.parquet import open_parquet_sinks
 from fink_spark.surveys import Survey
+from fink_spark.table.warehouse import ALERTS, QUARANTINE, REJECTED
 
 
 class Sink(Protocol):
@@ -85,11 +86,11 @@ def open_sinks(spark: SparkSession, output: TableOutput, survey: Survey, writer:
         False where another query writes the alerts (a Parquet table's de-duplication).
     """
     missing = [column for column in output.partition_by if column in survey.class_partitions
-               and column not in columns["alerts"].names]
+               and column not in columns[ALERTS].names]
     if missing:
         others = ", ".join(column for column in output.partition_by if column not in missing) or "topic"
         raise ConfigError(f"'output.table.partition_by' names {missing[0]}, which these alerts do not have (their "
                           f"writer schema predates it): partition by {others} instead, or give a reader schema that "
                           "has it ('schema').")
     sinks = SINK_KINDS[output.format](spark, output, survey, writer, columns, changes)
-    return Sinks(sinks["alerts"] if own_table else None, sinks["quarantine"], sinks.get("rejected"))
+    return Sinks(sinks[ALERTS] if own_table else None, sinks[QUARANTINE], sinks.get(REJECTED))

@@ -29,6 +29,7 @@ from fink_spark.table.catalog import (
     properties_of,
     table_properties,
 )
+from fink_spark.table.warehouse import ALERTS, QUARANTINE, REJECTED
 from fink_spark.transform.decode import OBS_TIME, has_column
 from fink_spark.transform.dedup import merge_copies
 
@@ -179,13 +180,13 @@ def open_iceberg_sinks(spark: SparkSession, output: TableOutput, survey: Survey,
     tables = Tables.of(output, survey.name)
     tables.open(spark)
     partitioning = {
-        "alerts": alert_partitioning(output.partition_by),
-        "quarantine": ["topic", "days(ingest_time)"],
-        "rejected": ["topic"],
+        ALERTS: alert_partitioning(output.partition_by),
+        QUARANTINE: ["topic", "days(ingest_time)"],
+        REJECTED: ["topic"],
     }
     sinks = {}
     for name, frame_columns in columns.items():
-        if name == "alerts" and output.deduplicate_gap:
+        if name == ALERTS and output.deduplicate_gap:
             sink = IcebergMerges(spark, tables.name(name), writer, partitioning[name], survey.id_column,
                                  output.deduplicate_gap, merge_copies(survey))
         else:
@@ -193,6 +194,6 @@ def open_iceberg_sinks(spark: SparkSession, output: TableOutput, survey: Survey,
         # statistics for the columns readers select alerts by: id, object, time
         metrics = tuple(column for column in (survey.id_column, survey.object_column, OBS_TIME, "ingest_time")
                         if has_column(frame_columns, column))
-        sink.prepare(frame_columns, table_properties(output.compression, metrics), changes if name == "alerts" else None)
+        sink.prepare(frame_columns, table_properties(output.compression, metrics), changes if name == ALERTS else None)
         sinks[name] = sink
     return sinks

@@ -93,8 +93,6 @@ class MicroBatchOutputs:
             raise stopped from None
 
     def _write_all(self, batch: DataFrame, batch_id: int) -> None:
-        if self.pending_quarantine is not None:
-            self.pending_quarantine.raise_failure()  # the query fails; its next start writes that quarantine
         decoded = batch.transform(self.decode) if self.decode is not None else batch
         counts = self._write_table(decoded, batch_id)
         self.totals.add(batch_id, counts)
@@ -108,11 +106,11 @@ class MicroBatchOutputs:
     def _write_quarantine(self, batch: DataFrame, decoded: DataFrame, batch_id: int, counts: dict[str, Any] | None) -> None:
         """Hand a batch's few quarantined records to `pending_quarantine`, and a batch with none while
         `pending_quarantine` holds some (a sink's batches go in order); write any other batch's quarantine
-        now, after all those handed before."""
+        now, after those gathered before it."""
         if self.pending_quarantine is not None and self.decode is not None and counts is not None:
             count, size = counts["quarantined"], counts["quarantined_bytes"]
             if (count and self.pending_quarantine.can_take(count, size)) or (not count and self.pending_quarantine.busy()):
-                self.pending_quarantine.submit(self.quarantine, self.quarantined, batch_id, _reasons(counts), size)
+                self.pending_quarantine.submit(batch_id, _reasons(counts), size)
                 return
         if self.pending_quarantine is not None:
             self.pending_quarantine.write_now()

@@ -11,6 +11,7 @@ from fink_spark.config.job import TableOutput, TriggerConfig
 from fink_spark.sink.metrics import PlanMetrics
 from fink_spark.state import SINK_LOG, CheckpointFiles, sink_log_batches
 from fink_spark.surveys import Survey
+from fink_spark.table.warehouse import ALERTS, QUARANTINE, REJECTED
 
 
 def table_query(frame: DataFrame, output: TableOutput, checkpoint: str, trigger: TriggerConfig, name: str) -> StreamingQuery:
@@ -82,8 +83,8 @@ def open_parquet_sinks(spark: SparkSession, output: TableOutput, survey: Survey,
 
     The parameters are `open_sinks`'s (`SINK_KINDS` calls each kind alike).
     """
-    paths = {"alerts": output.path, "quarantine": output.quarantine, "rejected": output.rejected_path}
-    partition_by = {"alerts": output.partition_by, "quarantine": tuple(c for c in output.partition_by if c == "topic"),
-                    "rejected": ("topic",)}
+    paths = {ALERTS: output.path, QUARANTINE: output.quarantine, REJECTED: output.rejected_path}
+    partition_by = {ALERTS: output.partition_by, QUARANTINE: tuple(c for c in output.partition_by if c == "topic"),
+                    REJECTED: ("topic",)}
     return {name: ParquetFileSink(spark, paths[name], partition_by[name], output.compression)  # type: ignore[arg-type]
             for name in columns}

@@ -14,10 +14,10 @@ from pyspark.sql.types import (
 
 from fink_spark.schema.table import widest
 from fink_spark.state import OUTPUT_TABLE_SCHEMA, CheckpointFiles
-from fink_spark.table.warehouse import is_warehouse, metadata_location
+from fink_spark.table.warehouse import ALERTS, is_warehouse, metadata_location
 
 
-def read_table(spark: SparkSession, path: str, table: str = "alerts") -> DataFrame:
+def read_table(spark: SparkSession, path: str, table: str = ALERTS) -> DataFrame:
     """A fink-spark output as one table. An Iceberg warehouse: its table (`alerts`,
     `quarantine` or `rejected`) by its current metadata file, with every column of every
     schema it had. A Parquet folder: every file read with the table's latest columns (added

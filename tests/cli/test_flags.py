@@ -46,7 +46,7 @@ def test_flags_alone_make_a_job(capsys, credentials: Path, tmp_path: Path, monke
     assert printed["output"]["format"] == "iceberg"
     assert printed["output"]["table"]["path"] == str(tmp_path / "alerts")
     assert printed["output"]["table"]["checkpoint"] == str(tmp_path / "alerts" / "checkpoints")
-    assert printed["trigger"] == {"processing_time": "10 seconds"}
+    assert printed["trigger"] == {"processing_time": "10 seconds", "available_now": False}
 
 
 def test_flags_win_over_the_file(capsys, credentials: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001

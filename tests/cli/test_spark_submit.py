@@ -50,7 +50,7 @@ def test_spark_submit_runs_the_job_from_a_yaml_file(spark, broker, new_topic, tm
 @pytest.mark.subprocess
 def test_spark_submit_reports_a_bad_config_in_one_line(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
-    config.write_text("survey: ztf\nkafka: {servers: x, topics: [t]}\noutput: {parquet: {path: a}}\n")
+    config.write_text("survey: ztf\nkafka: {servers: x, topics: [t]}\noutput: {format: parquet, table: {path: a}}\n")
     result = submit(config)
     assert result.returncode == 2
     # spark-submit passes the job's stderr on through its stdout.

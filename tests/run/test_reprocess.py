@@ -20,7 +20,8 @@ from reference import check_alerts, read_alerts, ztf_mjd
 from fink_spark.config.job import parse_config
 from fink_spark.errors import ConfigError
 from fink_spark.paths import PROJECT_ROOT, SCHEMAS_DIR
-from fink_spark.run.reprocess import KafkaRange, reprocess
+from fink_spark.run.inputs import KafkaRange, input_kind
+from fink_spark.run.reprocess import reprocess
 from fink_spark.surveys import ZTF
 from fink_spark.table.read import read_table
 from fink_spark.testing.publisher import publish, replicate
@@ -114,9 +115,10 @@ def test_reprocessing_into_a_merged_table_keeps_one_row_per_alert(spark, tmp_pat
 
 
 def test_bad_inputs_are_clear_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="expected TOPIC:PARTITION=START-END"):
+    with pytest.raises(ConfigError, match=r"The Kafka range 'topic-without-offsets' is not TOPIC:PARTITION=START-END"):
         KafkaRange.parse("topic-without-offsets")
-    from fink_spark.run.reprocess import input_kind
+    with pytest.raises(ConfigError, match="The Kafka range 't:0=9-3' has an end offset before its start"):
+        KafkaRange.parse("t:0=9-3")
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="holds no .avro, .avro.gz or .parquet file"):

@@ -29,7 +29,8 @@ from variants import LSST_VARIANTS, ZTF_VARIANTS, Variant, expected_alert
 from fink_spark.config.job import parse_config
 from fink_spark.errors import ConfigError
 from fink_spark.paths import PROJECT_ROOT, SCHEMAS_DIR
-from fink_spark.run.reprocess import KafkaRange, reprocess
+from fink_spark.run.inputs import KafkaRange
+from fink_spark.run.reprocess import reprocess
 from fink_spark.table.read import read_table
 from fink_spark.table.warehouse import load_pyiceberg
 from fink_spark.testing.local_broker import LocalKafka

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -152,12 +151,12 @@ def test_an_alert_whose_ids_disagree_is_quarantined_with_that_reason(spark: Spar
     assert reasons == [None, "candidate.candid differs from candid"]
 
 
-def test_the_live_job_writes_its_few_quarantined_records_beside_the_stream_and_loses_none(
+def test_the_live_job_keeps_its_few_quarantined_records_in_the_checkpoint_until_appended_and_loses_none(
         spark: SparkSession, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """The table's pass notes where the poison is; one thread fetches those records back and
-    appends them while the next batch runs (at once here; the job gathers a minute's batches).
-    Their positions wait in the checkpoint until then: a crash in between loses none, and a
-    replay adds none."""
+    """The table's pass notes where the poison is; the records are fetched back by position
+    and appended by the micro-batch that finds them due (at once here; the job gathers a
+    minute's batches). Their positions wait in the checkpoint until then: a crash in between
+    loses none, and a replay adds none."""
     first, writers, schema, alerts = kafka_batch(spark)
     second = first.withColumn("offset", F.col("offset") + 100)  # the next batch: the same messages again
     decode = decode_records(writers, TableSchema.first(schema, "test"), ZTF)
@@ -172,13 +171,13 @@ def test_the_live_job_writes_its_few_quarantined_records_beside_the_stream_and_l
         rows = spark.read.parquet(str(tmp_path / "quarantine")).orderBy("kafka_offset").collect()
         return [(row.kafka_offset, row.reject_reason, row.value if row.value is None else bytes(row.value)) for row in rows]
 
-    def job(pending_quarantine: PendingQuarantine) -> MicroBatchOutputs:
-        return replace(outputs(spark, tmp_path, io.StringIO(), decode, rejected=False), pending_quarantine=pending_quarantine)
+    def start(pending_quarantine: PendingQuarantine) -> MicroBatchOutputs:  # as a query's start does
+        job = replace(outputs(spark, tmp_path, io.StringIO(), decode, rejected=False), pending_quarantine=pending_quarantine)
+        pending_quarantine.open(job.quarantine, quarantined)
+        return job
 
-    # The job crashes while batch 0's quarantine is being fetched.
-    release = threading.Event()
-    crashed = PendingQuarantine(spark, state, lambda positions: release.wait(60) and fetch(positions), gathered_for=0)
-    job(crashed)(first, 0)
+    # The job dies after batch 0, its quarantine gathered, not appended.
+    start(PendingQuarantine(spark, state, fetch))(first, 0)
     pending = json.loads((tmp_path / "checkpoint" / PENDING_QUARANTINE / "0.json").read_text())
     undecodable, empty = "value does not decode with the writer schema its key names", "empty value"
     assert pending == {"batch": 0, "records": [[TOPIC, 0, 31, undecodable], [TOPIC, 0, 32, empty]]}
@@ -186,43 +185,36 @@ def test_the_live_job_writes_its_few_quarantined_records_beside_the_stream_and_l
 
     # The next start writes it before its query starts; Spark then replays batch 0 (not committed).
     restarted = PendingQuarantine(spark, state, fetch, gathered_for=0)
-    restarted.write_pending(ParquetFileSink(spark, str(tmp_path / "quarantine"), ("topic",), "zstd"), quarantined)
+    job = start(restarted)
     assert quarantine() == [(31, undecodable, POISON[0]), (32, empty, b"")]
     assert not list((tmp_path / "checkpoint" / PENDING_QUARANTINE).iterdir())
-    job(restarted)(first, 0)
+    job(first, 0)
     # Batch 1: a message is gone from the broker before its quarantine is written (after a long stop).
     restarted.fetch = lambda positions: fetch(positions, leave_out=(132,))
-    job(restarted)(second, 1)
-    restarted.close()
+    job(second, 1)
     gone = "; the record was gone from the broker when the quarantine was written"
     assert quarantine() == [(31, undecodable, POISON[0]), (32, empty, b""), (131, undecodable, POISON[0]), (132, empty + gone, None)]
     assert any(r.getMessage().startswith("1 quarantined records were gone from the broker") for r in caplog.records)
     kept = sum(alert["candidate"]["magpsf"] < 18.5 for alert in alerts)
     assert spark.read.parquet(str(tmp_path / "alerts")).count() == 2 * kept
 
-    # The crashed run's thread, let go, finds its batch written and adds nothing.
-    release.set()
-    crashed.close()
-    assert len(quarantine()) == 4
-
-    # An append that fails is raised (the query fails) and its positions stay for the next start.
-    failing = PendingQuarantine(spark, state, lambda positions: 1 / 0, gathered_for=0)
-    job(failing)(first.withColumn("offset", F.col("offset") + 200), 2)
+    # An append that fails fails its micro-batch, and its positions stay for the next start.
     with pytest.raises(ZeroDivisionError):
-        failing.close()
+        start(PendingQuarantine(spark, state, lambda positions: 1 / 0, gathered_for=0))(
+            first.withColumn("offset", F.col("offset") + 200), 2)
     assert (tmp_path / "checkpoint" / PENDING_QUARANTINE / "2.json").exists()
 
 
 def test_the_live_job_appends_a_minutes_quarantine_at_once_as_its_newest_batch_and_a_crash_writes_it_once(
         spark: SparkSession, tmp_path: Path) -> None:
     """Batches' quarantined records are gathered (their positions in the checkpoint) and
-    appended in one commit, as the newest batch, the others committed empty before it (a
-    Parquet folder's log lists every batch). A crash inside that append, or after its commit,
-    leaves the gathered batches named: the next start writes them once, and nothing twice."""
+    appended in one commit by the micro-batch that finds them due, as the newest batch, the
+    others committed empty before it (a Parquet folder's log lists every batch). After a
+    crash inside that append, or after its commit, the next start writes them once."""
     first, writers, schema, alerts = kafka_batch(spark)
     decode = decode_records(writers, TableSchema.first(schema, "test"), ZTF)
     state = CheckpointFiles.at(str(tmp_path / "checkpoint"))
-    batches = {batch_id: first.withColumn("offset", F.col("offset") + 100 * batch_id) for batch_id in range(6)}
+    batches = {batch_id: first.withColumn("offset", F.col("offset") + 100 * batch_id) for batch_id in range(8)}
     batches[1] = batches[1].where(F.length("value") > 100)  # no poison
     broker = pa.concat_tables([batch.toArrow() for batch in batches.values()])
     fetched: list[list[int]] = []
@@ -232,9 +224,11 @@ def test_the_live_job_appends_a_minutes_quarantine_at_once_as_its_newest_batch_a
         fetched.append(sorted(offset for _, _, offset in positions))
         return broker.filter(pc.is_in(broker.column("offset"), pa.array([offset for _, _, offset in positions], pa.int64())))
 
-    def job(pending_quarantine: PendingQuarantine, sink: ParquetFileSink = quarantine) -> MicroBatchOutputs:
-        return replace(outputs(spark, tmp_path, io.StringIO(), decode, rejected=False), quarantine=sink,
-                       pending_quarantine=pending_quarantine)
+    def start(pending_quarantine: PendingQuarantine, sink: ParquetFileSink = quarantine) -> MicroBatchOutputs:
+        job = replace(outputs(spark, tmp_path, io.StringIO(), decode, rejected=False), quarantine=sink,
+                      pending_quarantine=pending_quarantine)
+        pending_quarantine.open(sink, quarantined)
+        return job
 
     def quarantined_offsets() -> list[int]:
         return sorted(row.kafka_offset for row in spark.read.parquet(str(tmp_path / "quarantine")).collect())
@@ -247,14 +241,24 @@ def test_the_live_job_appends_a_minutes_quarantine_at_once_as_its_newest_batch_a
         return sorted(path.name for path in (tmp_path / "checkpoint" / PENDING_QUARANTINE).iterdir())
 
     gathering = PendingQuarantine(spark, state, fetch)
+    job = start(gathering)
     for batch_id in (0, 1, 2):
-        job(gathering)(batches[batch_id], batch_id)
+        job(batches[batch_id], batch_id)
     assert gathering.busy() and pending() == ["0.json", "1.json", "2.json"]
     assert not list((tmp_path / "quarantine").rglob("*.parquet")) and logged_files() == {}  # nothing appended yet
-    gathering.close()
+    gathering.write_now()  # as at the end of a run
     assert quarantined_offsets() == [31, 32, 231, 232] and pending() == []
-    assert fetched == [[31, 32], [231, 232]]  # each batch's as it came: the append fetched nothing more
+    assert fetched == [[31, 32, 231, 232]]  # one fetch for the append
     assert logged_files() == {"0": 0, "1": 0, "2": 1}  # one file, committed as batch 2
+
+    # The first batch to end once the gathered ones have waited long enough appends them all.
+    waiting = PendingQuarantine(spark, state, fetch, gathered_for=0.5)
+    job = start(waiting)
+    job(batches[3], 3)
+    time.sleep(0.6)
+    job(batches[4], 4)
+    assert not waiting.busy() and pending() == [] and quarantined_offsets()[-4:] == [331, 332, 431, 432]
+    assert logged_files() == {"0": 0, "1": 0, "2": 1, "3": 0, "4": 1}
 
     @dataclass
     class Killed:  # the job dies in the append, before its commit or after it (before the checkpoint knows)
@@ -268,43 +272,24 @@ def test_the_live_job_appends_a_minutes_quarantine_at_once_as_its_newest_batch_a
                 quarantine.write(batch_id, frame)
             raise RuntimeError("killed")
 
-    crashed = PendingQuarantine(spark, state, fetch)
-    for batch_id in (3, 4):
-        job(crashed, Killed(after_commit=True))(batches[batch_id], batch_id)  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="killed"):
-        crashed.close()
-    dead = PendingQuarantine(spark, state, fetch)
-    job(dead, Killed(after_commit=True))(batches[5], 5)  # type: ignore[arg-type]  # gathered when the job died
-    assert pending() == ["3.json", "4.json", "5.json", "group.json"]
-    restarted = PendingQuarantine(spark, state, fetch)
-    restarted.write_pending(quarantine, quarantined)
-    dead.close()  # its thread, were it to run on, adds nothing
-    assert quarantined_offsets() == [31, 32, 231, 232, 331, 332, 431, 432, 531, 532]  # each once
-    assert logged_files() == {"0": 0, "1": 0, "2": 1, "3": 0, "4": 1, "5": 1} and pending() == []
+        start(PendingQuarantine(spark, state, fetch, gathered_for=0), Killed(after_commit=True))(batches[5], 5)  # type: ignore[arg-type]
+    assert pending() == ["5.json"]
+    start(PendingQuarantine(spark, state, fetch))
+    assert quarantined_offsets()[-4:] == [431, 432, 531, 532] and len(quarantined_offsets()) == 10  # each once
+    assert logged_files()["5"] == 1 and pending() == []
 
     # A crash inside an append, after the batches before the newest were committed empty
-    later_batches = [batches[0].withColumn("offset", F.col("offset") + 100 * batch_id) for batch_id in (6, 7)]
-    broker = pa.concat_tables([broker, *(batch.toArrow() for batch in later_batches)])
     failing = PendingQuarantine(spark, state, fetch)
-    for batch_id, batch in zip((6, 7), later_batches):
-        job(failing, Killed(after_commit=False))(batch, batch_id)  # type: ignore[arg-type]
+    job = start(failing, Killed(after_commit=False))  # type: ignore[arg-type]
+    for batch_id in (6, 7):
+        job(batches[batch_id], batch_id)
     with pytest.raises(RuntimeError, match="killed"):
-        failing.close()
+        failing.write_now()
     assert logged_files()["6"] == 0 and "7" not in logged_files()  # batch 6 reads as written already
-    PendingQuarantine(spark, state, fetch).write_pending(quarantine, quarantined)
+    start(PendingQuarantine(spark, state, fetch))
     assert quarantined_offsets()[-4:] == [631, 632, 731, 732] and len(quarantined_offsets()) == 14
     assert pending() == []
-
-    # An idle stream's gathered batch is appended when its time is up (a second here), with no batch after it
-    eighth = batches[0].withColumn("offset", F.col("offset") + 800)
-    broker = pa.concat_tables([broker, eighth.toArrow()])
-    idle = PendingQuarantine(spark, state, fetch, gathered_for=1)
-    job(idle)(eighth, 8)
-    deadline = time.monotonic() + 60
-    while idle.busy() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert quarantined_offsets()[-2:] == [831, 832] and pending() == []
-    idle.close()
 
 
 class _Py4JTextError(Exception):

@@ -1,6 +1,6 @@
 """The presets select what Fink's own filter code selects, alert by alert.
 
-The reference is fink-filters and fink-utils themselves (the releases `fink_spark.filters`
+The reference is fink-filters and fink-utils themselves (the releases `fink_spark.transform.presets`
 names), run on pandas frames of the same alerts. The alerts are the bundled real ones and
 variants of them whose deciding fields sit on, just across and far across each threshold,
 or are NaN or null, so that every preset selects some alerts and rejects others. No broker:
