@@ -64,7 +64,22 @@ def assert_same_value(spark_value: Any, reference: Any, where: str, every_field:
 
 
 KAFKA_METADATA = {"topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "ingest_time"}
-OUTPUT_ONLY = KAFKA_METADATA | {"year", "month", "day", "obs_time"}  # columns the job adds to the alert's
+POSITION = {"ra", "dec", "_healpix_29"}
+OUTPUT_ONLY = KAFKA_METADATA | POSITION | {"year", "month", "day", "obs_time"}  # columns the job adds to the alert's
+
+
+def position_of(alert: dict[str, Any]) -> tuple[float | None, float | None, int | None]:
+    """An alert's ra, dec (ZTF's candidate, LSST's diaSource) and its HEALPix cell at
+    order 29 by cdshealpix, the library HATS and LSDB index with."""
+    import astropy.units as u
+    from cdshealpix.nested import lonlat_to_healpix
+
+    source = alert.get("candidate") or alert.get("diaSource") or {}
+    ra, dec = source.get("ra"), source.get("dec")
+    if ra is None or dec is None:
+        return None, None, None
+    cell = lonlat_to_healpix([ra % 360] * u.deg, [dec] * u.deg, 29)[0]
+    return float(ra), float(dec), int(cell)
 
 
 def check_alerts(rows: list[dict], reference: list[dict], id_column: str, topic: str, mjd_of) -> None:  # noqa: ANN001
@@ -81,3 +96,4 @@ def check_alerts(rows: list[dict], reference: list[dict], id_column: str, topic:
         assert (row["year"], row["month"], row["day"]) == (night.year, night.month, night.day)
         assert abs(row["obs_time"].replace(tzinfo=timezone.utc) - night) < timedelta(milliseconds=1)
         assert row["ingest_time"] is not None
+        assert (row["ra"], row["dec"], row["_healpix_29"]) == position_of(alert)

@@ -59,7 +59,8 @@ def test_reprocess_count_only_and_the_python_api_from_another_folder(installed: 
     bright = sum(alert["candidate"]["magpsf"] <= 18.0 for alert in alerts)
     config = tmp_path / "elsewhere" / "reprocess.yaml"
     config.parent.mkdir()
-    config.write_text("survey: ztf\noutput: {format: parquet, table: {path: out, checkpoint: chk}}\nfilters: [{preset: magnitude, max: 18.0}]\n")
+    config.write_text("survey: ztf\noutput: {format: parquet, table: {path: out, checkpoint: chk}}\n"
+                      "filters: [{preset: magnitude, max: 18.0}]\n")
 
     counted = run_installed(installed, config.parent, "fink-spark", "reprocess", "--count-only", "--master", "local[2]",
                             "--config", str(config), "--input", *inputs)

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> None:
     settings = Maintenance(args.target_file_mb, args.snapshot_age_hours, args.retain_snapshots, args.orphan_age_hours)
     spark = session("fink-spark-maintain", args)
     try:
-        done = maintain(spark, Tables.of(config.output, config.survey.name), settings)
+        done = maintain(spark, Tables.of(config.output, config.survey.name), settings, config.survey)
     finally:
         spark.stop()
     for name, counts in done.items():

@@ -32,6 +32,7 @@ from fink_spark.table.catalog import (
 from fink_spark.table.warehouse import ALERTS, QUARANTINE, REJECTED
 from fink_spark.transform.decode import OBS_TIME, has_column
 from fink_spark.transform.dedup import merge_copies
+from fink_spark.transform.sky import HEALPIX, POSITION_COLUMNS
 
 
 class IcebergAppends:
@@ -46,9 +47,11 @@ class IcebergAppends:
     def __init__(self, spark: SparkSession, name: str, writer: str, partitioning: list[str]) -> None:
         self.spark, self.name, self.writer, self.partitioning = spark, name, writer, partitioning
 
-    def prepare(self, columns: StructType, properties: dict[str, str], change: str | None = None) -> None:
+    def prepare(self, columns: StructType, properties: dict[str, str], change: str | None = None,
+                order: str | None = None) -> None:
         """Create the table, or evolve its schema to `columns` (new columns at any depth,
-        int -> long and float -> double promoted), before the query starts."""
+        int -> long and float -> double promoted), before the query starts; with `order`, each
+        write sorts its rows by it within every partition, in the task (no shuffle)."""
         if not self.spark.catalog.tableExists(self.name):
             # DDL, not a write of an empty frame: no Spark job, a second less per table
             ddl = self.spark._jvm.org.apache.spark.sql.types.DataType.fromJson(columns.json()).toDDL()  # type: ignore[attr-defined]
@@ -56,9 +59,18 @@ class IcebergAppends:
             settings = ", ".join(f"'{key}' = '{value}'" for key, value in
                                  {"fink-spark.created-by": "fink-spark", **properties}.items())
             self.spark.sql(f"CREATE TABLE {self.name} ({ddl}) USING iceberg{partitioned} TBLPROPERTIES ({settings})")
-            return
-        if not _same_columns(self.spark.table(self.name).schema, columns):
+        elif not _same_columns(self.spark.table(self.name).schema, columns):
             self._evolve(columns, change)
+        have = properties_of(self.spark, self.name)
+        self._set({key: value for key, value in properties.items() if have.get(key) != value})
+        if order is not None and have.get("sort-order") != f"{order} ASC NULLS FIRST":
+            self.spark.sql(f"ALTER TABLE {self.name} WRITE LOCALLY ORDERED BY {order}")
+
+    def _set(self, settings: dict[str, str]) -> None:
+        """Set these properties, in one commit (none if there are none)."""
+        if settings:
+            pairs = ", ".join(f"'{key}' = '{value}'" for key, value in settings.items())
+            self.spark.sql(f"ALTER TABLE {self.name} SET TBLPROPERTIES ({pairs})")
 
     def _evolve(self, columns: StructType, change: str | None) -> None:
         """Add `columns` to the table's with one `mergeSchema` append of no rows, whose
@@ -113,15 +125,10 @@ class IcebergMerges(IcebergAppends):
         super().__init__(spark, name, writer, partitioning)
         self.id_column, self.gap, self.merge = id_column, gap, merge
 
-    def prepare(self, columns: StructType, properties: dict[str, str], change: str | None = None) -> None:
-        """As an append's, with the settings of a merged table (set on a table made before
-        them, or with another window: one commit, only then)."""
-        settings = {**MERGED_TABLE, MERGE_WINDOW: self.gap}
-        existed = self.spark.catalog.tableExists(self.name)
-        super().prepare(columns, {**properties, **settings}, change)
-        if existed:
-            have = properties_of(self.spark, self.name)
-            self._set({key: value for key, value in settings.items() if have.get(key) != value})
+    def prepare(self, columns: StructType, properties: dict[str, str], change: str | None = None,
+                order: str | None = None) -> None:
+        """As an append's, with the settings of a merged table."""
+        super().prepare(columns, {**properties, **MERGED_TABLE, MERGE_WINDOW: self.gap}, change, order)
 
     def _evolve(self, columns: StructType, change: str | None) -> None:
         """Spark 4.1 resolves no column of a MERGE into a table that accepts any schema: a
@@ -131,11 +138,6 @@ class IcebergMerges(IcebergAppends):
             super()._evolve(columns, change)
         finally:
             self._set({ACCEPT_ANY_SCHEMA: "false"})
-
-    def _set(self, settings: dict[str, str]) -> None:
-        if settings:
-            pairs = ", ".join(f"'{key}' = '{value}'" for key, value in settings.items())
-            self.spark.sql(f"ALTER TABLE {self.name} SET TBLPROPERTIES ({pairs})")
 
     def write(self, batch_id: int, frame: DataFrame) -> None:
         """Merge the batch's alerts into the table's rows of the last `gap`, tagged."""
@@ -194,6 +196,11 @@ def open_iceberg_sinks(spark: SparkSession, output: TableOutput, survey: Survey,
         # statistics for the columns readers select alerts by: id, object, time
         metrics = tuple(column for column in (survey.id_column, survey.object_column, OBS_TIME, "ingest_time")
                         if has_column(frame_columns, column))
-        sink.prepare(frame_columns, table_properties(output.compression, metrics), changes if name == ALERTS else None)
+        sky = tuple(column for column in POSITION_COLUMNS if has_column(frame_columns, column))
+        properties = table_properties(output.compression, metrics, sky)
+        if name == ALERTS:  # each data file a compact region of the sky (HEALPix cells in order)
+            sink.prepare(frame_columns, properties, changes, HEALPIX if HEALPIX in sky else None)
+        else:
+            sink.prepare(frame_columns, properties)
         sinks[name] = sink
     return sinks

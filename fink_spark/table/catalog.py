@@ -38,11 +38,12 @@ ACCEPT_ANY_SCHEMA = "write.spark.accept-any-schema"
 MERGED_TABLE = {ACCEPT_ANY_SCHEMA: "false", "write.merge.mode": "merge-on-read", "write.merge.distribution-mode": "none"}
 
 
-def table_properties(compression: str, metrics_columns: tuple[str, ...] = ()) -> dict[str, str]:
+def table_properties(compression: str, metrics_columns: tuple[str, ...] = (), full_metrics: tuple[str, ...] = ()) -> dict[str, str]:
     """How the job's tables are written: Parquet files (zstd, no dictionaries), no shuffle before a write (each
     task writes its partitions side by side), metadata files pruned as they are replaced,
     concurrent commits retried. Column statistics (min, max, nulls), which let a reader skip
-    files, only for `metrics_columns`: gathering them for an alert's hundred columns cost
+    files, only for `metrics_columns` (strings cut to 16 characters) and `full_metrics`
+    (whole values: the sky's positions): gathering them for an alert's hundred columns cost
     about a tenth of the write (bench/SINKS.md)."""
     return {
         "format-version": "2",
@@ -57,6 +58,7 @@ def table_properties(compression: str, metrics_columns: tuple[str, ...] = ()) ->
         ACCEPT_ANY_SCHEMA: "true",
         "write.metadata.metrics.default": "none",
         **{f"write.metadata.metrics.column.{column}": "truncate(16)" for column in metrics_columns},
+        **{f"write.metadata.metrics.column.{column}": "full" for column in full_metrics},
         "write.metadata.delete-after-commit.enabled": "true",
         "write.metadata.previous-versions-max": "20",
         # The stream appends every few seconds while `fink-spark maintain` rewrites files: a

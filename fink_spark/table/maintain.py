@@ -6,6 +6,12 @@ expires old snapshots and removes files that no snapshot references. Every step 
 Iceberg commit that the stream's appends do not conflict with (a rewrite only replaces
 files that are still live), so it runs while the stream runs, from another process.
 
+An alerts table written before fink-spark kept each alert's position (`ra`, `dec`,
+`_healpix_29`) gets it first, from the alerts' own coordinates, without reading Kafka
+again: one MERGE of the rows that lack it. Closed nights (before today, UTC) of a table
+ordered on the sky are then rewritten sorted by `_healpix_29`, so that each file covers a
+compact region of the sky; the current night is only compacted.
+
 The newest snapshot appended by each of the job's queries is never expired: it is how a
 micro-batch replayed after a crash knows it was written (`fink_spark.table.catalog.newest_tagged`). A merged
 table's files of its stream's merge window (and an hour more) are not rewritten: the
@@ -22,8 +28,11 @@ from datetime import datetime, timezone
 from pyspark.sql import Row, SparkSession
 
 from fink_spark.errors import ConfigError
-from fink_spark.table.catalog import MERGE_WINDOW, Tables, newest_tagged, properties_of
+from fink_spark.surveys import Survey
+from fink_spark.table.catalog import ACCEPT_ANY_SCHEMA, MERGE_WINDOW, Tables, newest_tagged, properties_of
 from fink_spark.table.warehouse import ALERTS, QUARANTINE, REJECTED
+from fink_spark.transform.decode import OBS_TIME, has_column
+from fink_spark.transform.sky import HEALPIX, POSITION_COLUMNS, with_position
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +76,54 @@ def _call(spark: SparkSession, statement: str) -> list[Row]:
     return []
 
 
+def fill_positions(spark: SparkSession, name: str, survey: Survey) -> int:
+    """Give the alerts that lack it their position (a table written before fink-spark kept
+    one); returns how many rows got it."""
+    table = spark.table(name)
+    coordinates = (survey.filters.ra, survey.filters.dec)
+    if not all(has_column(table.schema, column) for column in (*coordinates, HEALPIX)):
+        return 0
+    lacking = table.where(f"{HEALPIX} IS NULL AND {coordinates[0]} IS NOT NULL AND {coordinates[1]} IS NOT NULL")
+    keys = [column for column in ("topic", "kafka_partition", "kafka_offset", survey.id_column) if column in table.columns]
+    holding = [column for column in dict.fromkeys(path.split(".")[0] for path in coordinates) if column not in keys]
+    found = lacking.select(*keys, *holding).transform(with_position(survey, lambda column: True)) \
+        .select(*keys, *POSITION_COLUMNS).localCheckpoint()
+    count = found.count()
+    if count:
+        found.createOrReplaceTempView("fink_spark_positions")
+        matched = " AND ".join(f"t.{key} <=> s.{key}" for key in keys)  # files reprocessed have no Kafka positions
+        updates = ", ".join(f"t.{column} = s.{column}" for column in POSITION_COLUMNS)
+        accepts = properties_of(spark, name).get(ACCEPT_ANY_SCHEMA)
+        # Spark 4.1 resolves no column of a MERGE into a table that accepts any schema
+        spark.sql(f"ALTER TABLE {name} SET TBLPROPERTIES ('{ACCEPT_ANY_SCHEMA}' = 'false')")
+        try:
+            _call(spark, f"MERGE INTO {name} t USING fink_spark_positions s ON {matched} WHEN MATCHED THEN UPDATE SET {updates}")
+        finally:
+            if accepts is not None:
+                spark.sql(f"ALTER TABLE {name} SET TBLPROPERTIES ('{ACCEPT_ANY_SCHEMA}' = '{accepts}')")
+    return count
+
+
 def maintain_table(spark: SparkSession, name: str, settings: Maintenance) -> dict[str, int]:
     """Compact, then expire and clean one table; returns what each step did."""
     procedures = name.split(".")[0] + ".system"
     target = settings.target_file_mb * 1024 * 1024
-    rewritten = _call(spark,
-        f"CALL {procedures}.rewrite_data_files(table => '{name}', options => map("
-        f"'target-file-size-bytes', '{target}', 'min-input-files', '2', 'partial-progress.enabled', 'true')"
-        f"{_outside_merge_window(spark, name)})"
-    )[0].asDict()
+    options = (f"options => map('target-file-size-bytes', '{target}', 'min-input-files', '2', "
+               "'partial-progress.enabled', 'true')")
+    window = _outside_merge_window(spark, name)
+    sorted_on_sky = properties_of(spark, name).get("sort-order", "").startswith(HEALPIX)
+    rewritten: dict[str, int] = {}
+    if sorted_on_sky:  # closed nights sorted on the sky, the current one only compacted
+        (today,) = spark.sql("SELECT CAST(current_date() AS TIMESTAMP)").first()  # the session is in UTC
+        closed = f"{OBS_TIME} < TIMESTAMP '{today:%Y-%m-%d %H:%M:%S}'"
+        steps = [f"strategy => 'sort', {options}, where => \"{closed}{window}\"",
+                 f"{options}, where => \"NOT ({closed}){window}\""]
+    else:
+        steps = [options + (f", where => \"{window.removeprefix(' AND ')}\"" if window else "")]
+    for step in steps:
+        done = _call(spark, f"CALL {procedures}.rewrite_data_files(table => '{name}', {step})")[0].asDict()
+        for key in ("rewritten_data_files_count", "added_data_files_count"):
+            rewritten[key] = rewritten.get(key, 0) + done.get(key, 0)
     _call(spark, f"CALL {procedures}.rewrite_manifests(table => '{name}')")
     now_ms = int(time.time() * 1000)
     older_than = now_ms - int(settings.snapshot_age_hours * 3600 * 1000)
@@ -98,26 +146,27 @@ def maintain_table(spark: SparkSession, name: str, settings: Maintenance) -> dic
 
 
 def _outside_merge_window(spark: SparkSession, name: str) -> str:
-    """For a merged table, the procedure's argument that leaves the files its stream may
-    still merge into (their rows' `ingest_time` within the window, and an hour more)."""
+    """For a merged table, the condition (` AND ...`) that leaves out the files its stream
+    may still merge into (their rows' `ingest_time` within the window, and an hour more)."""
     window = properties_of(spark, name).get(MERGE_WINDOW)
     if window is None:
         return ""
     (since,) = spark.sql(f"SELECT current_timestamp() - INTERVAL '{window}' - INTERVAL 1 HOUR").first()
-    return f", where => \"ingest_time < TIMESTAMP '{since:%Y-%m-%d %H:%M:%S.%f}'\""
+    return f" AND ingest_time < TIMESTAMP '{since:%Y-%m-%d %H:%M:%S.%f}'"
 
 
 def _timestamp(millis: int) -> str:
     return "TIMESTAMP '" + datetime.fromtimestamp(millis / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f") + "'"
 
 
-def maintain(spark: SparkSession, tables: Tables, settings: Maintenance) -> dict[str, dict[str, int]]:
+def maintain(spark: SparkSession, tables: Tables, settings: Maintenance, survey: Survey) -> dict[str, dict[str, int]]:
     """Maintain each of a job's tables that exists."""
     tables.open(spark)
     done = {}
     for table in (ALERTS, QUARANTINE, REJECTED):
         name = tables.name(table)
         if spark.catalog.tableExists(name):
-            done[name] = maintain_table(spark, name, settings)
+            filled = {"positions added": fill_positions(spark, name, survey)} if table == ALERTS else {}
+            done[name] = {**filled, **maintain_table(spark, name, settings)}
             log.info("%s: %s", name, ", ".join(f"{count} {what}" for what, count in done[name].items()))
     return done

@@ -26,9 +26,11 @@ from pyspark.sql.types import DataType, StructType
 from fink_spark.schema.table import TableSchema
 from fink_spark.schema.writer import NOT_A_SCHEMA_KEY, UNBUNDLED_VERSION, VERSION_KEY, WriterSchemas
 from fink_spark.surveys import Survey
+from fink_spark.transform.sky import POSITION_COLUMNS, with_position
 
 UNKNOWN_SCHEMA = "FINK_SPARK_UNKNOWN_WRITER_SCHEMA"
-METADATA_COLUMNS = ("topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "ingest_time", "obs_time")
+# The columns fink-spark adds to an alert's fields: where it came from, when it was seen, where on the sky
+METADATA_COLUMNS = ("topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "ingest_time", "obs_time", *POSITION_COLUMNS)
 NIGHT_COLUMNS = ("year", "month", "day")
 OBS_TIME = "obs_time"  # the observation's time (UTC), from the survey's MJD
 UNIX_EPOCH_MJD = 40587
@@ -169,7 +171,8 @@ def _night(survey: Survey, columns: StructType) -> list[Column]:
 
 
 def flatten_alerts(survey: Survey) -> Callable[[DataFrame], DataFrame]:
-    """Decoded records -> one row per genuine alert: its fields as columns, Kafka metadata, night.
+    """Decoded records -> one row per genuine alert: its fields as columns, Kafka metadata,
+    night, position (`ra`, `dec`, `_healpix_29`).
 
     An alert field named like a metadata column is kept as `alert_<name>`; Fink's own
     year/month/day fields are replaced by the night columns, which hold the same dates.
@@ -193,7 +196,8 @@ def flatten_alerts(survey: Survey) -> Callable[[DataFrame], DataFrame]:
             "timestamp AS kafka_timestamp",
             f"{INGEST_TIME} AS ingest_time",
         )
-        return flat.select("*", *_night(survey, flat.schema))
+        flat = flat.select("*", *_night(survey, flat.schema))
+        return flat.transform(with_position(survey, lambda column: has_column(flat.schema, column)))
 
     return transform
 

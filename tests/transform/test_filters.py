@@ -239,7 +239,7 @@ def test_an_iceberg_table_merges_copies_into_its_rows_in_the_one_query(spark, br
     files = user_catalog(warehouse).load_table("ztf.alerts").inspect.files().to_pylist()
     by_night = Counter(str(file["partition"]) for file in files if file["content"] == 0)
     assert max(by_night.values()) >= 2, "data files that maintenance would compact otherwise"
-    done = maintain(spark, Tables.of(config.output, "ztf"), Maintenance())
+    done = maintain(spark, Tables.of(config.output, "ztf"), Maintenance(), ZTF)
     assert done["fink.ztf.alerts"]["files rewritten"] == 0
     assert rows() == expected
 

@@ -1,0 +1,128 @@
+"""Alerts within a radius of a position, read without Spark.
+
+The cone's cells come from cdshealpix at an order about as fine as the radius (all the
+cells the cone meets), and become ranges of `_healpix_29`: a reader that knows each data
+file's min and max of that column (Iceberg's metrics, through pyiceberg) plans only the
+files whose range meets the cone. Within them, the great-circle distance decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from fink_spark.errors import ConfigError
+from fink_spark.table.committed import read_committed
+from fink_spark.transform.sky import HEALPIX, ORDER
+from fink_spark.view.explore import Output
+
+SEPARATION = "separation_arcsec"
+ORDER_0_CELL_ARCSEC = 58.6 * 3600  # about the width of a base cell
+
+
+@dataclass(frozen=True)
+class Cone:
+    """A position (degrees) and a radius (arcsec)."""
+
+    ra: float
+    dec: float
+    radius: float
+
+    def __post_init__(self) -> None:
+        if not -90 <= self.dec <= 90:
+            raise ConfigError(f"--dec must be within [-90, 90] degrees, not {self.dec}.")
+        if not 0 < self.radius <= 180 * 3600:
+            raise ConfigError(f"--radius must be a positive number of arcsec, at most 648000 (180 degrees), not {self.radius}.")
+
+    @property
+    def order(self) -> int:
+        """The deepest order whose cells are about as wide as the radius, or wider."""
+        order, cell = 0, ORDER_0_CELL_ARCSEC
+        while order < ORDER and cell / 2 >= self.radius:
+            order, cell = order + 1, cell / 2
+        return order
+
+    def ranges(self) -> list[tuple[int, int]]:
+        """[low, high) ranges of `_healpix_29` that hold every position within the cone."""
+        import astropy.units as u
+        from cdshealpix.nested import cone_search
+
+        cells, depths, _ = cone_search(self.ra % 360 * u.deg, self.dec * u.deg, self.radius * u.arcsec, self.order,
+                                       depth_delta=2, flat=False)
+        spans = sorted((int(cell) << 2 * (ORDER - int(depth)), (int(cell) + 1) << 2 * (ORDER - int(depth)))
+                       for cell, depth in zip(cells, depths))
+        merged: list[tuple[int, int]] = []
+        for low, high in spans:
+            if merged and low <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+            else:
+                merged.append((low, high))
+        return merged
+
+    def separations(self, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+        """Great-circle distances (arcsec) to positions in degrees (haversine)."""
+        ra1, dec1, ra2, dec2 = map(np.radians, (self.ra, self.dec, ra, dec))
+        h = np.sin((dec2 - dec1) / 2) ** 2 + np.cos(dec1) * np.cos(dec2) * np.sin((ra2 - ra1) / 2) ** 2
+        return np.degrees(2 * np.arcsin(np.sqrt(np.clip(h, 0, 1)))) * 3600
+
+
+def cone_search(output: Output, cone: Cone, since: datetime | None = None, until: datetime | None = None,
+                columns: list[str] | None = None) -> pa.Table:
+    """The alerts of a job's output (Iceberg warehouse or Parquet folder) within the cone,
+    observed in [since, until), nearest first, with their separation (`columns`: the
+    top-level ones to read, all by default)."""
+    ranges = cone.ranges()
+    wanted = None if columns is None else list(dict.fromkeys([*columns, "ra", "dec", HEALPIX]))
+    if output.table is not None:
+        table = _iceberg_rows(output.table, ranges, since, until, wanted)
+    else:
+        table = read_committed(output.path, wanted, rows=lambda rows: _in_ranges(rows, ranges, since, until),
+                               files=output.files)
+    if table.num_rows == 0 or "ra" not in table.column_names:
+        return table.append_column(SEPARATION, pa.array([], pa.float64())) if "ra" in table.column_names else table
+    separation = cone.separations(table["ra"].to_numpy(zero_copy_only=False).astype(float),
+                                  table["dec"].to_numpy(zero_copy_only=False).astype(float))
+    table = table.append_column(SEPARATION, pa.array(separation))
+    table = table.filter(pc.less_equal(table[SEPARATION], cone.radius))
+    return table.sort_by([(SEPARATION, "ascending")])
+
+
+def _iceberg_rows(table: Any, ranges: list[tuple[int, int]], since: datetime | None, until: datetime | None,
+                  wanted: list[str] | None) -> pa.Table:
+    """The rows of the files whose `_healpix_29` range meets the cone's (pyiceberg prunes by
+    the files' metrics, then keeps the rows within the ranges)."""
+    from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan, Or
+
+    present = set(table.schema().column_names)
+    if HEALPIX not in present:
+        raise ConfigError(f"This table has no {HEALPIX} column yet: run fink-spark maintain once, which gives every "
+                          "alert its position, then search again.")
+    within = [And(GreaterThanOrEqual(HEALPIX, low), LessThan(HEALPIX, high)) for low, high in ranges]
+    condition = within[0] if len(within) == 1 else Or(*within)
+    if since is not None:
+        condition = And(condition, GreaterThanOrEqual("obs_time", since.isoformat()))
+    if until is not None:
+        condition = And(condition, LessThan("obs_time", until.isoformat()))
+    fields = ("*",) if wanted is None else tuple(name for name in wanted if name in present)
+    return table.scan(row_filter=condition, selected_fields=fields).to_arrow()
+
+
+def _in_ranges(rows: pa.Table, ranges: list[tuple[int, int]], since: datetime | None,
+               until: datetime | None) -> pa.ChunkedArray | np.ndarray:
+    """The rows of a Parquet file within the ranges and times."""
+    if HEALPIX not in rows.column_names:
+        return np.zeros(rows.num_rows, dtype=bool)
+    cells = rows[HEALPIX]
+    mask = pa.array(np.zeros(rows.num_rows, dtype=bool))
+    for low, high in ranges:
+        mask = pc.or_kleene(mask, pc.and_kleene(pc.greater_equal(cells, low), pc.less(cells, high)))
+    for bound, keep in ((since, pc.greater_equal), (until, pc.less)):
+        if bound is not None and "obs_time" in rows.column_names:
+            mask = pc.and_kleene(mask, keep(rows["obs_time"], pa.scalar(bound, rows["obs_time"].type)))
+    return pc.fill_null(mask, False)
+
