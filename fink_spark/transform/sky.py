@@ -23,7 +23,7 @@ ORDER = 29
 HEALPIX = "_healpix_29"  # the column's name, as HATS and LSDB name theirs
 POSITION_COLUMNS = ("ra", "dec", HEALPIX)
 TRANSITION_LATITUDE = math.asin(2 / 3)  # where the polar caps meet the equatorial belt
-_STEP = "_healpix_step_"  # the steps' columns, dropped at the end
+_STEP = "_healpix_step"  # the lambdas' variable: the steps' values so far
 
 
 def _number(value: float) -> str:
@@ -39,21 +39,25 @@ def _spread_bits(value: str) -> str:
     return value
 
 
-def with_healpix(ra: str, dec: str, name: str, order: int = ORDER) -> Callable[[DataFrame], DataFrame]:
-    """Frames with positions in degrees (columns `ra`, `dec`) -> the same with `name`, the
-    HEALPix NESTED index (bigint) at `order`; null where either is null or not a number.
+def healpix_sql(ra: str, dec: str, order: int = ORDER) -> str:
+    """One Spark SQL expression for the HEALPix NESTED index (bigint) at `order` of the
+    positions `ra`, `dec` (SQL, degrees); null where either is null or not a number.
 
-    The cell is found as cdshealpix finds it, step by step (a column each, so that Spark
-    computes each once; SQL text, so that a micro-batch's plan costs one call into the JVM a
-    step): the longitude's eighth of the sky and the place in it; the position projected
-    into its base cell, across and up (the Collignon projection in the polar caps, the cylindrical
-    equal-area one in the belt); the cell's coordinates in the base cell, the projected ones
-    scaled by nside / 2 and cut to whole numbers; their bits interleaved. At a point exactly
-    on a cell's edge, the JVM's sine may differ from Rust's in the last bit, and the cell
-    then be the neighbour across that edge (tests/transform/test_healpix.py).
+    The cell is found as cdshealpix finds it, step by step: the longitude's eighth of the
+    sky and the place in it; the position projected into its base cell, across and up (the
+    Collignon projection in the polar caps, the cylindrical equal-area one in the belt); the
+    cell's coordinates in the base cell, the projected ones scaled by nside / 2 and cut to
+    whole numbers; their bits interleaved. Each step's values are a struct that the next
+    step's lambda reads (`transform` over a one-element array), so that each is computed
+    once, in one projection: Spark compiles no whole stage for an alert's hundreds of
+    fields, and each projection more would copy every row (about 10% of a ZTF micro-batch
+    with one a step). At a point exactly on a cell's edge, the JVM's sine may differ from
+    Rust's in the last bit, and the cell then be the neighbour across that edge
+    (tests/transform/test_healpix.py).
     """
     nside = 1 << order
-    eighth, lat, x, y, quarter, across, up, d0h, i, j = (_STEP + key for key in "e lat x y q l h d0h i j".split())
+    lat, x, y, quarter, across, up, d0h, i, j = (f"{_STEP}.{key}" for key in "lat x y q l h d0h i j".split())
+    eighth = f"{_STEP}.e"
     north, south = f"{lat} > {_number(TRANSITION_LATITUDE)}", f"{lat} < {_number(-TRANSITION_LATITUDE)}"
     odd = f"(CAST({eighth} AS INT) | 1)"
     q01, q12 = f"IF({x} > {y}, 1, 0)", f"IF({x} >= -{y}, 1, 0)"
@@ -65,25 +69,26 @@ def with_healpix(ra: str, dec: str, name: str, order: int = ORDER) -> Callable[[
         return f"CAST(least(greatest(floor(({value}) * {_number(float(nside // 2))}), 0), {nside - 1}) AS BIGINT)"
 
     steps = [
-        [f"IF(isnan(CAST(`{ra}` AS DOUBLE)) OR isnan(CAST(`{dec}` AS DOUBLE)), NULL, "
-         f"radians(pmod(CAST(`{ra}` AS DOUBLE), 360D)) / {_number(math.pi / 4)}) AS {eighth}",
-         f"radians(CAST(`{dec}` AS DOUBLE)) AS {lat}"],
-        [f"{eighth} - {odd} AS {x}", f"shiftright({odd} & 7, 1) AS {quarter}", f"sin({lat}) / {_number(2 / 3)} AS {y}"],
-        [f"CASE WHEN {north} THEN {x} * {north_s} WHEN {south} THEN {x} * {south_s} ELSE {x} - ({q01} + {q12} - 1) END AS {across}",
-         f"CASE WHEN {north} THEN 2D - {north_s} WHEN {south} THEN {south_s} ELSE {y} + {q013} END AS {up}",
-         f"CASE WHEN {north} THEN {quarter} WHEN {south} THEN {quarter} + 8 "
-         f"ELSE shiftleft({q013}, 2) + (({quarter} + ({q01} & {q12})) & 3) END AS {d0h}"],
-        [f"{cell(f'{up} + {across}')} AS {i}", f"{cell(f'{up} - {across}')} AS {j}"],
-        [f"IF({eighth} IS NULL, NULL, shiftleft(CAST({d0h} AS BIGINT), {2 * order}) + {_spread_bits(i)} "
-         f"+ shiftleft({_spread_bits(j)}, 1)) AS `{name}`"],
+        {"e": f"IF(isnan(CAST({ra} AS DOUBLE)) OR isnan(CAST({dec} AS DOUBLE)), NULL, "
+              f"radians(pmod(CAST({ra} AS DOUBLE), 360D)) / {_number(math.pi / 4)})",
+         "lat": f"radians(CAST({dec} AS DOUBLE))"},
+        {"x": f"{eighth} - {odd}", "q": f"shiftright({odd} & 7, 1)", "y": f"sin({lat}) / {_number(2 / 3)}"},
+        {"l": f"CASE WHEN {north} THEN {x} * {north_s} WHEN {south} THEN {x} * {south_s} ELSE {x} - ({q01} + {q12} - 1) END",
+         "h": f"CASE WHEN {north} THEN 2D - {north_s} WHEN {south} THEN {south_s} ELSE {y} + {q013} END",
+         "d0h": f"CASE WHEN {north} THEN {quarter} WHEN {south} THEN {quarter} + 8 "
+                f"ELSE shiftleft({q013}, 2) + (({quarter} + ({q01} & {q12})) & 3) END"},
+        {"i": cell(f"{up} + {across}"), "j": cell(f"{up} - {across}")},
     ]
-
-    def transform(frame: DataFrame) -> DataFrame:
-        for columns in steps:
-            frame = frame.selectExpr("*", *columns)
-        return frame.drop(*(column for column in frame.columns if column.startswith(_STEP)))
-
-    return transform
+    known: list[str] = []
+    chained = ""
+    for number, step in enumerate(steps):
+        fields = ", ".join([*(f"'{key}', {_STEP}.{key}" for key in known), *(f"'{key}', {value}" for key, value in step.items())])
+        chained = (f"array(named_struct({fields}))" if number == 0
+                   else f"transform({chained}, {_STEP} -> named_struct({fields}))")
+        known += step
+    index = (f"IF({eighth} IS NULL, NULL, shiftleft(CAST({d0h} AS BIGINT), {2 * order}) + {_spread_bits(i)} "
+             f"+ shiftleft({_spread_bits(j)}, 1))")
+    return f"transform({chained}, {_STEP} -> {index})[0]"
 
 
 def with_position(survey: Survey, has: Callable[[str], bool]) -> Callable[[DataFrame], DataFrame]:
@@ -95,7 +100,7 @@ def with_position(survey: Survey, has: Callable[[str], bool]) -> Callable[[DataF
 
     ra, dec = (f"CAST({found[0]} AS DOUBLE)", f"CAST({found[1]} AS DOUBLE)") if found else ("CAST(NULL AS DOUBLE)",) * 2
 
-    def transform(alerts: DataFrame) -> DataFrame:
-        return alerts.selectExpr("*", f"{ra} AS ra", f"{dec} AS dec").transform(with_healpix("ra", "dec", HEALPIX))
+    def transform(alerts: DataFrame) -> DataFrame:  # one projection: each more copies every row
+        return alerts.selectExpr("*", f"{ra} AS ra", f"{dec} AS dec", f"{healpix_sql(ra, dec)} AS {HEALPIX}")
 
     return transform

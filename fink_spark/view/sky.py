@@ -92,6 +92,27 @@ def cone_search(output: Output, cone: Cone, since: datetime | None = None, until
     return table.sort_by([(SEPARATION, "ascending")])
 
 
+def cone(path: str, ra: float, dec: float, radius: float, since: datetime | None = None, until: datetime | None = None,
+         columns: list[str] | None = None) -> pa.Table:
+    """The Python API's cone search: the alerts within the cone, nearest first, as Arrow,
+    with `separation_arcsec`.
+
+    Parameters
+    ----------
+    path
+        The job's output: an Iceberg warehouse or a Parquet folder.
+    ra, dec
+        The cone's centre, degrees.
+    radius
+        The cone's radius, arcsec.
+    since, until
+        Observed at or after `since` and before `until` (None: no bound).
+    columns
+        The top-level columns to read (None: all).
+    """
+    return cone_search(Output(path), Cone(ra, dec, radius), since, until, columns)
+
+
 def _iceberg_rows(table: Any, ranges: list[tuple[int, int]], since: datetime | None, until: datetime | None,
                   wanted: list[str] | None) -> pa.Table:
     """The rows of the files whose `_healpix_29` range meets the cone's (pyiceberg prunes by

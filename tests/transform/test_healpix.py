@@ -12,7 +12,7 @@ from conftest import kept_in_memory
 from pyspark.sql import SparkSession
 
 from fink_spark.surveys import LSST, ZTF
-from fink_spark.transform.sky import TRANSITION_LATITUDE, with_healpix
+from fink_spark.transform.sky import TRANSITION_LATITUDE, healpix_sql
 
 SAMPLES = {"ztf": ["ztf-2026", "ztf-0p2", "ztf-raw-3.3"], "lsst": ["lsst-2026", "lsst-rubin-9.0"]}
 
@@ -23,7 +23,7 @@ def cdshealpix_29(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
 
 def healpix_29(spark: SparkSession, ra: list[float | None], dec: list[float | None]) -> list[int | None]:
     frame = spark.createDataFrame(pd.DataFrame({"n": range(len(ra)), "ra": ra, "dec": dec}))
-    return [row.h for row in frame.transform(with_healpix("ra", "dec", "h")).orderBy("n").select("h").collect()]
+    return [row.h for row in frame.selectExpr("n", f"{healpix_sql('ra', 'dec')} AS h").orderBy("n").collect()]
 
 
 @pytest.mark.parametrize("survey", [ZTF, LSST], ids=["ztf", "lsst"])

@@ -117,6 +117,15 @@ def test_the_table_keeps_positions_sorted_and_indexed_and_cone_plans_few_files(m
     assert sorted(int(line.split(" | ")[0]) for line in lines[1:-1]) == near  # the header, the rows, the count
 
 
+def test_the_python_api_gives_the_same_cone_as_arrow(moved) -> None:  # noqa: ANN001
+    import fink_spark
+
+    warehouse, positions = moved
+    near = fink_spark.cone(str(warehouse), 359.999, 10.0, 120.0, columns=["candid"])
+    assert sorted(near["candid"].to_pylist()) == brute_force(positions, Cone(359.999, 10.0, 120.0))
+    assert near["separation_arcsec"].to_pylist() == sorted(near["separation_arcsec"].to_pylist())
+
+
 def test_bad_cone_arguments_are_clear_errors(moved, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
     warehouse, _ = moved
     with pytest.raises(ConfigError, match=r"--dec must be within \[-90, 90\] degrees, not 91"):
