@@ -27,6 +27,7 @@ from fink_spark.table.catalog import (
     alert_partitioning,
     newest_tagged,
     properties_of,
+    property_set,
     table_properties,
 )
 from fink_spark.table.warehouse import ALERTS, QUARANTINE, REJECTED
@@ -59,10 +60,12 @@ class IcebergAppends:
             settings = ", ".join(f"'{key}' = '{value}'" for key, value in
                                  {"fink-spark.created-by": "fink-spark", **properties}.items())
             self.spark.sql(f"CREATE TABLE {self.name} ({ddl}) USING iceberg{partitioned} TBLPROPERTIES ({settings})")
-        elif not _same_columns(self.spark.table(self.name).schema, columns):
-            self._evolve(columns, change)
-        have = properties_of(self.spark, self.name)
-        self._set({key: value for key, value in properties.items() if have.get(key) != value})
+            have: dict[str, str] = properties
+        else:
+            if not _same_columns(self.spark.table(self.name).schema, columns):
+                self._evolve(columns, change)
+            have = properties_of(self.spark, self.name)
+            self._set({key: value for key, value in properties.items() if have.get(key) != value})
         if order is not None and have.get("sort-order") != f"{order} ASC NULLS FIRST":
             self.spark.sql(f"ALTER TABLE {self.name} WRITE LOCALLY ORDERED BY {order}")
 
@@ -133,11 +136,8 @@ class IcebergMerges(IcebergAppends):
     def _evolve(self, columns: StructType, change: str | None) -> None:
         """Spark 4.1 resolves no column of a MERGE into a table that accepts any schema: a
         merged table accepts one only while its schema is evolved."""
-        self._set({ACCEPT_ANY_SCHEMA: "true"})
-        try:
+        with property_set(self.spark, self.name, ACCEPT_ANY_SCHEMA, "true"):
             super()._evolve(columns, change)
-        finally:
-            self._set({ACCEPT_ANY_SCHEMA: "false"})
 
     def write(self, batch_id: int, frame: DataFrame) -> None:
         """Merge the batch's alerts into the table's rows of the last `gap`, tagged."""

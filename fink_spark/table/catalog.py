@@ -15,6 +15,8 @@ so the table's history of schemas is Iceberg's own. The writers are `fink_spark.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,6 +126,22 @@ class Tables:
         if self.warehouse is not None:
             use_warehouse(spark, self.warehouse)
         spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {self.catalog}.{self.namespace}")
+
+
+@contextmanager
+def property_set(spark: SparkSession, name: str, key: str, value: str) -> Iterator[None]:
+    """A table property set for a while, then as it was. Spark 4.1 resolves no column of a
+    MERGE or UPDATE into a table that accepts any schema, and evolves the schema of none
+    that does not: the writes that need the other setting run inside this."""
+    before = properties_of(spark, name).get(key)
+    spark.sql(f"ALTER TABLE {name} SET TBLPROPERTIES ('{key}' = '{value}')")
+    try:
+        yield
+    finally:
+        if before is None:
+            spark.sql(f"ALTER TABLE {name} UNSET TBLPROPERTIES ('{key}')")
+        else:
+            spark.sql(f"ALTER TABLE {name} SET TBLPROPERTIES ('{key}' = '{before}')")
 
 
 def properties_of(spark: SparkSession, name: str) -> dict[str, str]:

@@ -29,7 +29,7 @@ from pyspark.sql import Row, SparkSession
 
 from fink_spark.errors import ConfigError
 from fink_spark.surveys import Survey
-from fink_spark.table.catalog import ACCEPT_ANY_SCHEMA, MERGE_WINDOW, Tables, newest_tagged, properties_of
+from fink_spark.table.catalog import ACCEPT_ANY_SCHEMA, MERGE_WINDOW, Tables, newest_tagged, properties_of, property_set
 from fink_spark.table.warehouse import ALERTS, QUARANTINE, REJECTED
 from fink_spark.transform.decode import OBS_TIME, has_column
 from fink_spark.transform.sky import HEALPIX, POSITION_COLUMNS, with_position
@@ -93,14 +93,8 @@ def fill_positions(spark: SparkSession, name: str, survey: Survey) -> int:
         found.createOrReplaceTempView("fink_spark_positions")
         matched = " AND ".join(f"t.{key} <=> s.{key}" for key in keys)  # files reprocessed have no Kafka positions
         updates = ", ".join(f"t.{column} = s.{column}" for column in POSITION_COLUMNS)
-        accepts = properties_of(spark, name).get(ACCEPT_ANY_SCHEMA)
-        # Spark 4.1 resolves no column of a MERGE into a table that accepts any schema
-        spark.sql(f"ALTER TABLE {name} SET TBLPROPERTIES ('{ACCEPT_ANY_SCHEMA}' = 'false')")
-        try:
+        with property_set(spark, name, ACCEPT_ANY_SCHEMA, "false"):
             _call(spark, f"MERGE INTO {name} t USING fink_spark_positions s ON {matched} WHEN MATCHED THEN UPDATE SET {updates}")
-        finally:
-            if accepts is not None:
-                spark.sql(f"ALTER TABLE {name} SET TBLPROPERTIES ('{ACCEPT_ANY_SCHEMA}' = '{accepts}')")
     return count
 
 
@@ -110,8 +104,9 @@ def maintain_table(spark: SparkSession, name: str, settings: Maintenance) -> dic
     target = settings.target_file_mb * 1024 * 1024
     options = (f"options => map('target-file-size-bytes', '{target}', 'min-input-files', '2', "
                "'partial-progress.enabled', 'true')")
-    window = _outside_merge_window(spark, name)
-    sorted_on_sky = properties_of(spark, name).get("sort-order", "").startswith(HEALPIX)
+    properties = properties_of(spark, name)
+    window = _outside_merge_window(spark, properties.get(MERGE_WINDOW))
+    sorted_on_sky = properties.get("sort-order", "").startswith(HEALPIX)
     rewritten: dict[str, int] = {}
     if sorted_on_sky:  # closed nights sorted on the sky, the current one only compacted
         (today,) = spark.sql("SELECT CAST(current_date() AS TIMESTAMP)").first()  # the session is in UTC
@@ -145,10 +140,10 @@ def maintain_table(spark: SparkSession, name: str, settings: Maintenance) -> dic
     }
 
 
-def _outside_merge_window(spark: SparkSession, name: str) -> str:
-    """For a merged table, the condition (` AND ...`) that leaves out the files its stream
-    may still merge into (their rows' `ingest_time` within the window, and an hour more)."""
-    window = properties_of(spark, name).get(MERGE_WINDOW)
+def _outside_merge_window(spark: SparkSession, window: str | None) -> str:
+    """For a merged table (its merge `window`), the condition (` AND ...`) that leaves out the
+    files its stream may still merge into (their rows' `ingest_time` within the window, and
+    an hour more)."""
     if window is None:
         return ""
     (since,) = spark.sql(f"SELECT current_timestamp() - INTERVAL '{window}' - INTERVAL 1 HOUR").first()

@@ -26,7 +26,7 @@ from pyspark.sql.types import DataType, StructType
 from fink_spark.schema.table import TableSchema
 from fink_spark.schema.writer import NOT_A_SCHEMA_KEY, UNBUNDLED_VERSION, VERSION_KEY, WriterSchemas
 from fink_spark.surveys import Survey
-from fink_spark.transform.sky import POSITION_COLUMNS, with_position
+from fink_spark.transform.sky import POSITION_COLUMNS, position_columns
 
 UNKNOWN_SCHEMA = "FINK_SPARK_UNKNOWN_WRITER_SCHEMA"
 # The columns fink-spark adds to an alert's fields: where it came from, when it was seen, where on the sky
@@ -196,8 +196,8 @@ def flatten_alerts(survey: Survey) -> Callable[[DataFrame], DataFrame]:
             "timestamp AS kafka_timestamp",
             f"{INGEST_TIME} AS ingest_time",
         )
-        flat = flat.select("*", *_night(survey, flat.schema))
-        return flat.transform(with_position(survey, lambda column: has_column(flat.schema, column)))
+        positions = position_columns(survey, lambda column: has_column(flat.schema, column))
+        return flat.select("*", *_night(survey, flat.schema), *map(F.expr, positions))  # one projection
 
     return transform
 

@@ -91,16 +91,17 @@ def healpix_sql(ra: str, dec: str, order: int = ORDER) -> str:
     return f"transform({chained}, {_STEP} -> {index})[0]"
 
 
-def with_position(survey: Survey, has: Callable[[str], bool]) -> Callable[[DataFrame], DataFrame]:
-    """Alerts (flattened) -> the same with `ra` and `dec` (degrees, double) from where the
-    survey keeps them (`has`: whether the alerts hold a column), and `_healpix_29`; null
-    for records without a position (fink-mm's flat records)."""
+def position_columns(survey: Survey, has: Callable[[str], bool]) -> list[str]:
+    """SQL of `ra` and `dec` (degrees, double) from where the survey keeps them (`has`:
+    whether the alerts hold a column), and `_healpix_29`; null for records without a
+    position (fink-mm's flat records). Each computed from the source, so that all three
+    go in one projection with others (each projection more copies every row)."""
     sources = [(survey.filters.ra, survey.filters.dec), ("alert_ra", "alert_dec")]
     found = next(((ra, dec) for ra, dec in sources if has(ra) and has(dec)), None)
-
     ra, dec = (f"CAST({found[0]} AS DOUBLE)", f"CAST({found[1]} AS DOUBLE)") if found else ("CAST(NULL AS DOUBLE)",) * 2
+    return [f"{ra} AS ra", f"{dec} AS dec", f"{healpix_sql(ra, dec)} AS {HEALPIX}"]
 
-    def transform(alerts: DataFrame) -> DataFrame:  # one projection: each more copies every row
-        return alerts.selectExpr("*", f"{ra} AS ra", f"{dec} AS dec", f"{healpix_sql(ra, dec)} AS {HEALPIX}")
 
-    return transform
+def with_position(survey: Survey, has: Callable[[str], bool]) -> Callable[[DataFrame], DataFrame]:
+    """Alerts -> the same with their `position_columns`."""
+    return lambda alerts: alerts.selectExpr("*", *position_columns(survey, has))
