@@ -45,7 +45,7 @@ if [ "$(cat "$CDS_DIR/stamp" 2>/dev/null)" != "$stamp" ]; then
     echo "[setup] recording the classes Spark loads, for faster job starts (about a minute, once)"
     rm -rf "$CDS_DIR"; mkdir -p "$CDS_DIR"
     work=$(mktemp -d)
-    printf 'survey: ztf\noutput:\n  parquet:\n    path: %s/alerts\n    checkpoint: %s/checkpoint\n' "$work" "$work" >"$work/job.yaml"
+    printf 'survey: ztf\noutput:\n  format: parquet\n  table:\n    path: %s/alerts\n    checkpoint: %s/checkpoint\n' "$work" "$work" >"$work/job.yaml"
     if ./spark-submit.sh --master 'local[2]' \
         --conf "spark.driver.extraJavaOptions=-XX:ArchiveClassesAtExit=$CDS_DIR/driver.jsa.tmp -Xlog:cds=off -Xlog:cds+dynamic=off" \
         jobs/reprocess.py --config "$work/job.yaml" --input data/sample/ztf-2026 >"$work/log" 2>&1 \

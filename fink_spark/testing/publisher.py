@@ -193,6 +193,7 @@ def publish(
     copies: int = 1,
     rate: float | None = None,
     key: bytes | None = None,
+    first_copy: int = 0,
 ) -> int:
     """Send every alert of the files `copies` times to `topic`; returns how many were sent.
 
@@ -212,6 +213,8 @@ def publish(
         Alerts per second (None: as fast as the broker takes them).
     key
         Replaces the writer-schema key (e.g. b"2.7_3.10.1" for an old stream).
+    first_copy
+        The first copy's number: a later call starting where an earlier one ended sends new ids.
     """
     from confluent_kafka import Producer
 
@@ -231,7 +234,7 @@ def publish(
         encoders += [(message_key, ReplicaEncoder(record, parsed, survey)) for record in alerts.records]
     sent = 0
     started = time.monotonic()
-    for copy in range(copies):
+    for copy in range(first_copy, first_copy + copies):
         for message_key, encoder in encoders:
             value = encoder.copy(copy)
             while True:

@@ -136,6 +136,8 @@ def test_maintenance_beside_the_live_stream_loses_and_duplicates_nothing_and_com
         os.killpg(job.pid, signal.SIGKILL)
         job.wait()
     assert len(runs) >= 1 and "files rewritten" in runs[0].stdout
+    # alerts the next run appends as new files, even if the killed job had read every one
+    sent += publish(broker.client_config(USER), topic, [sample("ztf-0p2")], ZTF, copies=25, first_copy=200)
     finished = start_job(config, "--available-now")
     output, _ = finished.communicate(timeout=600)
     assert finished.returncode == 0, output[-3000:]
