@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 
-from fink_spark.cli import SUMMARIES
 from fink_spark.cli.commands import add_spark_options, log_progress, session
 from fink_spark.cli.flags import config_from_flags
 from fink_spark.config.job import ICEBERG
@@ -13,8 +12,6 @@ from fink_spark.errors import ConfigError
 from fink_spark.surveys import SURVEYS
 from fink_spark.table.catalog import Tables
 from fink_spark.table.maintain import MIN_ORPHAN_AGE_HOURS, Maintenance, maintain
-
-HELP = SUMMARIES["maintain"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

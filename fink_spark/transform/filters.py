@@ -2,7 +2,8 @@
 
 A filter is either a Spark SQL expression (`candidate.magpsf < 19.5`) or a named preset
 with parameters (`fink_spark.transform.presets`). An alert is kept if it passes every
-filter; a condition that is null (a missing value) rejects it. The same `apply_filters`
+filter; a condition that is null (a missing value) rejects it. A watchlist first adds the
+targets each alert is near (`fink_spark.transform.crossmatch`), then keeps those near one. The same `apply_filters`
 serves the live stream and reprocessing; `check_filters` tells, before a query starts, of
 a filter that names a column the alerts lack.
 """
@@ -22,17 +23,57 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, StructType
 
 from fink_spark.errors import ConfigError
+from fink_spark.sections import Section
 from fink_spark.surveys import Survey
+from fink_spark.transform.crossmatch import Targets, with_matches
 from fink_spark.transform.decode import METADATA_COLUMNS, NIGHT_COLUMNS
 from fink_spark.transform.presets import preset_condition
+from fink_spark.transform.sky import SEPARATION
+
+MAX_WATCHLIST_TARGETS = 100_000
+MAX_WATCHLIST_RADIUS = 3600.0  # arcsec: a watchlist is of positions, not regions
 
 
 @dataclass(frozen=True)
 class Filter:
-    """One condition an alert must meet; `label` names it in messages."""
+    """One condition an alert must meet; `label` names it in messages; `prepare` adds the
+    columns the condition reads (a watchlist's matches), before it is evaluated."""
 
     label: str
     condition: str
+    prepare: Callable[[DataFrame], DataFrame] | None = None
+
+
+WATCHLIST_KEYS = {"catalog", "radius", "ra_column", "dec_column", "id_column", "name"}
+
+
+def watchlist(item: dict[str, Any], where: str) -> Filter:
+    """`{preset: watchlist, catalog: targets.csv, radius: 5}`: the alerts within `radius`
+    arcsec of a target, with `<name>_matches` (each target within it, nearest first: its
+    `id` and `separation_arcsec`), `<name>_id` and `<name>_separation_arcsec` (the nearest)."""
+    params = Section(item, where, WATCHLIST_KEYS | {"preset"})
+    catalog = params.get("catalog", str, required=True)
+    radius = params.number("radius", low=0, high=MAX_WATCHLIST_RADIUS)
+    if radius == 0:
+        raise ConfigError(f"{where}.radius must be a positive number of arcsec.")
+    name = params.get("name", str, default="watchlist")
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise ConfigError(f"{where}.name must be a column prefix of lower-case letters, digits and _, not {name!r}.")
+    targets = Targets(catalog, params.get("ra_column", str, default="ra"), params.get("dec_column", str, default="dec"),
+                      params.get("id_column", str, default="id"), where=f"{where}.catalog")
+    if len(targets) > MAX_WATCHLIST_TARGETS:
+        raise ConfigError(f"{where}.catalog {catalog} holds {len(targets):,} targets; a watchlist is sent to every task "
+                          f"and holds at most {MAX_WATCHLIST_TARGETS:,}: cross-match larger catalogs with the table "
+                          "afterwards (fink-spark xmatch).")
+    matches = f"{name}_matches"
+
+    def prepare(alerts: DataFrame) -> DataFrame:
+        near = with_matches(alerts, targets, radius, matches, ("id",), broadcast=True)
+        return near.select("*", F.col(matches)[0]["id"].alias(f"{name}_id"),
+                           F.col(matches)[0][SEPARATION].alias(f"{name}_{SEPARATION}"))
+
+    return Filter(f"{where} (watchlist {catalog}, {len(targets):,} targets within {radius:g} arcsec)",
+                  f"size({matches}) > 0", prepare)
 
 
 def parse_filters(items: Any, survey: Survey) -> tuple[Filter, ...]:
@@ -52,9 +93,19 @@ def parse_filters(items: Any, survey: Survey) -> tuple[Filter, ...]:
             if set(item) != {"expression"} or not isinstance(item["expression"], str) or not item["expression"].strip():
                 raise ConfigError(f"{where}.expression must be a non-empty SQL condition, alone.")
             filters.append(Filter(f"{where} ({item['expression']})", item["expression"]))
+        elif item.get("preset") == "watchlist":
+            filters.append(watchlist(item, where))
         else:
             filters.append(Filter(f"{where} ({item.get('preset')})", preset_condition(item, survey, where)))
     return tuple(filters)
+
+
+def prepared(filters: tuple[Filter, ...], alerts: DataFrame) -> DataFrame:
+    """The alerts with the columns every filter's condition reads."""
+    for item in filters:
+        if item.prepare is not None:
+            alerts = item.prepare(alerts)
+    return alerts
 
 
 def apply_filters(filters: tuple[Filter, ...]) -> Callable[[DataFrame], DataFrame]:
@@ -62,6 +113,8 @@ def apply_filters(filters: tuple[Filter, ...]) -> Callable[[DataFrame], DataFram
 
     def transform(alerts: DataFrame) -> DataFrame:
         for item in filters:
+            if item.prepare is not None:
+                alerts = item.prepare(alerts)
             alerts = alerts.where(F.expr(item.condition))
         return alerts
 
@@ -73,6 +126,7 @@ def first_rejection(filters: tuple[Filter, ...], survey: Survey) -> Callable[[Da
     the answer to "why didn't I get this alert?"."""
 
     def transform(alerts: DataFrame) -> DataFrame:
+        alerts = prepared(filters, alerts)
         reason = F.lit(None).cast("string")
         for item in reversed(filters):
             reason = F.when(~F.coalesce(F.expr(item.condition), F.lit(False)), F.lit(item.label)).otherwise(reason)
@@ -130,6 +184,7 @@ def columns_lacking(filters: tuple[Filter, ...], alerts: DataFrame, writer: str)
 def check_filters(filters: tuple[Filter, ...], alerts: DataFrame) -> None:
     """Analyse each filter against the alerts' columns (no data read): a clear error
     for a syntax error, an unknown column (with the closest names) or a non-boolean."""
+    alerts = prepared(filters, alerts)
     paths = _paths(alerts.schema)
     for item in filters:
         try:

@@ -10,6 +10,7 @@ from typing import Any
 from fink_spark.errors import ConfigError
 from fink_spark.sections import Section
 from fink_spark.surveys import JD_MINUS_MJD, Survey
+from fink_spark.transform.sky import separation_sql
 
 # The fink-filters and fink-utils releases whose conditions the presets follow; the tests
 # run those releases' own code on the same alerts (tests/transform/test_fink_filters.py).
@@ -79,12 +80,7 @@ def preset_condition(item: dict[str, Any], survey: Survey, where: str) -> str:
         params = _params(item, where, {"ra", "dec", "radius"})
         ra, dec = params.number("ra", low=0, high=360), params.number("dec", low=-90, high=90)
         radius = params.number("radius", low=0, high=180)
-        # Haversine: right at the poles and across ra = 0.
-        distance = (
-            f"2 * asin(sqrt(pow(sin(radians({columns.dec} - {dec!r}) / 2), 2) + cos(radians({columns.dec}))"
-            f" * cos(radians({dec!r})) * pow(sin(radians({columns.ra} - {ra!r}) / 2), 2)))"
-        )
-        return f"degrees({distance}) <= {radius!r}"
+        return f"{separation_sql(columns.ra, columns.dec, repr(ra), repr(dec))} <= {radius * 3600!r}"
     if name == "time_window":
         params = _params(item, where, {"start", "end"})
         bounds = []
@@ -139,4 +135,6 @@ LIVESTREAM = {
     "sso_fink_candidate": "roid = 2",
 }
 
-PRESETS = ("not_sso", "cone", "time_window", "magnitude", "flux", "min_reliability", "extragalactic", *LIVESTREAM)
+# `watchlist` is `fink_spark.transform.filters.watchlist`: it adds columns, then keeps alerts.
+PRESETS = ("not_sso", "cone", "time_window", "magnitude", "flux", "min_reliability", "extragalactic", "watchlist",
+           *LIVESTREAM)

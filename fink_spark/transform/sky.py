@@ -22,8 +22,21 @@ from fink_spark.surveys import Survey
 ORDER = 29
 HEALPIX = "_healpix_29"  # the column's name, as HATS and LSDB name theirs
 POSITION_COLUMNS = ("ra", "dec", HEALPIX)
+SEPARATION = "separation_arcsec"  # a great-circle distance's column
 TRANSITION_LATITUDE = math.asin(2 / 3)  # where the polar caps meet the equatorial belt
 _STEP = "_healpix_step"  # the lambdas' variable: the steps' values so far
+
+
+def cell_width_arcsec(order: int) -> float:
+    """The mean width of a HEALPix cell at `order` (the square root of its area)."""
+    return math.degrees(math.sqrt(4 * math.pi / 12)) * 3600 / (1 << order)
+
+
+def separation_sql(ra1: str, dec1: str, ra2: str, dec2: str) -> str:
+    """Spark SQL of the great-circle distance (arcsec) between two positions in degrees
+    (haversine: exact near the poles and across ra = 0/360)."""
+    return (f"degrees(2 * asin(sqrt(least(1D, pow(sin(radians({dec2} - {dec1}) / 2), 2) + cos(radians({dec1})) "
+            f"* cos(radians({dec2})) * pow(sin(radians({ra2} - {ra1}) / 2), 2))))) * 3600D")
 
 
 def _number(value: float) -> str:

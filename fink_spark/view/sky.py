@@ -1,4 +1,4 @@
-"""Alerts within a radius of a position, read without Spark.
+"""Alerts within a radius of a position, read without Spark (or with it, when asked).
 
 The cone's cells come from cdshealpix at an order about as fine as the radius (all the
 cells the cone meets), and become ranges of `_healpix_29`: a reader that knows each data
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -18,11 +18,15 @@ import pyarrow.compute as pc
 
 from fink_spark.errors import ConfigError
 from fink_spark.table.committed import read_committed
-from fink_spark.transform.sky import HEALPIX, ORDER
+from fink_spark.transform.sky import HEALPIX, ORDER, SEPARATION, cell_width_arcsec
 from fink_spark.view.explore import Output
 
-SEPARATION = "separation_arcsec"
-ORDER_0_CELL_ARCSEC = 58.6 * 3600  # about the width of a base cell
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+NO_HEALPIX = (f"This table has no {HEALPIX} column yet: run fink-spark maintain once, which gives every alert its "
+              "position, then search again.")
 
 
 @dataclass(frozen=True)
@@ -42,9 +46,9 @@ class Cone:
     @property
     def order(self) -> int:
         """The deepest order whose cells are about as wide as the radius, or wider."""
-        order, cell = 0, ORDER_0_CELL_ARCSEC
-        while order < ORDER and cell / 2 >= self.radius:
-            order, cell = order + 1, cell / 2
+        order = 0
+        while order < ORDER and cell_width_arcsec(order + 1) >= self.radius:
+            order += 1
         return order
 
     def ranges(self) -> list[tuple[int, int]]:
@@ -72,13 +76,27 @@ class Cone:
 
 
 def cone_search(output: Output, cone: Cone, since: datetime | None = None, until: datetime | None = None,
-                columns: list[str] | None = None) -> pa.Table:
-    """The alerts of a job's output (Iceberg warehouse or Parquet folder) within the cone,
-    observed in [since, until), nearest first, with their separation (`columns`: the
-    top-level ones to read, all by default)."""
+                columns: list[str] | None = None, spark: SparkSession | None = None) -> pa.Table:
+    """The alerts of a job's output within the cone, nearest first, with their separation.
+
+    Parameters
+    ----------
+    output
+        An Iceberg warehouse or a Parquet folder.
+    cone
+        Where, and how far.
+    since, until
+        Observed in [since, until) (None: no bound).
+    columns
+        The top-level columns to read (None: all).
+    spark
+        Read in this session, for large regions (None: pyiceberg or pyarrow).
+    """
     ranges = cone.ranges()
     wanted = None if columns is None else list(dict.fromkeys([*columns, "ra", "dec", HEALPIX]))
-    if output.table is not None:
+    if spark is not None:
+        table = _spark_rows(spark, output.path, ranges, since, until, wanted)
+    elif output.table is not None:
         table = _iceberg_rows(output.table, ranges, since, until, wanted)
     else:
         table = read_committed(output.path, wanted, rows=lambda rows: _in_ranges(rows, ranges, since, until),
@@ -93,7 +111,7 @@ def cone_search(output: Output, cone: Cone, since: datetime | None = None, until
 
 
 def cone(path: str, ra: float, dec: float, radius: float, since: datetime | None = None, until: datetime | None = None,
-         columns: list[str] | None = None) -> pa.Table:
+         columns: list[str] | None = None, spark: SparkSession | None = None) -> pa.Table:
     """The Python API's cone search: the alerts within the cone, nearest first, as Arrow,
     with `separation_arcsec`.
 
@@ -109,8 +127,41 @@ def cone(path: str, ra: float, dec: float, radius: float, since: datetime | None
         Observed at or after `since` and before `until` (None: no bound).
     columns
         The top-level columns to read (None: all).
+    spark
+        Read with Spark in this session (None: pyiceberg or pyarrow, in this process).
     """
-    return cone_search(Output(path), Cone(ra, dec, radius), since, until, columns)
+    return cone_search(Output(path), Cone(ra, dec, radius), since, until, columns, spark)
+
+
+def _spark_rows(spark: SparkSession, path: str, ranges: list[tuple[int, int]], since: datetime | None,
+                until: datetime | None, wanted: list[str] | None) -> pa.Table:
+    """The rows within the ranges and times, read by Spark (Iceberg's reader prunes files on
+    the OR of ranges as pyiceberg does).
+
+    Parameters
+    ----------
+    spark
+        The session.
+    path
+        The job's output.
+    ranges
+        [low, high) ranges of `_healpix_29`.
+    since, until
+        Observed in [since, until) (None: no bound).
+    wanted
+        The top-level columns to read (None: all).
+    """
+    from fink_spark.table.read import read_table
+
+    alerts = read_table(spark, path)
+    if HEALPIX not in alerts.columns:
+        raise ConfigError(NO_HEALPIX)
+    condition = " OR ".join(f"({HEALPIX} >= {low} AND {HEALPIX} < {high})" for low, high in ranges)
+    for bound, operator in ((since, ">="), (until, "<")):
+        if bound is not None:
+            condition = f"({condition}) AND obs_time {operator} TIMESTAMP '{bound.isoformat()}'"
+    chosen = alerts.where(condition)
+    return (chosen if wanted is None else chosen.select(*[name for name in wanted if name in alerts.columns])).toArrow()
 
 
 def _iceberg_rows(table: Any, ranges: list[tuple[int, int]], since: datetime | None, until: datetime | None,
@@ -121,8 +172,7 @@ def _iceberg_rows(table: Any, ranges: list[tuple[int, int]], since: datetime | N
 
     present = set(table.schema().column_names)
     if HEALPIX not in present:
-        raise ConfigError(f"This table has no {HEALPIX} column yet: run fink-spark maintain once, which gives every "
-                          "alert its position, then search again.")
+        raise ConfigError(NO_HEALPIX)
     within = [And(GreaterThanOrEqual(HEALPIX, low), LessThan(HEALPIX, high)) for low, high in ranges]
     condition = within[0] if len(within) == 1 else Or(*within)
     if since is not None:

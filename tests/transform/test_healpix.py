@@ -70,3 +70,36 @@ def test_on_cell_edges_the_cell_is_cdshealpix_or_a_neighbour_touching_the_point(
     for n in differ:
         touching, _, _ = cone_search(np.remainder(ra[n], 360) * u.deg, dec[n] * u.deg, 1e-6 * u.arcsec, 29, depth_delta=0)
         assert got[n] in set(touching.astype(np.int64)), f"ra {ra[n]!r} dec {dec[n]!r}: cell {got[n]}, not beside {want[n]}"
+
+
+def offset_position(ra: np.ndarray, dec: np.ndarray, distance: float, angle: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The positions (degrees) `distance` degrees away along position angles `angle` (radians)."""
+    ra1, dec1, r = np.radians(ra), np.radians(dec), np.radians(distance)
+    dec2 = np.arcsin(np.sin(dec1) * np.cos(r) + np.cos(dec1) * np.sin(r) * np.cos(angle))
+    ra2 = ra1 + np.arctan2(np.sin(angle) * np.sin(r) * np.cos(dec1), np.cos(r) - np.sin(dec1) * np.sin(dec2))
+    return np.degrees(ra2) % 360, np.degrees(dec2)
+
+
+@pytest.mark.parametrize("order", [0, 2, 9, 16, 23])
+def test_a_position_within_the_radius_is_in_the_targets_cell_or_a_neighbour(order: int) -> None:
+    """What the cross-match relies on: at the largest radius `match_order` gives an order for,
+    every position that far from a target, in any direction, is in the target's cell or one
+    of its neighbours: over the sky, near the poles and where the caps meet the belt."""
+    from cdshealpix.nested import neighbours
+
+    from fink_spark.transform.crossmatch import WIDTHS_PER_RADIUS, match_order
+    from fink_spark.transform.sky import cell_width_arcsec
+
+    radius = cell_width_arcsec(order) / WIDTHS_PER_RADIUS
+    assert match_order(radius) == order and (order == 0 or match_order(radius * 1.01) == order - 1)
+    rng = np.random.default_rng(order)
+    count = 40_000
+    edge = np.degrees(TRANSITION_LATITUDE)
+    dec = np.concatenate([np.degrees(np.arcsin(rng.uniform(-1, 1, count))), rng.uniform(85, 90, count),
+                          rng.uniform(-90, -85, count), edge + rng.uniform(-1, 1, count)])
+    ra = rng.uniform(0, 360, len(dec))
+    near_ra, near_dec = offset_position(ra, dec, radius / 3600, rng.uniform(0, 2 * np.pi, len(dec)))
+    cells = lonlat_to_healpix(ra * u.deg, dec * u.deg, order).astype(np.int64)
+    found = lonlat_to_healpix(near_ra * u.deg, near_dec * u.deg, order).astype(np.int64)
+    around = neighbours(cells, order).astype(np.int64)  # the cell itself is the fifth
+    assert (around == found[:, None]).any(axis=1).all()
