@@ -112,7 +112,7 @@ def run_xmatch(args: argparse.Namespace, out: TextIO | None = None) -> None:
         out.write("\n".join(format_table(shown.column_names, [list(row.values()) for row in shown.to_pylist()])) + "\n")
     where = f"written to {Path(args.to)}" if args.to else (
         "shown" if pairs.num_rows <= SHOWN_PAIRS else f"the first {SHOWN_PAIRS} shown; --to FILE writes them all")
-    out.write(f"({pairs.num_rows} pairs of {len(targets)} targets and alerts within {args.radius:g} arcsec, {where})\n")
+    out.write(f"({pairs.num_rows} pairs of {len(targets):,} targets and alerts within {args.radius:g} arcsec, {where})\n")
 
 
 def write(table: pa.Table, path: str) -> None:
