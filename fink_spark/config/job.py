@@ -432,7 +432,7 @@ def parse_config(data: Any, base: Path | None = None, kafka_required: bool = Tru
         console=console,
         trigger=_trigger(root),
         schema=schema,
-        filters=parse_filters(root.data.get("filters"), get_survey(survey_name)),
+        filters=parse_filters(root.data.get("filters"), get_survey(survey_name), base),
     )
 
 
@@ -485,7 +485,8 @@ def effective_config(config: JobConfig) -> dict[str, Any]:
     data["schema"] = config.schema
     data["output"] = {"format": output.format, "table": table, "console": _as_written(config.console, CONSOLE_KEYS)}
     data["trigger"] = _as_written(config.trigger, TRIGGER_KEYS)
-    data["filters"] = [item.condition for item in config.filters]  # as run: presets as their SQL
+    # as run: presets as their SQL; a watchlist by its catalog, then its condition on the columns it adds
+    data["filters"] = [item.condition if item.prepare is None else f"{item.label}: {item.condition}" for item in config.filters]
     return _plain(data)
 
 

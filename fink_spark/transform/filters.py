@@ -15,6 +15,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pyspark.errors import AnalysisException, ParseException
@@ -47,7 +48,7 @@ class Filter:
 WATCHLIST_KEYS = {"catalog", "radius", "ra_column", "dec_column", "id_column", "name"}
 
 
-def watchlist(item: dict[str, Any], where: str) -> Filter:
+def watchlist(item: dict[str, Any], where: str, base: Path) -> Filter:
     """`{preset: watchlist, catalog: targets.csv, radius: 5}`: the alerts within `radius`
     arcsec of a target, with `<name>_matches` (each target within it, nearest first: its
     `id` and `separation_arcsec`), `<name>_id` and `<name>_separation_arcsec` (the nearest)."""
@@ -59,8 +60,8 @@ def watchlist(item: dict[str, Any], where: str) -> Filter:
     name = params.get("name", str, default="watchlist")
     if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
         raise ConfigError(f"{where}.name must be a column prefix of lower-case letters, digits and _, not {name!r}.")
-    targets = Targets(catalog, params.get("ra_column", str, default="ra"), params.get("dec_column", str, default="dec"),
-                      params.get("id_column", str, default="id"), where=f"{where}.catalog")
+    columns = [params.get(f"{what}_column", str, default=what) for what in ("ra", "dec", "id")]
+    targets = Targets(base / Path(catalog).expanduser(), *columns, where=f"{where}.catalog")
     if len(targets) > MAX_WATCHLIST_TARGETS:
         raise ConfigError(f"{where}.catalog {catalog} holds {len(targets):,} targets; a watchlist is sent to every task "
                           f"and holds at most {MAX_WATCHLIST_TARGETS:,}: cross-match larger catalogs with the table "
@@ -76,8 +77,9 @@ def watchlist(item: dict[str, Any], where: str) -> Filter:
                   f"size({matches}) > 0", prepare)
 
 
-def parse_filters(items: Any, survey: Survey) -> tuple[Filter, ...]:
-    """The configuration's `filters` list: expressions (strings or {expression: ...}) and presets."""
+def parse_filters(items: Any, survey: Survey, base: Path | None = None) -> tuple[Filter, ...]:
+    """The configuration's `filters` list: expressions (strings or {expression: ...}) and presets
+    (a watchlist's relative catalog path taken from `base`, by default the current folder)."""
     if items is None:
         return ()
     if not isinstance(items, list):
@@ -94,7 +96,7 @@ def parse_filters(items: Any, survey: Survey) -> tuple[Filter, ...]:
                 raise ConfigError(f"{where}.expression must be a non-empty SQL condition, alone.")
             filters.append(Filter(f"{where} ({item['expression']})", item["expression"]))
         elif item.get("preset") == "watchlist":
-            filters.append(watchlist(item, where))
+            filters.append(watchlist(item, where, base or Path.cwd()))
         else:
             filters.append(Filter(f"{where} ({item.get('preset')})", preset_condition(item, survey, where)))
     return tuple(filters)

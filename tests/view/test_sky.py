@@ -23,7 +23,7 @@ from pyspark.sql import SparkSession
 
 from fink_spark.cli import main
 from fink_spark.cli.sky import add_arguments, add_xmatch_arguments, run, run_xmatch
-from fink_spark.config.job import parse_config
+from fink_spark.config.job import effective_config, parse_config
 from fink_spark.errors import ConfigError
 from fink_spark.run.reprocess import reprocess
 from fink_spark.surveys import ZTF
@@ -257,10 +257,14 @@ def test_xmatch_prints_the_pairs_with_the_alerts_columns_asked_for(moved: Sky, c
 def watched(spark: SparkSession, moved: Sky, catalog: Path) -> Path:
     """The moved alerts reprocessed through a watchlist of the catalog, into Parquet."""
     folder = moved.warehouse.parent / "watched"
-    config = parse_config({"survey": "ztf", "output": {"format": "parquet", "table": {
-        "path": str(folder / "alerts"), "checkpoint": str(folder / "chk")}}, "filters": [{
-            "preset": "watchlist", "catalog": str(catalog), "radius": 3600, "id_column": "name", "ra_column": "ra_deg",
-            "dec_column": "dec_deg"}]}, kafka_required=False)
+    watching = {"preset": "watchlist", "catalog": str(catalog), "radius": 3600, "id_column": "name", "ra_column": "ra_deg",
+                "dec_column": "dec_deg"}
+    config_data = {"survey": "ztf", "output": {"format": "parquet", "table": {
+        "path": str(folder / "alerts"), "checkpoint": str(folder / "chk")}}}
+    config = parse_config({**config_data, "filters": [watching]}, kafka_required=False)
+    shown = effective_config(parse_config({**config_data, "filters": [{**watching, "catalog": catalog.name}]},
+                                          base=catalog.parent, kafka_required=False))["filters"]
+    assert shown == [f"filters[0] (watchlist {catalog.name}, 22 targets within 3600 arcsec): size(watchlist_matches) > 0"]
     want = {candid for _, candid, _ in brute_force_pairs(moved.positions, catalog, 3600.0)}
     assert reprocess(spark, config, [str(moved.alerts)], [], "fink_sky_ztf") == len(want)
     return folder / "alerts"
