@@ -70,32 +70,35 @@ class Result:
 
 # --- workload ---------------------------------------------------------------------------
 
-def _encode_copies(args: tuple[str, str, int, int]) -> list[tuple[bytes, bytes]]:
-    """Encoded messages of copies [first, last) of every sample alert (run in worker processes)."""
-    survey_name, folder, first, last = args
+def _encode_copies(args: tuple[str, str, int, int, int | None]) -> list[tuple[bytes, bytes]]:
+    """Encoded messages of copies [first, last) of every sample alert (run in worker
+    processes). With `nights` N, each copy is moved on the sky and shifted copy % N days
+    earlier."""
+    survey_name, folder, first, last, nights = args
     survey = ZTF if survey_name == "ztf" else LSST
     messages = []
     for saved in read_saved_alerts([SAMPLE_DIR / folder]):
         parsed = fastavro.parse_schema(json.loads(saved.schema_text))
-        encoders = [ReplicaEncoder(record, parsed, survey) for record in saved.records]
-        messages += [(saved.schema_text.encode(), encoder.copy(copy))
+        encoders = [ReplicaEncoder(record, parsed, survey, moved=nights is not None) for record in saved.records]
+        messages += [(saved.schema_text.encode(), encoder.copy(copy, -float(copy % nights) if nights else 0.0))
                      for copy in range(first, last) for encoder in encoders]
     return messages
 
 
-def _copy_chunks(survey: Survey, folder: str, copies: int) -> list[tuple[str, str, int, int]]:
+def _copy_chunks(survey: Survey, folder: str, copies: int, nights: int | None = None) -> list[tuple[str, str, int, int, int | None]]:
     """Arguments of `_encode_copies` for copies 0 to `copies`, 100 copies a worker task."""
-    return [(survey.name, folder, first, min(first + 100, copies)) for first in range(0, copies, 100)]
+    return [(survey.name, folder, first, min(first + 100, copies), nights) for first in range(0, copies, 100)]
 
 
 def publish_workload(broker: LocalKafka, topic: str, survey: Survey, folder: str, count: int, partitions: int,
-                     poison_every: int | None = None) -> float:
+                     poison_every: int | None = None, nights: int | None = None) -> float:
     """Publish `count` replicated real alerts; returns their total size in MB. With
-    `poison_every` N, every Nth message is poison instead: an alert's value cut in half."""
+    `poison_every` N, every Nth message is poison instead: an alert's value cut in half.
+    With `nights` N, the copies are spread over the sky and over N nights (a season)."""
     broker.create_topics([topic], partitions)
     per_copy = sum(len(saved.records) for saved in read_saved_alerts([SAMPLE_DIR / folder]))
     copies = -(-count // per_copy)
-    chunks = _copy_chunks(survey, folder, copies)
+    chunks = _copy_chunks(survey, folder, copies, nights)
     producer = Producer({**broker.client_config(USER), "linger.ms": 50, "batch.size": 1_000_000,
                          "message.max.bytes": 16_000_000, "queue.buffering.max.kbytes": 1_000_000})
     sent, size = 0, 0

@@ -9,8 +9,10 @@ files that are still live), so it runs while the stream runs, from another proce
 An alerts table written before fink-spark kept each alert's position (`ra`, `dec`,
 `_healpix_29`) gets it first, from the alerts' own coordinates, without reading Kafka
 again: one MERGE of the rows that lack it. Closed nights (before today, UTC) of a table
-ordered on the sky are then rewritten sorted by `_healpix_29`, so that each file covers a
-compact region of the sky; the current night is only compacted.
+ordered on the sky are then rewritten whole, sorted by `_healpix_29`, so that each file
+covers a compact region of the sky: each micro-batch's files are sorted, but each covers
+the whole sky. A night is rewritten while its files' ranges of `_healpix_29` overlap (or
+do not say), so once only; the current night is only compacted.
 
 The newest snapshot appended by each of the job's queries is never expired: it is how a
 micro-batch replayed after a crash knows it was written (`fink_spark.table.catalog.newest_tagged`). A merged
@@ -23,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from pyspark.sql import Row, SparkSession
 
@@ -102,17 +104,20 @@ def maintain_table(spark: SparkSession, name: str, settings: Maintenance) -> dic
     """Compact, then expire and clean one table; returns what each step did."""
     procedures = name.split(".")[0] + ".system"
     target = settings.target_file_mb * 1024 * 1024
-    options = (f"options => map('target-file-size-bytes', '{target}', 'min-input-files', '2', "
-               "'partial-progress.enabled', 'true')")
+    settings_map = f"'target-file-size-bytes', '{target}', 'min-input-files', '2', 'partial-progress.enabled', 'true'"
+    options = f"options => map({settings_map})"
     properties = properties_of(spark, name)
     window = _outside_merge_window(spark, properties.get(MERGE_WINDOW))
     sorted_on_sky = properties.get("sort-order", "").startswith(HEALPIX)
     rewritten: dict[str, int] = {}
     if sorted_on_sky:  # closed nights sorted on the sky, the current one only compacted
-        (today,) = spark.sql("SELECT CAST(current_date() AS TIMESTAMP)").first()  # the session is in UTC
-        closed = f"{OBS_TIME} < TIMESTAMP '{today:%Y-%m-%d %H:%M:%S}'"
-        steps = [f"strategy => 'sort', {options}, where => \"{closed}{window}\"",
-                 f"{options}, where => \"NOT ({closed}){window}\""]
+        (today,) = spark.sql("SELECT current_date()").first()  # the session is in UTC
+        nights = nights_to_sort(_file_bounds(spark, name), today)
+        closed = " OR ".join(f"({OBS_TIME} >= TIMESTAMP '{first} 00:00:00' AND {OBS_TIME} < TIMESTAMP '{end} 00:00:00')"
+                             for first, end in nights)
+        steps = [f"strategy => 'sort', options => map({settings_map}, 'rewrite-all', 'true'), "
+                 f"where => \"({closed}){window}\""] if nights else []
+        steps.append(f"{options}, where => \"{OBS_TIME} >= TIMESTAMP '{today} 00:00:00'{window}\"")
     else:
         steps = [options + (f", where => \"{window.removeprefix(' AND ')}\"" if window else "")]
     for step in steps:
@@ -138,6 +143,43 @@ def maintain_table(spark: SparkSession, name: str, settings: Maintenance) -> dic
         "snapshots expired": sum(value for key, value in expired.items() if key.startswith("deleted_")),
         "orphan files removed": len(orphans),
     }
+
+
+FileBounds = tuple[str, int | None, int | None, datetime | None, datetime | None]
+
+
+def _file_bounds(spark: SparkSession, name: str) -> list[FileBounds]:
+    """Each live data file's partition, range of `_healpix_29` and range of observation times."""
+    return [tuple(row) for row in spark.sql(
+        f"SELECT to_json(partition), readable_metrics.{HEALPIX}.lower_bound, readable_metrics.{HEALPIX}.upper_bound, "
+        f"readable_metrics.{OBS_TIME}.lower_bound, readable_metrics.{OBS_TIME}.upper_bound FROM {name}.files").collect()]
+
+
+def nights_to_sort(files: list[FileBounds], today: date) -> list[tuple[date, date]]:
+    """[first, end) spans of closed nights (UTC days before `today`) to rewrite sorted on the
+    sky: those of each partition whose files' `_healpix_29` ranges overlap, or lack a bound."""
+    by_partition: dict[str, list[FileBounds]] = {}
+    for file in files:
+        by_partition.setdefault(file[0], []).append(file)
+    days: set[date] = set()
+    for group in by_partition.values():
+        if len(group) < 2:
+            continue
+        ranges = sorted((low, high) for _, low, high, _, _ in group if low is not None and high is not None)
+        if len(ranges) == len(group) and all(low >= previous[1] for previous, (low, _) in zip(ranges, ranges[1:])):
+            continue
+        times = [time for _, _, _, first, last in group for time in (first, last) if time is not None]
+        day, last = min(times).date(), max(times).date()
+        while day <= last:
+            days.add(day)
+            day += timedelta(days=1)
+    spans: list[tuple[date, date]] = []
+    for day in sorted(day for day in days if day < today):
+        if spans and spans[-1][1] == day:
+            spans[-1] = (spans[-1][0], day + timedelta(days=1))
+        else:
+            spans.append((day, day + timedelta(days=1)))
+    return spans
 
 
 def _outside_merge_window(spark: SparkSession, window: str | None) -> str:

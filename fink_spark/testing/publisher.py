@@ -2,8 +2,9 @@
 
 Value: one schemaless Avro datum per message (no container header, no magic byte).
 Key: the writer schema as JSON, or a version string as older Fink streams had.
-For volume, each alert can be sent several times with new ids; for a live stream,
-at a steady rate.
+For volume, each alert can be sent several times with new ids (and, to spread them on
+the sky and over nights, moved by a rotation and shifted in time); for a live stream, at a
+steady rate.
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ import argparse
 import io
 import json
 import logging
+import math
+import re
 import string
+import struct
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import reduce
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,12 @@ log = logging.getLogger(__name__)
 
 ID_STRIDE = 10**12
 _LETTERS = string.ascii_lowercase
+POSITION_PAIRS = (("ra", "dec"), ("ranr", "decnr"))  # (ra, dec) of a source, of its reference (ZTF)
+TIMES = {  # fields holding a time in days, by survey
+    "ztf": re.compile(r"jd|jd(start|end)(hist|ref)|jd_first_real_det"),
+    "lsst": re.compile(r".*Mjd.*|epoch_mjd"),
+}
+LeafPath = tuple[str | int, ...]
 
 
 @dataclass(frozen=True)
@@ -74,23 +85,71 @@ def _with_value(record: dict[str, Any], path: str, value: Any) -> dict[str, Any]
     return {**record, first: _with_value(record[first], rest, value) if rest else value}
 
 
-def replicate(record: dict[str, Any], survey: Survey, copy: int) -> dict[str, Any]:
+def _rotation(copy: int) -> tuple[tuple[float, ...], ...]:
+    """A rotation of the sky for each copy: Euler angles z-y-z from fractions of irrational
+    multiples, so that copies spread evenly over the sphere."""
+    alpha = 2 * math.pi * (copy * 0.6180339887498949 % 1)
+    beta = math.acos(1 - 2 * (copy * 0.4142135623730951 % 1))
+    gamma = 2 * math.pi * (copy * 0.7320508075688772 % 1)
+    ca, sa, cb, sb, cg, sg = (f(angle) for angle in (alpha, beta, gamma) for f in (math.cos, math.sin))
+    return ((ca * cb * cg - sa * sg, -ca * cb * sg - sa * cg, ca * sb),
+            (sa * cb * cg + ca * sg, -sa * cb * sg + ca * cg, sa * sb),
+            (-sb * cg, sb * sg, cb))
+
+
+def _rotated(ra: float, dec: float, rotation: tuple[tuple[float, ...], ...]) -> tuple[float, float]:
+    """(ra, dec) in degrees turned by a rotation."""
+    ra_rad, dec_rad = math.radians(ra), math.radians(dec)
+    vector = (math.cos(dec_rad) * math.cos(ra_rad), math.cos(dec_rad) * math.sin(ra_rad), math.sin(dec_rad))
+    x, y, z = (sum(a * b for a, b in zip(row, vector)) for row in rotation)
+    return math.degrees(math.atan2(y, x)) % 360.0, math.degrees(math.asin(max(-1.0, min(1.0, z))))
+
+
+def _relocated(value: Any, rotation: tuple[tuple[float, ...], ...] | None, days: float, times: re.Pattern[str]) -> Any:
+    """`value` with every position pair at any depth turned and every time shifted; what
+    does not change is shared, so that a changed leaf is one that is not the same object."""
+    if isinstance(value, list):
+        items = [_relocated(item, rotation, days, times) for item in value]
+        return value if all(new is old for new, old in zip(items, value)) else items
+    if not isinstance(value, dict):
+        return value
+    changed = {}
+    for name, item in value.items():
+        if isinstance(item, dict | list):
+            new = _relocated(item, rotation, days, times)
+            if new is not item:
+                changed[name] = new
+        elif days and isinstance(item, float) and times.fullmatch(name):
+            changed[name] = item + days
+    if rotation is not None:
+        for ra_name, dec_name in POSITION_PAIRS:
+            ra, dec = value.get(ra_name), value.get(dec_name)
+            if isinstance(ra, float) and isinstance(dec, float):
+                changed[ra_name], changed[dec_name] = _rotated(ra, dec, rotation)
+    return {**value, **changed} if changed else value
+
+
+def replicate(record: dict[str, Any], survey: Survey, copy: int, moved: bool = False, days: float = 0.0) -> dict[str, Any]:
     """A copy of a real alert with new ids (copy 0 is the alert itself).
 
     Every copy of the alert id (`Survey.id_copies`: candid and candidate.candid,
     diaSourceId and diaSource.diaSourceId) moves by copy x 10^12; an object id that is a
-    name (ZTF's 'ZTF26aamcbly') gets new last letters, a numeric one stays.
+    name (ZTF's 'ZTF26aamcbly') gets new last letters, a numeric one stays. `moved`: every
+    position inside the alert (its source, previous sources, object, reference) is turned
+    by the copy's own rotation of the sky, so that separations within it stay as observed.
+    `days`: every time inside it is shifted by that many days.
     """
-    if copy == 0:
-        return record
     clone = record
-    for path in survey.id_copies:
-        value = value_at(record, path)
-        if value is not None:
-            clone = _with_value(clone, path, value + copy * ID_STRIDE)
-    object_id = value_at(record, survey.object_column)
-    if isinstance(object_id, str):
-        clone = _with_value(clone, survey.object_column, object_id[:5] + _object_suffix(copy, len(object_id) - 5))
+    if copy:
+        for path in survey.id_copies:
+            value = value_at(record, path)
+            if value is not None:
+                clone = _with_value(clone, path, value + copy * ID_STRIDE)
+        object_id = value_at(record, survey.object_column)
+        if isinstance(object_id, str):
+            clone = _with_value(clone, survey.object_column, object_id[:5] + _object_suffix(copy, len(object_id) - 5))
+    if (moved and copy) or days:
+        clone = _relocated(clone, _rotation(copy) if moved and copy else None, days, TIMES[survey.name])
     return clone
 
 
@@ -101,11 +160,14 @@ def encode(record: dict[str, Any], parsed_schema: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _avro_scalar(value: int | str) -> bytes:
-    """The Avro encoding of a long (zig-zag varint) or a string (length, then UTF-8)."""
+def _avro_scalar(value: int | float | str) -> bytes:
+    """The Avro encoding of a long (zig-zag varint), a double (8 bytes, little-endian) or a
+    string (length, then UTF-8)."""
     if isinstance(value, str):
         data = value.encode("utf-8")
         return _avro_scalar(len(data)) + data
+    if isinstance(value, float):
+        return struct.pack("<d", value)
     number = (value << 1) ^ (value >> 63)
     out = bytearray()
     while number > 0x7F:
@@ -115,66 +177,79 @@ def _avro_scalar(value: int | str) -> bytes:
     return bytes(out)
 
 
-def _changed_ids(original: dict[str, Any], copy: dict[str, Any]) -> dict[Any, Any]:
-    """{old: new} for every id `replicate` changed. It copies every other value as it is
-    (the same object), and replaces a record only to change an id in it: only those are
-    looked into."""
-    changed = {}
-    for name, value in original.items():
-        if copy[name] is value:
-            continue
-        if isinstance(value, dict):
-            changed |= {v: copy[name][k] for k, v in value.items() if copy[name][k] is not v}
-        else:
-            changed[value] = copy[name]
-    return changed
+def _changed_leaves(original: Any, copy: Any, path: LeafPath = ()) -> Iterator[tuple[LeafPath, Any]]:
+    """(path, old value) of every value `replicate` changed. It shares every value it keeps
+    (the same object): only records and lists that are new are looked into."""
+    if copy is original:
+        return
+    if isinstance(original, dict):
+        for name, value in original.items():
+            yield from _changed_leaves(value, copy[name], (*path, name))
+    elif isinstance(original, list):
+        for index, value in enumerate(original):
+            yield from _changed_leaves(value, copy[index], (*path, index))
+    else:
+        yield path, original
+
+
+def _at(record: Any, path: LeafPath) -> Any:
+    return reduce(lambda value, key: value[key], path, record)
 
 
 class ReplicaEncoder:
     """Encoded copies of one real alert with new ids, without encoding the whole alert again.
 
     Avro has no offsets: an alert's bytes are its fields' bytes one after the other, so a
-    copy is the original's bytes with each id's encoding swapped for the new id's. Encoding
-    a Fink alert with fastavro takes about 10 ms (its unions are checked field by field);
-    swapping takes microseconds. Where the ids are is checked once against a full encoding
-    of copy 1; if the check fails, every copy is fully encoded.
+    copy is the original's bytes with each changed value's encoding swapped for the new
+    one's (an id, and with `moved` every position and time, each a double of 8 bytes).
+    Encoding a Fink alert with fastavro takes about 10 ms (its unions are checked field by
+    field); swapping takes far less. Where the values are is checked once against a full
+    encoding of copy 1 (moved: and shifted by a day); if the check fails, every copy is
+    fully encoded.
     """
 
-    def __init__(self, record: dict[str, Any], parsed_schema: Any, survey: Survey) -> None:
-        self.record, self.parsed_schema, self.survey = record, parsed_schema, survey
+    def __init__(self, record: dict[str, Any], parsed_schema: Any, survey: Survey, moved: bool = False) -> None:
+        self.record, self.parsed_schema, self.survey, self.moved = record, parsed_schema, survey, moved
         self.original = encode(record, parsed_schema)
-        copy_1 = replicate(record, survey, 1)
-        first_copy = _changed_ids(record, copy_1)
+        copy_1 = replicate(record, survey, 1, moved, 1.0 if moved else 0.0)
+        leaves = list(_changed_leaves(record, copy_1))
+        self.paths = [path for path, _ in leaves]
         expected = encode(copy_1, parsed_schema)
-        # An id's bytes may also stand where `replicate` keeps the old id (e.g. an LSST
-        # alert's own source among its previous sources): keep only the places copy 1 changes.
+        # A value's bytes may also stand where `replicate` keeps it (e.g. an LSST alert's
+        # own source among its previous sources, or bytes inside another value): keep only
+        # the places copy 1 changes.
         self.spans: list[tuple[int, int, int]] | None = []
-        shift = 0
+        shift, end = 0, 0
         for start, stop, position, new in sorted(
-            (start, start + len(_avro_scalar(old)), position, _avro_scalar(new))
-            for position, (old, new) in enumerate(first_copy.items())
-            for start in _occurrences(self.original, _avro_scalar(old))
+            (start, start + len(old_bytes), position, _avro_scalar(_at(copy_1, path)))
+            for position, (path, old) in enumerate(leaves)
+            for old_bytes in [_avro_scalar(old)]
+            for start in _occurrences(self.original, old_bytes)
         ):
-            if expected[start + shift:start + shift + len(new)] == new:
+            if start >= end and expected[start + shift:start + shift + len(new)] == new:
                 self.spans.append((start, stop, position))
                 shift += len(new) - (stop - start)
-        if self._patched(1) != expected:
+                end = stop
+        if self._patched(1, 1.0 if moved else 0.0) != expected:
             self.spans = None
 
-    def _patched(self, copy: int) -> bytes:
-        new_ids = list(_changed_ids(self.record, replicate(self.record, self.survey, copy)).values())
+    def _patched(self, copy: int, days: float) -> bytes:
+        replica = replicate(self.record, self.survey, copy, self.moved, days)
         parts, end = [], 0
         for start, stop, position in self.spans:
-            parts += [self.original[end:start], _avro_scalar(new_ids[position])]
+            parts += [self.original[end:start], _avro_scalar(_at(replica, self.paths[position]))]
             end = stop
         return b"".join(parts) + self.original[end:]
 
-    def copy(self, copy: int) -> bytes:
-        if copy == 0:
+    def copy(self, copy: int, days: float = 0.0) -> bytes:
+        """Copy number `copy`; an encoder of moved copies also shifts its times by `days`."""
+        if days and not self.moved:
+            raise ValueError("only an encoder of moved copies (moved=True) shifts times")
+        if copy == 0 and not days:
             return self.original
         if self.spans is None:
-            return encode(replicate(self.record, self.survey, copy), self.parsed_schema)
-        return self._patched(copy)
+            return encode(replicate(self.record, self.survey, copy, self.moved, days), self.parsed_schema)
+        return self._patched(copy, days)
 
 
 def _occurrences(data: bytes, part: bytes) -> list[int]:

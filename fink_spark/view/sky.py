@@ -168,10 +168,18 @@ def _iceberg_rows(table: Any, ranges: list[tuple[int, int]], since: datetime | N
                   wanted: list[str] | None) -> pa.Table:
     """The rows of the files whose `_healpix_29` range meets the cone's (pyiceberg prunes by
     the files' metrics, then keeps the rows within the ranges)."""
+    present = set(table.schema().column_names)
+    fields = ("*",) if wanted is None else tuple(name for name in wanted if name in present)
+    return table.scan(row_filter=iceberg_filter(table, ranges, since, until), selected_fields=fields).to_arrow()
+
+
+def iceberg_filter(table: Any, ranges: list[tuple[int, int]], since: datetime | None = None,
+                   until: datetime | None = None) -> Any:
+    """pyiceberg's row filter for the ranges and times: an OR of ranges, which its planner
+    prunes files by."""
     from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan, Or
 
-    present = set(table.schema().column_names)
-    if HEALPIX not in present:
+    if HEALPIX not in set(table.schema().column_names):
         raise ConfigError(NO_HEALPIX)
     within = [And(GreaterThanOrEqual(HEALPIX, low), LessThan(HEALPIX, high)) for low, high in ranges]
     condition = within[0] if len(within) == 1 else Or(*within)
@@ -179,8 +187,7 @@ def _iceberg_rows(table: Any, ranges: list[tuple[int, int]], since: datetime | N
         condition = And(condition, GreaterThanOrEqual("obs_time", since.isoformat()))
     if until is not None:
         condition = And(condition, LessThan("obs_time", until.isoformat()))
-    fields = ("*",) if wanted is None else tuple(name for name in wanted if name in present)
-    return table.scan(row_filter=condition, selected_fields=fields).to_arrow()
+    return condition
 
 
 def _in_ranges(rows: pa.Table, ranges: list[tuple[int, int]], since: datetime | None,

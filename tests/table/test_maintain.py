@@ -62,3 +62,28 @@ def test_maintain_gives_old_rows_their_position_and_sorts_closed_nights_on_the_s
         cells = pq.read_table(task.file.file_path.removeprefix("file:"), columns=["_healpix_29"])["_healpix_29"].to_pylist()
         assert cells == sorted(cells)
     assert maintain(spark, Tables.of(config.output, "ztf"), Maintenance(), ZTF)[name]["positions added"] == 0
+
+
+def test_a_closed_night_is_sorted_while_its_files_overlap_on_the_sky() -> None:
+    from datetime import date, datetime
+
+    from fink_spark.table.maintain import nights_to_sort
+
+    def at(day: int, hour: int = 3) -> datetime:
+        return datetime(2026, 3, day, hour)
+
+    files = [
+        ('{"topic":"a","night":"2026-03-20"}', 10, 500, at(20), at(20, 9)),  # two files over the same cells
+        ('{"topic":"a","night":"2026-03-20"}', 20, 900, at(20), at(20, 8)),
+        ('{"topic":"a","night":"2026-03-21"}', 10, 500, at(21), at(21)),  # sorted already: apart, or touching
+        ('{"topic":"a","night":"2026-03-21"}', 500, 900, at(21), at(21)),
+        ('{"topic":"b","night":"2026-03-21"}', 10, 500, at(21), at(21)),  # another topic's one file
+        ('{"topic":"a","night":"2026-03-22"}', None, None, at(22), at(22)),  # files that do not say where they lie
+        ('{"topic":"a","night":"2026-03-22"}', 600, 900, at(22), at(22)),
+        ('{"topic":"a","night":"2026-03-23"}', 10, 500, at(23), at(23)),  # tonight: only compacted
+        ('{"topic":"a","night":"2026-03-23"}', 20, 900, at(23), at(23)),
+    ]
+    assert nights_to_sort(files, date(2026, 3, 23)) == [(date(2026, 3, 20), date(2026, 3, 21)),
+                                                        (date(2026, 3, 22), date(2026, 3, 23))]
+    assert nights_to_sort(files, date(2026, 3, 24)) == [(date(2026, 3, 20), date(2026, 3, 21)),
+                                                        (date(2026, 3, 22), date(2026, 3, 24))]
