@@ -76,6 +76,36 @@ def test_lsst_alerts_land_in_parquet(spark, broker: LocalKafka, new_topic, tmp_p
     assert "diaSourceId" in output and "7 alerts" in output
 
 
+def test_a_watchlist_keeps_the_live_alerts_near_its_targets(spark, broker: LocalKafka, new_topic, tmp_path: Path) -> None:
+    """The watchlist on the stream: the alerts within 2" of a target, each with its nearest
+    target's id and separation, as brute force over every alert and target finds them."""
+    import numpy as np
+
+    from fink_spark.view.sky import Cone
+
+    topic = new_topic("fink_watch_ztf")
+    publish(broker.client_config(USER), topic, [sample("ztf-2026")], ZTF)
+    alerts = read_alerts(sample("ztf-2026"))
+    targets = [(f"target-{i}", alert["candidate"]["ra"] + 1.2 / 3600 / np.cos(np.radians(alert["candidate"]["dec"])),
+                alert["candidate"]["dec"]) for i, alert in enumerate(alerts[::7])] + [("far", 10.0, -89.0)]
+    catalog = tmp_path / "targets.csv"
+    catalog.write_text("id,ra,dec\n" + "".join(f"{name},{float(ra)!r},{float(dec)!r}\n" for name, ra, dec in targets))
+    ra, dec = (np.array([alert["candidate"][c] for alert in alerts]) for c in ("ra", "dec"))
+    want = {}
+    for name, target_ra, target_dec in targets:
+        for alert, separation in zip(alerts, Cone(target_ra, target_dec, 2).separations(ra, dec)):
+            if separation <= 2 and separation < want.get(alert["candid"], (None, 3))[1]:
+                want[alert["candid"]] = (name, separation)
+    assert len(want) >= len(targets) - 1
+    run_job(spark, job_config(broker, tmp_path, [topic],
+                              filters=[{"preset": "watchlist", "catalog": str(catalog), "radius": 2, "id_column": "id"}]))
+    rows = read_output(spark, tmp_path / "alerts")
+    assert {row["candid"]: row["watchlist_id"] for row in rows} == {candid: name for candid, (name, _) in want.items()}
+    for row in rows:
+        assert row["watchlist_separation_arcsec"] == pytest.approx(want[row["candid"]][1], abs=1e-6)
+        assert [match["id"] for match in row["watchlist_matches"]][0] == row["watchlist_id"]
+
+
 def test_restart_adds_only_new_alerts(spark, broker: LocalKafka, new_topic, tmp_path: Path) -> None:
     topic = new_topic("fink_restart_ztf")
     publish(broker.client_config(USER), topic, [sample("ztf-0p2")], ZTF)
