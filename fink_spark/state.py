@@ -18,6 +18,7 @@ TABLE_SCHEMA = f"{STATE_FOLDER}/table_schema.json"  # the table's schema and its
 WRITER_SCHEMAS = f"{STATE_FOLDER}/fink_spark_writer_schemas.json"  # the writer schemas met, by key
 SKIPPED_OFFSETS = f"{STATE_FOLDER}/skipped_offsets.json"  # offsets deleted by the broker before the job read them
 PENDING_QUARANTINE = f"{STATE_FOLDER}/quarantine_pending"  # quarantined positions of batches whose quarantine is not written yet
+LEDGER = f"{STATE_FOLDER}/ledger"  # what each micro-batch read and kept (fink_spark.run.ledger)
 # ... and in the output folder, hidden from Spark's readers
 OUTPUT_TABLE_SCHEMA = "_fink_spark/table_schema.json"
 SINK_LOG = "_spark_metadata"  # Spark's file sink: the files committed, batch by batch

@@ -6,7 +6,7 @@ generated help, no dependency to add. Only the chosen command's module is import
 
 - `commands`: stream, reprocess, topics, status, config (and `jobs/*.py` for spark-submit);
 - `flags`: the flags shared by the commands, laid over a YAML file's mapping key by key;
-- `discover`, `maintain`, `explore`: one command each; `sky`: cone and xmatch.
+- `discover`, `maintain`, `explore`, `audit`: one command each; `sky`: cone and xmatch.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ COMMANDS = {
     "explore": ("fink_spark.cli.explore", "add_arguments", "run"),
     "discover": ("fink_spark.cli.discover", "add_arguments", "run"),
     "maintain": ("fink_spark.cli.maintain", "add_arguments", "run"),
+    "audit": ("fink_spark.cli.audit", "add_arguments", "run"),
     "cone": ("fink_spark.cli.sky", "add_arguments", "run"),
     "xmatch": ("fink_spark.cli.sky", "add_xmatch_arguments", "run_xmatch"),
     "topics": ("fink_spark.cli.commands", "add_topics_arguments", "print_topics"),
@@ -52,6 +53,7 @@ SUMMARIES = {
     "explore": "Look at the alerts a job kept: tables, cutouts, light curves, summaries (no Spark needed).",
     "discover": "Save the writer schema of a Fink topic, and say what it holds.",
     "maintain": "Compact a job's Iceberg tables and expire old snapshots, safely while the stream runs.",
+    "audit": "Account for every offset the job read: kept, quarantined, rejected or lost to retention; report gaps.",
     "cone": "The alerts within a radius of a position, nearest first, from the table's HEALPix index (no Spark).",
     "xmatch": "Every (target, alert) pair within a radius, for a catalog of up to millions of targets (Spark).",
     "topics": "List the topics your credentials may read, with partitions and end offsets.",

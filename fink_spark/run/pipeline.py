@@ -16,6 +16,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from fink_spark.config.job import PARQUET, JobConfig, KafkaConfig
 from fink_spark.kafka.client import key_at
+from fink_spark.run.ledger import Ledger
 from fink_spark.schema.table import TableSchema, save_table_schema
 from fink_spark.schema.writer import WriterSchemas, load_schema_text
 from fink_spark.sink import open_sinks
@@ -44,7 +45,7 @@ def kept_alerts(survey: Survey, filters: tuple[Filter, ...]) -> Callable[[DataFr
 def start_pipeline(spark: SparkSession, read: Callable[[str], DataFrame], decode: Callable[[DataFrame], DataFrame] | None,
                    config: JobConfig, writers: WriterSchemas, table: TableSchema, totals: BatchCounts,
                    name: str, out: TextIO | None = None,
-                   pending_quarantine: PendingQuarantine | None = None) -> list[StreamingQuery]:
+                   pending_quarantine: PendingQuarantine | None = None, ledger: bool = False) -> list[StreamingQuery]:
     """Start the job's queries, the live stream's and reprocessing's alike.
 
     `read(name)` gives the records as a stream (Kafka's, or the inputs'), `decode` turns
@@ -78,6 +79,8 @@ def start_pipeline(spark: SparkSession, read: Callable[[str], DataFrame], decode
     pending_quarantine
         Quarantined records to append beside the stream (the live job's; None: appended
         with their batch).
+    ledger
+        Write down what each batch read from Kafka and kept (`fink_spark.run.ledger`; the live job's).
     """
     survey, output = config.survey, config.output
     checkpoint = output.checkpoint.rstrip("/")
@@ -105,6 +108,7 @@ def start_pipeline(spark: SparkSession, read: Callable[[str], DataFrame], decode
         survey=survey, decode=decode, kept=kept, quarantined=quarantined, table=sinks.table, quarantine=sinks.quarantine,
         rejected=(sinks.rejected, rejections) if sinks.rejected is not None and rejections is not None else None,
         console=config.console if config.console.enabled else None, out=out, totals=totals, pending_quarantine=pending_quarantine,
+        record_batch=Ledger(CheckpointFiles.at(checkpoint), name).record if ledger else None,
     )
     others = [table_query(deduplicated, output, f"{checkpoint}/{DEDUPLICATION_QUERY}", config.trigger, DEDUPLICATION_QUERY)] \
         if deduplicated is not None else []

@@ -62,7 +62,8 @@ def start_queries(spark: SparkSession, plan: StreamPlan, pending_quarantine: Pen
                            max_offsets=plan.max_offsets_per_trigger, starting_offsets=plan.starting_offsets)
 
     decode = decode_records(plan.writers, plan.table, config.survey)
-    return start_pipeline(spark, read, decode, config, plan.writers, plan.table, plan.totals, STREAM_QUERY, out, pending_quarantine)
+    return start_pipeline(spark, read, decode, config, plan.writers, plan.table, plan.totals, STREAM_QUERY, out, pending_quarantine,
+                          ledger=True)
 
 
 @dataclass

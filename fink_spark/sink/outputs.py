@@ -82,6 +82,8 @@ class MicroBatchOutputs:
     # stream (the live job's); None: the quarantine is written from the batch, read again.
     pending_quarantine: PendingQuarantine | None = None
     totals: BatchCounts = field(default_factory=BatchCounts)
+    # Writes down what each batch read and what became of it (the live job's ledger), after its outputs
+    record_batch: Callable[[int, dict[str, Any] | None], None] | None = None
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         try:
@@ -100,6 +102,8 @@ class MicroBatchOutputs:
         if self.rejected is not None:
             sink, rejections = self.rejected
             self._write_side(sink, rejections, lambda: decoded, batch_id, _none(counts, "filtered"))
+        if self.record_batch is not None:
+            self.record_batch(batch_id, counts)
         if self.console is not None:
             print_batch(self.out or sys.stdout, self.survey, batch_id, counts)
 

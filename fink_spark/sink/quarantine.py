@@ -141,6 +141,11 @@ def waiting(state: CheckpointFiles) -> tuple[int, int]:
     return sum(len(_pending_records(state, batch_id)) for batch_id in batches), len(batches)
 
 
+def pending_positions(state: CheckpointFiles) -> list[list]:
+    """[topic, partition, offset, reason] of every quarantined record noted and not appended yet."""
+    return [record for batch_id in _pending_batches(state) for record in _pending_records(state, batch_id)]
+
+
 def _pending_batches(state: CheckpointFiles) -> list[int]:
     """The batches whose positions wait in the checkpoint, in order."""
     return sorted(int(name.removesuffix(".json")) for name in state.names(PENDING_QUARANTINE) if name.removesuffix(".json").isdigit())

@@ -50,9 +50,35 @@ def warehouse_table(path: str | Path, table: str = ALERTS) -> str:
 
 
 def load_pyiceberg(path: str | Path, table: str = ALERTS) -> Any:
-    """A warehouse's table as pyiceberg reads it (no Spark, no Java)."""
+    """A warehouse's table as pyiceberg reads it (no Spark, no Java), nulls kept (`keep_null_lists`)."""
     from pyiceberg.catalog.sql import SqlCatalog
 
+    keep_null_lists()
     root = Path(path).resolve()
     catalog = SqlCatalog(CATALOG, uri=f"sqlite:///{root / CATALOG_FILE}", warehouse=root.as_uri())
     return catalog.load_table(warehouse_table(root, table))
+
+
+def keep_null_lists() -> None:
+    """Make pyiceberg's reader return a null list of structs as null, not [].
+
+    pyiceberg 0.12 rebuilds each list of structs it reads without the list's validity
+    (apache/iceberg-python #3833; the fix, #3834, is not released): an LSST alert without
+    previous sources, or a ZTF alert without history, would read as one with an empty
+    history. This puts the nulls back where the file had them, in every pyiceberg read of
+    this process; where pyiceberg keeps them already, it changes nothing.
+    """
+    from pyiceberg.io.pyarrow import ArrowProjectionVisitor
+
+    rebuild = ArrowProjectionVisitor.list
+    if getattr(rebuild, "keeps_nulls", False):
+        return
+
+    def list_with_nulls(self: Any, list_type: Any, list_array: Any, value_array: Any) -> Any:
+        result = rebuild(self, list_type, list_array, value_array)
+        if result is None or list_array is None or list_array.null_count == result.null_count:
+            return result
+        return type(result).from_arrays(result.offsets, result.values, type=result.type, mask=list_array.is_null())
+
+    list_with_nulls.keeps_nulls = True  # type: ignore[attr-defined]
+    ArrowProjectionVisitor.list = list_with_nulls  # type: ignore[method-assign]

@@ -1,0 +1,77 @@
+"""What each micro-batch of the live stream read and what became of it, kept beside the
+checkpoint for `fink-spark audit`.
+
+Spark's checkpoint says where each batch ended (`offsets/<batch>`, the start being where
+the batch before ended, or the query's initial offsets, `sources/0/0`), but keeps only
+the last hundred batches; the ledger keeps, for every batch, the offsets read per
+partition and the records the table's pass counted: kept, quarantined and rejected by
+the filters. One small file per batch, written after the batch's outputs and before Spark
+commits it, merged into `batches.json` every hundred batches. A batch replayed after a
+crash that had written its table already is not read again: its entry says so
+(`counted: false`), and the audit accounts for it by the table and quarantine alone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from fink_spark.kafka.positions import Offsets, spark_offsets
+from fink_spark.state import LEDGER, CheckpointFiles
+
+MERGE_EVERY = 100
+MERGED = f"{LEDGER}/batches.json"
+
+
+def _last_json_line(text: str | None) -> Offsets:
+    """The offsets of a Spark offsets file: its last line (the first are a version and metadata)."""
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    return spark_offsets(lines[-1]) if lines else {}
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """The ledger of one query's checkpoint (`query`: its folder in the checkpoint)."""
+
+    state: CheckpointFiles
+    query: str
+
+    def ranges(self, batch_id: int) -> list[list[Any]]:
+        """[topic, partition, first, end) of every partition the batch read from."""
+        end = _last_json_line(self.state.read(f"{self.query}/offsets/{batch_id}"))
+        start = _last_json_line(self.state.read(f"{self.query}/offsets/{batch_id - 1}" if batch_id
+                                                else f"{self.query}/sources/0/0"))
+        return [[topic, partition, start.get(topic, {}).get(partition, 0), last]
+                for topic, parts in sorted(end.items()) for partition, last in sorted(parts.items())
+                if last > start.get(topic, {}).get(partition, 0)]
+
+    def record(self, batch_id: int, counts: dict[str, Any] | None) -> None:
+        """Write down one batch (`counts`: the table's pass's; None for a batch replayed
+        after its table was written)."""
+        entry: dict[str, Any] = {"batch": batch_id, "ranges": self.ranges(batch_id), "counted": counts is not None}
+        if counts is not None:
+            entry.update({key: counts[key] for key in ("records", "kept", "quarantined", "filtered")})
+        self.state.write(f"{LEDGER}/{batch_id}.json", json.dumps(entry))
+        if batch_id % MERGE_EVERY == MERGE_EVERY - 1:
+            self.merge()
+
+    def merge(self) -> None:
+        """Gather the batches' files into one (a crash midway leaves entries twice: read once)."""
+        entries = self.entries()
+        self.state.write(MERGED, json.dumps(entries))
+        for name in self.state.names(LEDGER):
+            if name.removesuffix(".json").isdigit():
+                self.state.remove(f"{LEDGER}/{name}")
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Every batch's entry, by batch id."""
+        found = {entry["batch"]: entry for entry in self._read_all()}
+        return [found[batch] for batch in sorted(found)]
+
+    def _read_all(self) -> Iterator[dict[str, Any]]:
+        yield from json.loads(self.state.read(MERGED) or "[]")
+        for name in self.state.names(LEDGER):
+            if name.removesuffix(".json").isdigit():
+                yield json.loads(self.state.read(f"{LEDGER}/{name}") or "{}")

@@ -1,0 +1,79 @@
+"""`fink-spark audit` after real runs: every offset read is kept, quarantined or rejected,
+exactly once; a row lost from the table is named by its offset, a row written twice counted."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+from conftest import USER, job_config, run_job, sample
+from pyspark.sql import SparkSession
+
+from fink_spark.cli import main
+from fink_spark.run.audit import audit
+from fink_spark.surveys import ZTF
+from fink_spark.table.catalog import Tables
+from fink_spark.testing.local_broker import LocalKafka
+from fink_spark.testing.publisher import publish, read_saved_alerts
+
+BRIGHT = 18.5  # the filter keeps alerts brighter than this
+
+
+def run_audit(tmp_path: Path, *flags: str) -> tuple[int, str]:
+    out = io.StringIO()
+    import contextlib
+
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as stopped:
+        main(["audit", "--survey", "ztf", "--format", "iceberg", "--output", str(tmp_path / "warehouse"),
+              "--checkpoint", str(tmp_path / "checkpoints"), *flags])
+        raise SystemExit(0)
+    return int(stopped.value.code or 0), out.getvalue()
+
+
+def test_audit_accounts_for_every_offset_and_names_what_is_lost(spark: SparkSession, broker: LocalKafka, new_topic,
+                                                                tmp_path: Path) -> None:
+    topic = new_topic("fink_audit_ztf", partitions=2)
+    published = publish(broker.client_config(USER), topic, [sample("ztf-2026")], ZTF, copies=2)
+    producer = Producer(broker.client_config(USER))
+    for partition in (0, 1):
+        producer.produce(topic, value=b"\x07garbage", key=b"not a schema", partition=partition)
+    producer.flush(10)
+    magnitudes = [record["candidate"]["magpsf"] for saved in read_saved_alerts([sample("ztf-2026")]) for record in saved.records]
+    bright = 2 * sum(magnitude < BRIGHT for magnitude in magnitudes)
+    assert 0 < bright < published
+    config = job_config(broker, tmp_path, [topic], filters=[f"candidate.magpsf < {BRIGHT}"])
+    config = replace(config, output=replace(config.output, format="iceberg", partition_by=("topic", "night"),
+                                            path=str(tmp_path / "warehouse")))
+    run_job(spark, config)
+
+    result = audit(config)
+    assert result.complete
+    assert sum(p.kept for p in result.partitions) == bright
+    assert sum(p.quarantined for p in result.partitions) == 2
+    assert sum(p.rejected for p in result.partitions) == published - bright
+    assert result.accounted == published + 2 == sum(p.read for p in result.partitions)
+    status, text = run_audit(tmp_path)
+    lines = text.splitlines()
+    assert status == 0 and len(lines) == 3
+    assert lines[0].startswith(f"{topic}[0] offsets 0 to ") and lines[1].startswith(f"{topic}[1] offsets 0 to ")
+    assert lines[2] == f"complete: each of the {published + 2} offsets read is accounted for once"
+
+    # a kept alert lost from the table, another written twice
+    table = Tables.of(config.output, "ztf").name("alerts")
+    lost, twice = spark.sql(f"SELECT kafka_partition, kafka_offset FROM {table} ORDER BY kafka_partition, kafka_offset").collect()[:2]
+    spark.sql(f"INSERT INTO {table} SELECT * FROM {table} WHERE kafka_partition = {twice[0]} AND kafka_offset = {twice[1]}")
+    spark.sql(f"DELETE FROM {table} WHERE kafka_partition = {lost[0]} AND kafka_offset = {lost[1]}")
+    status, text = run_audit(tmp_path, "--json")
+    report = json.loads(text)
+    assert status == 1 and not report["complete"]
+    assert report["duplicates"] == 1 and report["missing_count"] == 1
+    assert report["accounted"] == published + 1 and report["lost_to_retention"] == []
+    missing = [(gap["partition"], offset) for gap in report["missing"] for offset in range(gap["first"], gap["last"] + 1)]
+    assert (lost[0], lost[1]) in missing and len(missing) == 1 + report["rejected_in_missing"]
+    status, text = run_audit(tmp_path)
+    assert status == 1 and "MISSING" in text and "DUPLICATED" in text
+    assert text.splitlines()[-1].startswith("INCOMPLETE: 1 of ")
