@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pyarrow import fs
 
 # The queries' folders in a job's checkpoint: the live stream's, reprocessing's, a Parquet
-# table's de-duplication
-STREAM_QUERY, REPROCESS_QUERY, DEDUPLICATION_QUERY = "alerts", "reprocess", "deduplicated"
+# table's de-duplication; each `fink-spark audit --repair` has its own, repair-<n>
+STREAM_QUERY, REPROCESS_QUERY, DEDUPLICATION_QUERY, REPAIR_QUERY = "alerts", "reprocess", "deduplicated", "repair"
 # The job's own files in its checkpoint folder, beside Spark's checkpoints
 STATE_FOLDER = "fink_spark"
 TABLE_SCHEMA = f"{STATE_FOLDER}/table_schema.json"  # the table's schema and its history

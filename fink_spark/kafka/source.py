@@ -123,12 +123,12 @@ def read_stream(
     return spark.readStream.format("kafka").options(**options).load().select(*KAFKA_COLUMNS)
 
 
-def read_offset_range(
-    spark: SparkSession, kafka: KafkaConfig, topic: str, start: dict[int, int], end: dict[int, int],
-) -> DataFrame:
-    """The raw records of a topic's offsets [start, end) per partition, as a stream that
-    starts at the range (offsets past its end are dropped)."""
+def read_offset_range(spark: SparkSession, kafka: KafkaConfig, topic: str,
+                      spans: dict[int, tuple[tuple[int, int], ...]]) -> DataFrame:
+    """The raw records of a topic's offsets in the [first, end) spans of each partition, as
+    a stream that starts at the first span (the offsets outside them are dropped)."""
     options = {k: v for k, v in spark_kafka_options(kafka).items() if k not in ("subscribe", "subscribePattern")}
+    start = {partition: min(first for first, _ in of_partition) for partition, of_partition in spans.items()}
     frame = (
         spark.readStream.format("kafka").options(**options)
         .option("assign", json.dumps({topic: sorted(start)}))
@@ -137,8 +137,9 @@ def read_offset_range(
         .select(*KAFKA_COLUMNS)
     )
     inside = F.lit(False)
-    for partition, last in end.items():
-        inside = inside | ((F.col("partition") == partition) & (F.col("offset") < last))
+    for partition, of_partition in spans.items():
+        for first, end in of_partition:
+            inside = inside | ((F.col("partition") == partition) & F.col("offset").between(first, end - 1))
     return frame.where(inside)
 
 

@@ -6,4 +6,7 @@
   ranges, each decoded as the live job decodes Kafka's records.
 - `reprocess`: the run over them, with its progress line, or a count only.
 - `progress`: the micro-batch log line, from the queries' progress.
+- `ledger`: what each live micro-batch and each reprocessing run read and kept.
+- `audit`: every offset read accounted for against the outputs; `repair`: the missing
+  ones read again, duplicates kept once.
 """

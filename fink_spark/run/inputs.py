@@ -53,30 +53,35 @@ BINARY_FILE_SCHEMA = "path STRING, modificationTime TIMESTAMP, length BIGINT, co
 
 @dataclass(frozen=True)
 class KafkaRange:
-    """Offsets [start, end) of each partition of one topic."""
+    """Offsets of one topic to read: per partition, [first, end) spans (one from the command
+    line; the gaps `fink-spark audit --repair` reads, several)."""
 
     topic: str
-    start: dict[int, int]
-    end: dict[int, int]
+    spans: dict[int, tuple[tuple[int, int], ...]]
 
     @classmethod
     def parse(cls, text: str) -> KafkaRange:
         """TOPIC:PARTITION=START-END[,PARTITION=START-END...], e.g. fink_sn_candidates_ztf:0=100-200."""
         try:
             topic, spans = text.split(":", 1)
-            start, end = {}, {}
+            ranges = {}
             for span in spans.split(","):
                 partition, offsets = span.split("=")
                 first, last = offsets.split("-")
-                start[int(partition)], end[int(partition)] = int(first), int(last)
+                ranges[int(partition)] = ((int(first), int(last)),)
         except ValueError:
             raise ConfigError(
                 f"The Kafka range {text!r} is not TOPIC:PARTITION=START-END[,PARTITION=START-END...], "
                 "e.g. fink_sn_candidates_ztf:0=100-200."
             ) from None
-        if any(end[p] < start[p] for p in start):
+        if any(end < first for spans_of in ranges.values() for first, end in spans_of):
             raise ConfigError(f"The Kafka range {text!r} has an end offset before its start.")
-        return cls(topic, start, end)
+        return cls(topic, ranges)
+
+    def ledger_ranges(self) -> list[list]:
+        """[topic, partition, first, end) of every span, as the ledger writes them."""
+        return [[self.topic, partition, first, end] for partition, spans in sorted(self.spans.items())
+                for first, end in spans if end > first]
 
 
 def input_kind(path: str) -> str:
@@ -302,7 +307,7 @@ def read_kafka_range(spark: SparkSession, config: JobConfig, span: KafkaRange, w
     """Decoded records of a Kafka offset range (the stream starts at the range, offsets past its end are dropped)."""
     if config.kafka is None:
         raise ConfigError("Reading a Kafka offset range needs a 'kafka' section (servers, credentials) in the configuration.")
-    frame = read_offset_range(spark, config.kafka, span.topic, span.start, span.end)
+    frame = read_offset_range(spark, config.kafka, span.topic, span.spans)
     return frame.transform(decode_records(writers, table, config.survey)).select(*RECORD_COLUMNS)
 
 
@@ -327,8 +332,8 @@ def plan_inputs(spark: SparkSession, config: JobConfig, inputs: list[str], kafka
         if kind not in SAVED_TABLES:
             file_writer_schemas(files[path], writers)
     for span in kafka_ranges:
-        for partition, start in span.start.items():
-            key = key_at(config.kafka, span.topic, partition, start) if span.end[partition] > start else None
+        for _, partition, first, _end in span.ledger_ranges():
+            key = key_at(config.kafka, span.topic, partition, first)
             if key is not None:
                 writers.learn(key)
     table = starting_table_schema(config, state, writers, list(writers.known))

@@ -7,8 +7,11 @@ the last hundred batches; the ledger keeps, for every batch, the offsets read pe
 partition and the records the table's pass counted: kept, quarantined and rejected by
 the filters. One small file per batch, written after the batch's outputs and before Spark
 commits it, merged into `batches.json` every hundred batches. A batch replayed after a
-crash that had written its table already is not read again: its entry says so
-(`counted: false`), and the audit accounts for it by the table and quarantine alone.
+crash that had written its table already is counted again for it (decoded and filtered,
+nothing written): a crash costs one batch read twice, and the ledger stays whole.
+
+A reprocessing run into the job's outputs adds one entry when it ends (`record_run`): its
+inputs, the Kafka ranges it read, and its counts; so does each `fink-spark audit --repair`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from fink_spark.state import LEDGER, CheckpointFiles
 
 MERGE_EVERY = 100
 MERGED = f"{LEDGER}/batches.json"
+RUNS = f"{LEDGER}/runs.json"
+COUNTS = ("records", "kept", "quarantined", "filtered", "rejected_by")
 
 
 def _last_json_line(text: str | None) -> Offsets:
@@ -47,12 +52,9 @@ class Ledger:
                 for topic, parts in sorted(end.items()) for partition, last in sorted(parts.items())
                 if last > start.get(topic, {}).get(partition, 0)]
 
-    def record(self, batch_id: int, counts: dict[str, Any] | None) -> None:
-        """Write down one batch (`counts`: the table's pass's; None for a batch replayed
-        after its table was written)."""
-        entry: dict[str, Any] = {"batch": batch_id, "ranges": self.ranges(batch_id), "counted": counts is not None}
-        if counts is not None:
-            entry.update({key: counts[key] for key in ("records", "kept", "quarantined", "filtered")})
+    def record(self, batch_id: int, counts: dict[str, Any]) -> None:
+        """Write down one batch, with the counts of the table's pass."""
+        entry = {"batch": batch_id, "ranges": self.ranges(batch_id), **{key: counts[key] for key in COUNTS}}
         self.state.write(f"{LEDGER}/{batch_id}.json", json.dumps(entry))
         if batch_id % MERGE_EVERY == MERGE_EVERY - 1:
             self.merge()
@@ -64,6 +66,16 @@ class Ledger:
         for name in self.state.names(LEDGER):
             if name.removesuffix(".json").isdigit():
                 self.state.remove(f"{LEDGER}/{name}")
+
+    def record_run(self, kind: str, inputs: list[str], ranges: list[list[Any]], counts: dict[str, Any]) -> None:
+        """Write down a finished reprocessing run (`kind`: reprocess or repair), after its outputs."""
+        entry = {"run": len(self.runs()), "kind": kind, "query": self.query, "inputs": inputs, "ranges": ranges,
+                 **{key: counts[key] for key in COUNTS}}
+        self.state.write(RUNS, json.dumps([*self.runs(), entry]))
+
+    def runs(self) -> list[dict[str, Any]]:
+        """The reprocessing runs and repairs written down, in order."""
+        return json.loads(self.state.read(RUNS) or "[]")
 
     def entries(self) -> list[dict[str, Any]]:
         """Every batch's entry, by batch id."""

@@ -37,9 +37,10 @@ log = logging.getLogger(__name__)
 _WHERE = re.compile(UNKNOWN_SCHEMA + r" \(topic (?P<topic>.+?), partition (?P<partition>\d+), offset (?P<offset>\d+)\)")
 
 
-def kept_alerts(survey: Survey, filters: tuple[Filter, ...]) -> Callable[[DataFrame], DataFrame]:
-    """Decoded records -> the alerts that pass the filters: what the sinks see."""
-    return lambda decoded: decoded.transform(flatten_alerts(survey)).transform(apply_filters(filters))
+def kept_alerts(survey: Survey, filters: tuple[Filter, ...]) -> Callable[..., DataFrame]:
+    """Decoded records -> the alerts that pass the filters: what the sinks see (`passed`: as
+    `apply_filters`'s)."""
+    return lambda decoded, passed=None: decoded.transform(flatten_alerts(survey)).transform(apply_filters(filters), passed)
 
 
 def start_pipeline(spark: SparkSession, read: Callable[[str], DataFrame], decode: Callable[[DataFrame], DataFrame] | None,
@@ -106,6 +107,7 @@ def start_pipeline(spark: SparkSession, read: Callable[[str], DataFrame], decode
         pending_quarantine.open(sinks.quarantine, quarantined)
     outputs = MicroBatchOutputs(
         survey=survey, decode=decode, kept=kept, quarantined=quarantined, table=sinks.table, quarantine=sinks.quarantine,
+        filter_labels=tuple(item.label for item in config.filters),
         rejected=(sinks.rejected, rejections) if sinks.rejected is not None and rejections is not None else None,
         console=config.console if config.console.enabled else None, out=out, totals=totals, pending_quarantine=pending_quarantine,
         record_batch=Ledger(CheckpointFiles.at(checkpoint), name).record if ledger else None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from functools import reduce
 
 from pyspark.errors import StreamingQueryException
@@ -20,6 +20,7 @@ from pyspark.sql.streaming.listener import StreamingQueryProgress
 from fink_spark.config.job import PARQUET as PARQUET_TABLE
 from fink_spark.config.job import JobConfig, TriggerConfig
 from fink_spark.run.inputs import FILES_PER_BATCH, KafkaRange, plan_inputs, read_input, read_kafka_range
+from fink_spark.run.ledger import Ledger
 from fink_spark.run.pipeline import (
     check_filters_at_start,
     kept_alerts,
@@ -30,7 +31,7 @@ from fink_spark.run.pipeline import (
 from fink_spark.run.progress import BatchProgress
 from fink_spark.schema.writer import WriterSchemas
 from fink_spark.sink.outputs import BatchCounts
-from fink_spark.state import REPROCESS_QUERY, CheckpointFiles
+from fink_spark.state import REPAIR_QUERY, REPROCESS_QUERY, CheckpointFiles
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class _Progress(BatchProgress):
 
 def reprocess(
     spark: SparkSession, config: JobConfig, inputs: list[str], kafka_ranges: list[KafkaRange], topic: str,
-    count_only: bool = False, files_per_batch: int = FILES_PER_BATCH,
+    count_only: bool = False, files_per_batch: int = FILES_PER_BATCH, query: str = REPROCESS_QUERY,
 ) -> int:
     """Decode, filter and write (or only count) the inputs; returns how many alerts passed.
 
@@ -82,6 +83,9 @@ def reprocess(
         Count the alerts that pass the filters, and write nothing.
     files_per_batch
         Files a micro-batch at most.
+    query
+        The query's name, its folder in the checkpoint (`fink-spark audit --repair` gives each
+        repair its own). A finished run is written down in the job's ledger, for `fink-spark audit`.
     """
     output = config.output
     if output.deduplicate_gap and output.format == PARQUET_TABLE:  # its state would hold the last copies back until a next run
@@ -108,12 +112,15 @@ def reprocess(
                 if count_only:
                     return _count(read(REPROCESS_QUERY), config, writers, progress)
                 # the sources decode their records (saved tables hold them decoded)
-                queries = start_pipeline(spark, read, None, config, writers, table, totals, REPROCESS_QUERY)
+                queries = start_pipeline(spark, read, None, config, writers, table, totals, query)
                 progress.wait_for(queries)
                 break
             except StreamingQueryException as error:
                 if not learn_schema_at([str(error)], config.kafka, writers, table):
                     raise
+    Ledger(CheckpointFiles.at(output.checkpoint), query).record_run(
+        REPROCESS_QUERY if query == REPROCESS_QUERY else REPAIR_QUERY, inputs,
+        [span for kafka_range in kafka_ranges for span in kafka_range.ledger_ranges()], asdict(totals))
     if totals.quarantined:
         where = output.quarantine if output.format == PARQUET_TABLE else "the quarantine table"
         log.warning("%d records could not be read or decoded: see %s", totals.quarantined, where)

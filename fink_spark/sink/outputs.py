@@ -36,6 +36,7 @@ class BatchCounts:
     quarantined: int = 0
     kept: int = 0
     filtered: int = 0  # rejected by the filters
+    rejected_by: dict[str, int] = field(default_factory=dict)  # by the filter that rejected them
     bytes: int = 0
     batch: int = -1  # the last batch written; -1 before the first
     batch_records: int = 0
@@ -48,6 +49,8 @@ class BatchCounts:
         self.quarantined += counts.get("quarantined", 0)
         self.kept += counts.get("kept", 0)
         self.filtered += counts.get("filtered", 0)
+        for label, count in counts.get("rejected_by", {}).items():
+            self.rejected_by[label] = self.rejected_by.get(label, 0) + count
         self.bytes += counts.get("bytes", 0)
         self.batch, self.batch_records, self.batch_bytes = batch_id, counts.get("records", 0), counts.get("bytes", 0)
 
@@ -71,7 +74,7 @@ class MicroBatchOutputs:
 
     survey: Survey
     decode: Callable[[DataFrame], DataFrame] | None  # None: the batches come decoded
-    kept: Callable[[DataFrame], DataFrame]
+    kept: Callable[..., DataFrame]  # decoded records -> the alerts that pass (`run.pipeline.kept_alerts`)
     quarantined: Callable[[DataFrame], DataFrame]
     table: Sink | None
     quarantine: Sink
@@ -82,8 +85,10 @@ class MicroBatchOutputs:
     # stream (the live job's); None: the quarantine is written from the batch, read again.
     pending_quarantine: PendingQuarantine | None = None
     totals: BatchCounts = field(default_factory=BatchCounts)
-    # Writes down what each batch read and what became of it (the live job's ledger), after its outputs
-    record_batch: Callable[[int, dict[str, Any] | None], None] | None = None
+    filter_labels: tuple[str, ...] = ()  # the filters, in order: each batch counts the alerts each one rejected
+    # Writes down what each batch read and what became of it (the live job's ledger), after its
+    # outputs; a batch replayed after a restart is counted again for it, writing nothing
+    record_batch: Callable[[int, dict[str, Any]], None] | None = None
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         try:
@@ -103,7 +108,7 @@ class MicroBatchOutputs:
             sink, rejections = self.rejected
             self._write_side(sink, rejections, lambda: decoded, batch_id, _none(counts, "filtered"))
         if self.record_batch is not None:
-            self.record_batch(batch_id, counts)
+            self.record_batch(batch_id, counts if counts is not None else self._counted_again(decoded))
         if self.console is not None:
             print_batch(self.out or sys.stdout, self.survey, batch_id, counts)
 
@@ -137,6 +142,26 @@ class MicroBatchOutputs:
         positions and reasons, and the console lines (None for a batch committed before a restart,
         whose records are not read again)."""
         plan = self.table.metrics() if self.table is not None else PlanMetrics()
+        kept = self._counted(decoded, plan, self.console)
+        if self.table is not None:
+            if self.table.has(batch_id):
+                return None
+            self.table.write(batch_id, kept)
+        else:  # the table is written by another query (a Parquet table's de-duplication): count here
+            run_plan(kept)
+        return self._counts(plan, kept)
+
+    def _counted_again(self, decoded: DataFrame) -> dict[str, Any]:
+        """The counts of a batch the table had before a restart, for the ledger: its records
+        decoded and filtered again, nothing written."""
+        plan = PlanMetrics()
+        kept = self._counted(decoded, plan, None)
+        run_plan(kept)
+        return self._counts(plan, kept)
+
+    def _counted(self, decoded: DataFrame, plan: PlanMetrics, console: ConsoleOutput | None) -> DataFrame:
+        """The kept alerts, counting on the way the records, the quarantined (their positions and
+        reasons), the kept and, with a console, its first lines."""
         quarantined = F.col("reject_reason").isNotNull()
         size = F.coalesce(F.length("key"), F.lit(0)) + F.coalesce(F.length("value"), F.lit(0))
         records = plan.observe(
@@ -147,20 +172,23 @@ class MicroBatchOutputs:
             F.coalesce(F.sum(F.when(quarantined, size)), F.lit(0)).alias("quarantined_bytes"),
             F.collect_list(F.when(quarantined, F.struct("topic", "partition", "offset", "reject_reason"))).alias("positions"),
         )
-        kept = records.transform(self.kept)
+        def passed(alerts: DataFrame, index: int) -> DataFrame:
+            return plan.observe(alerts, f"passed_{index}", F.count(F.lit(1)).alias("passed"))
+
+        kept = records.transform(self.kept, passed if len(self.filter_labels) > 1 else None)
         kept_metrics = [F.count(F.lit(1)).alias("kept")]
-        if self.console is not None:
-            kept_metrics.append(first_lines(kept, self.survey, self.console.rows).alias("lines"))
-        kept = plan.observe(kept, "kept", *kept_metrics)
-        if self.table is not None:
-            if self.table.has(batch_id):
-                return None
-            self.table.write(batch_id, kept)
-        else:  # the table is written by another query (a Parquet table's de-duplication): count here
-            run_plan(kept)
+        if console is not None:
+            kept_metrics.append(first_lines(kept, self.survey, console.rows).alias("lines"))
+        return plan.observe(kept, "kept", *kept_metrics)
+
+    def _counts(self, plan: PlanMetrics, kept: DataFrame) -> dict[str, Any]:
+        """The batch's counts, with the alerts each filter rejected (those that passed the ones before it)."""
         metrics = plan.collected(kept)
         counts = {**metrics["records"], **metrics["kept"]}
         counts["filtered"] = counts["records"] - counts["quarantined"] - counts["kept"]
+        reached = [counts["records"] - counts["quarantined"],
+                   *(metrics[f"passed_{index}"]["passed"] for index in range(len(self.filter_labels) - 1)), counts["kept"]]
+        counts["rejected_by"] = {label: reached[index] - reached[index + 1] for index, label in enumerate(self.filter_labels)}
         return counts
 
     @staticmethod

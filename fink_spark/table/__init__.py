@@ -5,4 +5,5 @@
 - `read`: an output read with Spark as one table (`read_table`).
 - `committed`: a Parquet output's committed files, read with pyarrow.
 - `maintain`: Iceberg's maintenance procedures, safe beside the running stream.
+- `duplicates`: a Kafka record written more than once kept once (`fink-spark audit --repair`).
 """

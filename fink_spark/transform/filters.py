@@ -110,14 +110,17 @@ def prepared(filters: tuple[Filter, ...], alerts: DataFrame) -> DataFrame:
     return alerts
 
 
-def apply_filters(filters: tuple[Filter, ...]) -> Callable[[DataFrame], DataFrame]:
-    """Alerts -> the alerts that pass every filter (null conditions reject)."""
+def apply_filters(filters: tuple[Filter, ...]) -> Callable[..., DataFrame]:
+    """Alerts -> the alerts that pass every filter (null conditions reject); `passed(alerts,
+    index)`, if given, sees those that passed each filter but the last (to count them)."""
 
-    def transform(alerts: DataFrame) -> DataFrame:
-        for item in filters:
+    def transform(alerts: DataFrame, passed: Callable[[DataFrame, int], DataFrame] | None = None) -> DataFrame:
+        for index, item in enumerate(filters):
             if item.prepare is not None:
                 alerts = item.prepare(alerts)
             alerts = alerts.where(F.expr(item.condition))
+            if passed is not None and index < len(filters) - 1:
+                alerts = passed(alerts, index)
         return alerts
 
     return transform

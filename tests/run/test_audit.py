@@ -1,16 +1,21 @@
 """`fink-spark audit` after real runs: every offset read is kept, quarantined or rejected,
-exactly once; a row lost from the table is named by its offset, a row written twice counted."""
+exactly once; a row lost from the table is named by its offset, a row written twice
+counted, and `--repair` puts both right."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
-from conftest import USER, job_config, run_job, sample
+from conftest import PASSWORD, USER, job_config, run_job, sample
 from pyspark.sql import SparkSession
 
 from fink_spark.cli import main
@@ -20,13 +25,12 @@ from fink_spark.table.catalog import Tables
 from fink_spark.testing.local_broker import LocalKafka
 from fink_spark.testing.publisher import publish, read_saved_alerts
 
-BRIGHT = 18.5  # the filter keeps alerts brighter than this
+FAINT, BRIGHT = 19.5, 18.5  # the first filter rejects alerts fainter than FAINT, the second those fainter than BRIGHT
+FILTERS = [f"candidate.magpsf < {FAINT}", f"candidate.magpsf < {BRIGHT}"]
 
 
 def run_audit(tmp_path: Path, *flags: str) -> tuple[int, str]:
     out = io.StringIO()
-    import contextlib
-
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as stopped:
         main(["audit", "--survey", "ztf", "--format", "iceberg", "--output", str(tmp_path / "warehouse"),
               "--checkpoint", str(tmp_path / "checkpoints"), *flags])
@@ -44,8 +48,9 @@ def test_audit_accounts_for_every_offset_and_names_what_is_lost(spark: SparkSess
     producer.flush(10)
     magnitudes = [record["candidate"]["magpsf"] for saved in read_saved_alerts([sample("ztf-2026")]) for record in saved.records]
     bright = 2 * sum(magnitude < BRIGHT for magnitude in magnitudes)
-    assert 0 < bright < published
-    config = job_config(broker, tmp_path, [topic], filters=[f"candidate.magpsf < {BRIGHT}"])
+    faint = 2 * sum(magnitude >= FAINT for magnitude in magnitudes)
+    assert 0 < bright < published - faint < published
+    config = job_config(broker, tmp_path, [topic], filters=FILTERS)
     config = replace(config, output=replace(config.output, format="iceberg", partition_by=("topic", "night"),
                                             path=str(tmp_path / "warehouse")))
     run_job(spark, config)
@@ -56,15 +61,19 @@ def test_audit_accounts_for_every_offset_and_names_what_is_lost(spark: SparkSess
     assert sum(p.quarantined for p in result.partitions) == 2
     assert sum(p.rejected for p in result.partitions) == published - bright
     assert result.accounted == published + 2 == sum(p.read for p in result.partitions)
+    assert result.rejected_by == {f"filters[0] ({FILTERS[0]})": faint, f"filters[1] ({FILTERS[1]})": published - bright - faint}
     status, text = run_audit(tmp_path)
     lines = text.splitlines()
-    assert status == 0 and len(lines) == 3
+    assert status == 0 and len(lines) == 5
     assert lines[0].startswith(f"{topic}[0] offsets 0 to ") and lines[1].startswith(f"{topic}[1] offsets 0 to ")
-    assert lines[2] == f"complete: each of the {published + 2} offsets read is accounted for once"
+    assert lines[2:4] == [f"rejected by filters[0] ({FILTERS[0]}): {faint}",
+                          f"rejected by filters[1] ({FILTERS[1]}): {published - bright - faint}"]
+    assert lines[4] == f"complete: each of the {published + 2} offsets read is accounted for once"
 
     # a kept alert lost from the table, another written twice
     table = Tables.of(config.output, "ztf").name("alerts")
-    lost, twice = spark.sql(f"SELECT kafka_partition, kafka_offset FROM {table} ORDER BY kafka_partition, kafka_offset").collect()[:2]
+    lost, twice = spark.sql(f"SELECT kafka_partition, kafka_offset, candid FROM {table} "
+                            "ORDER BY kafka_partition, kafka_offset").collect()[:2]
     spark.sql(f"INSERT INTO {table} SELECT * FROM {table} WHERE kafka_partition = {twice[0]} AND kafka_offset = {twice[1]}")
     spark.sql(f"DELETE FROM {table} WHERE kafka_partition = {lost[0]} AND kafka_offset = {lost[1]}")
     status, text = run_audit(tmp_path, "--json")
@@ -77,3 +86,27 @@ def test_audit_accounts_for_every_offset_and_names_what_is_lost(spark: SparkSess
     status, text = run_audit(tmp_path)
     assert status == 1 and "MISSING" in text and "DUPLICATED" in text
     assert text.splitlines()[-1].startswith("INCOMPLETE: 1 of ")
+
+    # repaired as a user would: the job's configuration, the command
+    job = tmp_path / "job.yaml"
+    job.write_text(json.dumps({
+        "survey": "ztf", "filters": FILTERS,
+        "kafka": {"servers": broker.bootstrap, "username": USER, "password_env": "FINK_TEST_PASSWORD", "topics": [topic]},
+        "output": {"table": {"path": str(tmp_path / "warehouse"), "checkpoint": str(tmp_path / "checkpoints")}},
+    }))
+    repaired = subprocess.run([str(Path(sys.executable).parent / "fink-spark"), "audit", "--config", str(job), "--repair",
+                               "--master", "local[1]"], capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "FINK_TEST_PASSWORD": PASSWORD})
+    said = repaired.stdout.splitlines()
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr[-3000:]
+    assert said[0].startswith(f"repair: read again {len(missing)} offsets") and said[0].endswith(": 1 kept by the filters")
+    assert said[1] == "repair: 1 duplicated rows removed, one copy of each kept"
+    assert said[-1] == f"complete: each of the {published + 2} offsets read is accounted for once"
+    assert PASSWORD not in repaired.stdout + repaired.stderr
+    spark.sql(f"REFRESH TABLE {table}")
+    rows = spark.sql(f"SELECT kafka_partition, kafka_offset, candid FROM {table}").collect()
+    assert len(rows) == bright == len({(row[0], row[1]) for row in rows})
+    assert tuple(lost) in {tuple(row) for row in rows}
+    status, text = run_audit(tmp_path, "--json")
+    assert status == 0 and json.loads(text)["rejected_by"] == result.rejected_by  # each rejection counted once
+

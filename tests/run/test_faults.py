@@ -21,6 +21,7 @@ from reference import read_alerts
 from fink_spark.cli import main as cli
 from fink_spark.errors import KafkaAccessError
 from fink_spark.paths import PROJECT_ROOT, SCHEMAS_DIR
+from fink_spark.run.audit import audit
 from fink_spark.run.stream import prepare_stream
 from fink_spark.surveys import ZTF
 from fink_spark.testing.local_broker import LocalKafka
@@ -55,7 +56,8 @@ def committed_batches(checkpoint: Path) -> int:
 
 
 @pytest.mark.subprocess
-def test_kill_9_mid_stream_loses_nothing_and_duplicates_nothing(spark, broker, new_topic, tmp_path: Path) -> None:  # noqa: ANN001
+def test_kill_9_mid_stream_loses_nothing_and_duplicates_nothing(spark, broker, new_topic, tmp_path: Path,  # noqa: ANN001
+                                                                 monkeypatch, capsys) -> None:  # noqa: ANN001
     """Killed anywhere: between a batch's table commit and Spark's, or while the quarantine of
     a batch is written beside the stream (a poisoned topic is read with the alerts: every
     batch has some)."""
@@ -90,6 +92,14 @@ def test_kill_9_mid_stream_loses_nothing_and_duplicates_nothing(spark, broker, n
     assert sorted(row["value"] for row in quarantine) == sorted(b"\x07poison %d" % number for number in range(40))
     assert {row["reject_reason"] for row in quarantine} == {"value does not decode with the writer schema its key names"}
     assert not list((tmp_path / "chk" / "fink_spark" / "quarantine_pending").glob("*.json"))
+    # the audit, through the command, with the broker: every offset once, nothing unread
+    monkeypatch.setenv("FINK_TEST_PASSWORD", PASSWORD)
+    capsys.readouterr()
+    cli(["audit", "--config", str(config), "--json"])  # exits 1 if anything is missing
+    report = json.loads(capsys.readouterr().out)
+    assert report["complete"] and report["duplicates"] == 0 and report["missing"] == []
+    assert report["accounted"] == report["read"] == sent + 40
+    assert all(partition["unread"] == 0 for partition in report["partitions"])
     # every reader that knows nothing of fink-spark sees the same: polars, DuckDB, Spark's Iceberg source
     import duckdb
     import polars as pl
@@ -292,6 +302,9 @@ def test_offsets_deleted_by_retention_fail_clearly_or_are_skipped_and_recorded(s
     assert offsets == list(range(20)) + list(range(30, 40))
     skipped = json.loads((tmp_path / "checkpoints" / "fink_spark" / "skipped_offsets.json").read_text())
     assert skipped[0]["gaps"] == [{"topic": topic, "partition": 0, "from_offset": 20, "to_offset": 30}]
+    result = audit(job_config(broker, tmp_path, [topic]))
+    assert result.complete and result.retention == [{"topic": topic, "partition": 0, "first": 20, "last": 29}]
+    assert [(p.kept, p.lost_to_retention, p.read) for p in result.partitions] == [(30, 10, 40)]
 
 
 @pytest.mark.subprocess

@@ -20,6 +20,7 @@ from reference import check_alerts, read_alerts, ztf_mjd
 from fink_spark.config.job import parse_config
 from fink_spark.errors import ConfigError
 from fink_spark.paths import PROJECT_ROOT, SCHEMAS_DIR
+from fink_spark.run.audit import audit
 from fink_spark.run.inputs import KafkaRange, input_kind
 from fink_spark.run.reprocess import reprocess
 from fink_spark.surveys import ZTF
@@ -92,12 +93,18 @@ def test_parquet_of_the_live_job_and_a_kafka_offset_range(spark, broker, new_top
     rows = rows_of(spark, tmp_path / "range")
     assert sorted(row["kafka_offset"] for row in rows) == list(range(5, 12))
     check_alerts(rows, read_alerts(sample("ztf-2026"))[5:12], "candid", topic, ztf_mjd)
+    audited = audit(config_for(tmp_path / "range", kafka=kafka))  # the range is audited as the stream's batches are
+    assert audited.complete and [(p.topic, p.first, p.end, p.kept) for p in audited.partitions] == [(topic, 5, 12, 7)]
 
 
 def test_rerun_adds_nothing(spark, tmp_path: Path) -> None:  # noqa: ANN001
     config = config_for(tmp_path)
     assert reprocess(spark, config, [str(sample("ztf-0p2"))], [], "t") == 4
     assert reprocess(spark, config, [str(sample("ztf-0p2"))], [], "t") == 0
+    audited = audit(config)  # both runs are in the ledger, and the table holds what they counted
+    assert audited.complete and audited.files is not None
+    assert audited.lines() == ["reprocessed files, 2 runs: 4 records read, 4 kept, 0 quarantined, 0 rejected",
+                               "complete: each of the 4 records of reprocessed files is accounted for once"]
     assert len(rows_of(spark, tmp_path)) == 4
 
 
