@@ -485,8 +485,10 @@ def effective_config(config: JobConfig) -> dict[str, Any]:
     data["schema"] = config.schema
     data["output"] = {"format": output.format, "table": table, "console": _as_written(config.console, CONSOLE_KEYS)}
     data["trigger"] = _as_written(config.trigger, TRIGGER_KEYS)
-    # as run: presets as their SQL; a watchlist by its catalog, then its condition on the columns it adds
-    data["filters"] = [item.condition if item.prepare is None else f"{item.label}: {item.condition}" for item in config.filters]
+    # as run: presets as their SQL; a watchlist by its catalog, then its condition on the columns it adds; a
+    # Python function by its path
+    data["filters"] = [item.condition if item.prepare is None else item.label if item.scratch else f"{item.label}: {item.condition}"
+                       for item in config.filters]
     return _plain(data)
 
 

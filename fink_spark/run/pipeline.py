@@ -38,9 +38,10 @@ _WHERE = re.compile(UNKNOWN_SCHEMA + r" \(topic (?P<topic>.+?), partition (?P<pa
 
 
 def kept_alerts(survey: Survey, filters: tuple[Filter, ...]) -> Callable[..., DataFrame]:
-    """Decoded records -> the alerts that pass the filters: what the sinks see (`passed`: as
-    `apply_filters`'s)."""
-    return lambda decoded, passed=None: decoded.transform(flatten_alerts(survey)).transform(apply_filters(filters), passed)
+    """Decoded records -> the alerts that pass the filters: what the sinks see (`passed`,
+    `failed`: as `apply_filters`'s)."""
+    return lambda decoded, passed=None, failed=None: (decoded.transform(flatten_alerts(survey))
+                                                      .transform(apply_filters(filters), passed, failed))
 
 
 def start_pipeline(spark: SparkSession, read: Callable[[str], DataFrame], decode: Callable[[DataFrame], DataFrame] | None,
@@ -107,7 +108,7 @@ def start_pipeline(spark: SparkSession, read: Callable[[str], DataFrame], decode
         pending_quarantine.open(sinks.quarantine, quarantined)
     outputs = MicroBatchOutputs(
         survey=survey, decode=decode, kept=kept, quarantined=quarantined, table=sinks.table, quarantine=sinks.quarantine,
-        filter_labels=tuple(item.label for item in config.filters),
+        filters=config.filters,
         rejected=(sinks.rejected, rejections) if sinks.rejected is not None and rejections is not None else None,
         console=config.console if config.console.enabled else None, out=out, totals=totals, pending_quarantine=pending_quarantine,
         record_batch=Ledger(CheckpointFiles.at(checkpoint), name).record if ledger else None,

@@ -3,6 +3,7 @@ the rejected ids and the console, read from Kafka and decoded once."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,9 @@ from fink_spark.config.job import ConsoleOutput
 from fink_spark.sink.console import first_lines, print_batch
 from fink_spark.sink.metrics import PlanMetrics
 from fink_spark.surveys import Survey
+from fink_spark.transform.filters import Filter
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from fink_spark.sink import Sink
@@ -85,7 +89,7 @@ class MicroBatchOutputs:
     # stream (the live job's); None: the quarantine is written from the batch, read again.
     pending_quarantine: PendingQuarantine | None = None
     totals: BatchCounts = field(default_factory=BatchCounts)
-    filter_labels: tuple[str, ...] = ()  # the filters, in order: each batch counts the alerts each one rejected
+    filters: tuple[Filter, ...] = ()  # in order: each batch counts the alerts each one rejected, and where one raised
     # Writes down what each batch read and what became of it (the live job's ledger), after its
     # outputs; a batch replayed after a restart is counted again for it, writing nothing
     record_batch: Callable[[int, dict[str, Any]], None] | None = None
@@ -131,8 +135,16 @@ class MicroBatchOutputs:
         quarantined ones, joined from the batch read again with the reasons the table's pass
         found, so that nothing is decoded again. Where they come decoded (reprocessing): the
         whole batch, decoded again."""
-        if counts is None or self.decode is None or not counts["quarantined"]:
+        if counts is None or not counts["quarantined"]:
             return decoded
+        if self.decode is None:  # decoded again whole; the alerts a filter raised on marked by their positions
+            if not counts["failed"]:
+                return decoded
+            failed = batch.sparkSession.createDataFrame(
+                [(row["topic"], row["partition"], row["offset"], row["reject_reason"]) for row in counts["failed"]],
+                "topic string, partition int, offset long, failed_reason string")
+            return (decoded.join(F.broadcast(failed), ["topic", "partition", "offset"], "left")
+                    .withColumn("reject_reason", F.coalesce("reject_reason", "failed_reason")).drop("failed_reason"))
         found = batch.sparkSession.createDataFrame([(*position, reason) for position, reason in _reasons(counts).items()],
                                                    "topic string, partition int, offset long, reject_reason string")
         return batch.join(F.broadcast(found), ["topic", "partition", "offset"])
@@ -175,20 +187,44 @@ class MicroBatchOutputs:
         def passed(alerts: DataFrame, index: int) -> DataFrame:
             return plan.observe(alerts, f"passed_{index}", F.count(F.lit(1)).alias("passed"))
 
-        kept = records.transform(self.kept, passed if len(self.filter_labels) > 1 else None)
+        def failed(alerts: DataFrame, item: Filter) -> DataFrame:
+            error = F.col(f"`{item.scratch}`.error")
+            position = F.struct("topic", F.col("kafka_partition").alias("partition"), F.col("kafka_offset").alias("offset"),
+                                F.concat(F.lit(f"{item.label} raised "), error).alias("reject_reason"))
+            return plan.observe(alerts, f"failed{item.scratch}", F.count_if(error.isNotNull()).alias("failed"),
+                                F.collect_list(F.when(error.isNotNull(), position)).alias("positions"))
+
+        kept = records.transform(self.kept, passed if len(self.filters) > 1 else None,
+                                 failed if any(item.scratch for item in self.filters) else None)
         kept_metrics = [F.count(F.lit(1)).alias("kept")]
         if console is not None:
             kept_metrics.append(first_lines(kept, self.survey, console.rows).alias("lines"))
         return plan.observe(kept, "kept", *kept_metrics)
 
     def _counts(self, plan: PlanMetrics, kept: DataFrame) -> dict[str, Any]:
-        """The batch's counts, with the alerts each filter rejected (those that passed the ones before it)."""
+        """The batch's counts, with the alerts each filter rejected (those that passed the ones
+        before it); the alerts of a Python filter that raised are quarantined, by their
+        positions, with its error (those of reprocessed files, which have none, are rejected)."""
         metrics = plan.collected(kept)
         counts = {**metrics["records"], **metrics["kept"]}
-        counts["filtered"] = counts["records"] - counts["quarantined"] - counts["kept"]
         reached = [counts["records"] - counts["quarantined"],
-                   *(metrics[f"passed_{index}"]["passed"] for index in range(len(self.filter_labels) - 1)), counts["kept"]]
-        counts["rejected_by"] = {label: reached[index] - reached[index + 1] for index, label in enumerate(self.filter_labels)}
+                   *(metrics[f"passed_{index}"]["passed"] for index in range(len(self.filters) - 1)), counts["kept"]]
+        counts["rejected_by"] = {item.label: reached[index] - reached[index + 1] for index, item in enumerate(self.filters)}
+        counts["failed"] = []  # the positions of the alerts a filter raised on, and why
+        for item in (item for item in self.filters if item.scratch):
+            failures = metrics[f"failed{item.scratch}"]
+            placed = [position for position in failures["positions"] if position["offset"] is not None]
+            counts["rejected_by"][item.label] -= len(placed)
+            counts["failed"] += placed
+            if failures["failed"]:
+                log.warning("%s raised on %d alerts of the micro-batch (%s): %s", item.label, failures["failed"],
+                            failures["positions"][0]["reject_reason"].removeprefix(f"{item.label} raised "),
+                            "they go to the quarantine" if len(placed) == failures["failed"] else
+                            f"{failures['failed'] - len(placed)} of them, reprocessed from files, have no Kafka position "
+                            "to be quarantined by: they are counted as rejected; reprocess those files once it is fixed")
+        counts["quarantined"] += len(counts["failed"])
+        counts["positions"] = counts["positions"] + counts["failed"]
+        counts["filtered"] = counts["records"] - counts["quarantined"] - counts["kept"]
         return counts
 
     @staticmethod

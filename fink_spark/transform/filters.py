@@ -1,7 +1,8 @@
 """Column-level filters: Spark SQL conditions over the alert's columns, run in the JVM.
 
-A filter is either a Spark SQL expression (`candidate.magpsf < 19.5`) or a named preset
-with parameters (`fink_spark.transform.presets`). An alert is kept if it passes every
+A filter is a Spark SQL expression (`candidate.magpsf < 19.5`), a named preset with
+parameters (`fink_spark.transform.presets`), or a Fink filter, a Python function run
+unchanged (`fink_spark.transform.pandas_filters`). An alert is kept if it passes every
 filter; a condition that is null (a missing value) rejects it. A watchlist first adds the
 targets each alert is near (`fink_spark.transform.crossmatch`), then keeps those near one. The same `apply_filters`
 serves the live stream and reprocessing; `check_filters` tells, before a query starts, of
@@ -28,9 +29,11 @@ from fink_spark.sections import Section
 from fink_spark.surveys import Survey
 from fink_spark.transform.crossmatch import Targets, with_matches
 from fink_spark.transform.decode import METADATA_COLUMNS, NIGHT_COLUMNS
+from fink_spark.transform.pandas_filters import fink_filter_column, load_function, scratch_column
 from fink_spark.transform.presets import preset_condition
 from fink_spark.transform.sky import SEPARATION
 
+FILTER_KINDS = ("expression", "preset", "fink_filter")
 MAX_WATCHLIST_TARGETS = 100_000
 MAX_WATCHLIST_RADIUS = 3600.0  # arcsec: a watchlist is of positions, not regions
 
@@ -38,11 +41,28 @@ MAX_WATCHLIST_RADIUS = 3600.0  # arcsec: a watchlist is of positions, not region
 @dataclass(frozen=True)
 class Filter:
     """One condition an alert must meet; `label` names it in messages; `prepare` adds the
-    columns the condition reads (a watchlist's matches), before it is evaluated."""
+    columns the condition reads (a watchlist's matches), before it is evaluated; `scratch`,
+    a column it added only to be tested, which is dropped then (a Python function's verdict:
+    `passed`, or the `error` it raised)."""
 
     label: str
     condition: str
     prepare: Callable[[DataFrame], DataFrame] | None = None
+    scratch: str | None = None
+
+
+def fink_filter(item: dict[str, Any], where: str) -> Filter:
+    """`{fink_filter: package.module.function}`: a Fink filter, a function over pandas Series,
+    run unchanged (`fink_spark.transform.pandas_filters`)."""
+    params = Section(item, where, {"fink_filter"})
+    path = params.get("fink_filter", str, required=True)
+    function = load_function(path, f"{where}.fink_filter")
+    scratch = scratch_column(where)
+
+    def prepare(alerts: DataFrame) -> DataFrame:
+        return alerts.withColumn(scratch, fink_filter_column(alerts, function, f"{where} ({path})"))
+
+    return Filter(f"{where} ({path})", f"`{scratch}`.passed", prepare, scratch)
 
 
 WATCHLIST_KEYS = {"catalog", "radius", "ra_column", "dec_column", "id_column", "name"}
@@ -89,12 +109,15 @@ def parse_filters(items: Any, survey: Survey, base: Path | None = None) -> tuple
         where = f"filters[{index}]"
         if isinstance(item, str):
             item = {"expression": item}
-        if not isinstance(item, dict) or ("expression" in item) == ("preset" in item):
-            raise ConfigError(f"{where} must be an SQL expression or a mapping with 'preset' (and its parameters).")
+        if not isinstance(item, dict) or sum(kind in item for kind in FILTER_KINDS) != 1:
+            raise ConfigError(f"{where} must be an SQL expression, a mapping with 'preset' (and its parameters) or "
+                              "one with 'fink_filter' (a function of Fink's filters).")
         if "expression" in item:
             if set(item) != {"expression"} or not isinstance(item["expression"], str) or not item["expression"].strip():
                 raise ConfigError(f"{where}.expression must be a non-empty SQL condition, alone.")
             filters.append(Filter(f"{where} ({item['expression']})", item["expression"]))
+        elif "fink_filter" in item:
+            filters.append(fink_filter(item, where))
         elif item.get("preset") == "watchlist":
             filters.append(watchlist(item, where, base or Path.cwd()))
         else:
@@ -112,13 +135,19 @@ def prepared(filters: tuple[Filter, ...], alerts: DataFrame) -> DataFrame:
 
 def apply_filters(filters: tuple[Filter, ...]) -> Callable[..., DataFrame]:
     """Alerts -> the alerts that pass every filter (null conditions reject); `passed(alerts,
-    index)`, if given, sees those that passed each filter but the last (to count them)."""
+    index)`, if given, sees those that passed each filter but the last (to count them), and
+    `failed(alerts, filter)` those a Python function is about to judge (to find where it raised)."""
 
-    def transform(alerts: DataFrame, passed: Callable[[DataFrame, int], DataFrame] | None = None) -> DataFrame:
+    def transform(alerts: DataFrame, passed: Callable[[DataFrame, int], DataFrame] | None = None,
+                  failed: Callable[[DataFrame, Filter], DataFrame] | None = None) -> DataFrame:
         for index, item in enumerate(filters):
             if item.prepare is not None:
                 alerts = item.prepare(alerts)
+            if failed is not None and item.scratch is not None:
+                alerts = failed(alerts, item)
             alerts = alerts.where(F.expr(item.condition))
+            if item.scratch is not None:
+                alerts = alerts.drop(item.scratch)
             if passed is not None and index < len(filters) - 1:
                 alerts = passed(alerts, index)
         return alerts
@@ -134,7 +163,10 @@ def first_rejection(filters: tuple[Filter, ...], survey: Survey) -> Callable[[Da
         alerts = prepared(filters, alerts)
         reason = F.lit(None).cast("string")
         for item in reversed(filters):
-            reason = F.when(~F.coalesce(F.expr(item.condition), F.lit(False)), F.lit(item.label)).otherwise(reason)
+            rejects = ~F.coalesce(F.expr(item.condition), F.lit(False))
+            if item.scratch is not None:  # an alert a Python filter raised on is quarantined, not rejected
+                rejects = rejects & F.col(f"`{item.scratch}`.error").isNull()
+            reason = F.when(rejects, F.lit(item.label)).otherwise(reason)
         object_id = survey.object_column
         return alerts.select(
             survey.id_column,

@@ -7,19 +7,24 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from confluent_kafka import Producer
 from conftest import PASSWORD, USER, job_config, run_job, sample
 from pyspark.sql import SparkSession
+from reference import read_alerts
 
 from fink_spark.cli import main
 from fink_spark.run.audit import audit
+from fink_spark.run.ledger import Ledger
+from fink_spark.state import STREAM_QUERY, CheckpointFiles
 from fink_spark.surveys import ZTF
 from fink_spark.table.catalog import Tables
 from fink_spark.testing.local_broker import LocalKafka
@@ -110,3 +115,46 @@ def test_audit_accounts_for_every_offset_and_names_what_is_lost(spark: SparkSess
     status, text = run_audit(tmp_path, "--json")
     assert status == 0 and json.loads(text)["rejected_by"] == result.rejected_by  # each rejection counted once
 
+
+
+FAINTEST = max(alert["candidate"]["magpsf"] for alert in read_alerts(sample("ztf-2026")))
+
+
+def bright_but_raises_on_the_faintest(candidate: pd.DataFrame) -> pd.Series:
+    """A user's filter with a bug: it raises on any batch that holds the sample's faintest alert."""
+    if (candidate["magpsf"] == FAINTEST).any():
+        raise ValueError("a magnitude this filter cannot take\n(a second line the reason leaves out)")
+    return candidate["magpsf"] < BRIGHT
+
+
+def test_a_filter_that_raises_sends_its_batch_to_the_quarantine_and_the_job_goes_on(
+        spark: SparkSession, broker: LocalKafka, new_topic, tmp_path: Path, caplog) -> None:  # noqa: ANN001
+    topic = new_topic("fink_raising_filter_ztf")
+    publish(broker.client_config(USER), topic, [sample("ztf-2026")], ZTF)
+    alerts = read_alerts(sample("ztf-2026"))  # offsets 0-30, in micro-batches of at most 10
+    faintest = next(i for i, alert in enumerate(alerts) if alert["candidate"]["magpsf"] == FAINTEST)
+    path = f"{__name__}.bright_but_raises_on_the_faintest"
+    config = job_config(broker, tmp_path, [topic], filters=[{"fink_filter": path}], kafka__max_offsets_per_trigger=10)
+    config = replace(config, output=replace(config.output, format="iceberg", partition_by=("topic", "night"),
+                                            path=str(tmp_path / "warehouse")))
+    with caplog.at_level(logging.WARNING):
+        run_job(spark, config)
+    tables = Tables.of(config.output, "ztf")
+    kept = {row.kafka_offset for row in spark.sql(f"SELECT kafka_offset FROM {tables.name('alerts')}").collect()}
+    quarantine = spark.sql(f"SELECT kafka_offset, reject_reason, value FROM {tables.name('quarantine')}").collect()
+    batches = Ledger(CheckpointFiles.at(config.output.checkpoint), STREAM_QUERY).entries()
+    assert len(batches) >= 4  # so that the bug hits one batch of several
+    in_bad_batch = next(set(range(first, end)) for entry in batches for _, _, first, end in entry["ranges"]
+                        if first <= faintest < end)
+    quarantined = {row.kafka_offset for row in quarantine}  # the task's Arrow batch the function raised on
+    assert faintest in quarantined and quarantined <= in_bad_batch
+    assert quarantined == set(range(min(quarantined), max(quarantined) + 1))
+    assert {row.reject_reason for row in quarantine} == {
+        f"filters[0] ({path}) raised ValueError: a magnitude this filter cannot take"}
+    assert all(row.value for row in quarantine)  # the records as Fink sent them, to read again
+    assert kept == {i for i, alert in enumerate(alerts) if alert["candidate"]["magpsf"] < BRIGHT} - quarantined
+    said = [record.getMessage() for record in caplog.records if "raised on" in record.getMessage()]
+    assert said == [f"filters[0] ({path}) raised on {len(quarantined)} alerts of the micro-batch (ValueError: a "
+                    "magnitude this filter cannot take): they go to the quarantine"]
+    result = audit(config)
+    assert result.complete and sum(p.quarantined for p in result.partitions) == len(quarantined)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import fastavro
+import pandas as pd
 import pytest
 from conftest import USER, job_config, parquet_output, run_job, sample
 from reference import check_alerts, read_alerts, ztf_mjd
@@ -199,3 +201,20 @@ def test_twenty_thousand_one_alert_files_with_a_1g_driver(spark, tmp_path: Path)
     shutil.rmtree(tmp_path / "saved")
     candids = spark.read.parquet(str(tmp_path / "out")).select("candid").distinct().count()
     assert candids == 20000
+
+
+def always_raises(candid: pd.Series) -> pd.Series:
+    raise RuntimeError("not today")
+
+
+def test_a_filter_that_raises_on_saved_files_rejects_their_alerts_and_says_so(spark, tmp_path: Path, caplog) -> None:  # noqa: ANN001
+    """Files have no Kafka position to quarantine their records by: counted as rejected, and the log says what to do."""
+    config = config_for(tmp_path, filters=[{"fink_filter": f"{__name__}.always_raises"}])
+    with caplog.at_level(logging.WARNING):
+        assert reprocess(spark, config, [str(sample("ztf-0p2"))], [], "files") == 0
+    said = [record.getMessage() for record in caplog.records if "raised on" in record.getMessage()]
+    assert said and all("RuntimeError: not today" in line and "reprocess those files once it is fixed" in line
+                        for line in said)
+    audited = audit(config)
+    assert audited.complete and audited.files is not None
+    assert (audited.files.records, audited.files.kept, audited.files.quarantined, audited.files.rejected) == (4, 0, 0, 4)

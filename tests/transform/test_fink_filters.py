@@ -22,13 +22,16 @@ import pandas as pd
 import pytest
 from conftest import avro_datum, kafka_messages, sample
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
+from fink_spark.errors import ConfigError
 from fink_spark.schema.table import TableSchema
 from fink_spark.schema.writer import WriterSchemas
 from fink_spark.surveys import LSST, ZTF, Survey
 from fink_spark.testing.publisher import read_saved_alerts
 from fink_spark.transform.decode import decode_records, flatten_alerts
-from fink_spark.transform.filters import apply_filters, parse_filters
+from fink_spark.transform.filters import apply_filters, check_filters, parse_filters
+from fink_spark.transform.pandas_filters import argument_names, column_for, flattened_names, load_function
 from fink_spark.transform.presets import EXTRAGALACTIC_CLASSES, FINK_FILTERS_VERSION, FINK_UTILS_VERSION
 
 fink_filters = pytest.importorskip("fink_filters")
@@ -204,3 +207,180 @@ def test_not_sso_says_yes_and_no(spark: SparkSession) -> None:
     table = decoded_alerts(spark, ZTF, saved.schema_text, records)
     expected = {record["candid"] for record, (_, _, kept) in zip(records, cases) if kept}
     assert selected_by(table, ZTF, "not_sso", radius=5) == expected
+
+
+# Fink's filters run unchanged ({fink_filter: path}): every livestream filter of fink-filters
+# whose module imports here (five ZTF ones need astroquery or fink-science) and whose
+# arguments the distributed alerts hold (five ZTF ones read `cjdc` and other columns Fink's
+# pipeline adds before its filters), against fink-filters' own way of running it.
+def livestream_functions(survey: str) -> list[str]:
+    import importlib
+    import pkgutil
+
+    package = importlib.import_module(f"fink_filters.{survey}.livestream")
+    paths = []
+    for module in pkgutil.iter_modules(package.__path__):
+        name = module.name.removeprefix("filter_")
+        paths.append(f"{package.__name__}.{module.name}.filter.{name}")
+    return paths
+
+
+def fink_utils_column(argument: str, table: DataFrame) -> str | None:
+    """The column fink-utils maps an argument to (its `get_cols_from_args` over its
+    `return_flatten_names`, as `expand_function_from_string` does), or None where it refuses."""
+    from fink_utils.spark.utils import get_cols_from_args
+
+    try:
+        return str(get_cols_from_args(argument, fink_utils_names(table)))
+    except AssertionError:
+        return None
+
+
+_FINK_NAMES: dict[int, list[str]] = {}
+
+
+def fink_utils_names(table: DataFrame) -> list[str]:
+    """fink-utils' flattened names of a table, once per table (it analyses a plan per struct)."""
+    from fink_utils.spark.utils import return_flatten_names
+
+    if id(table) not in _FINK_NAMES:
+        _FINK_NAMES[id(table)] = return_flatten_names(table, pref="", flatten_schema=[])
+    return _FINK_NAMES[id(table)]
+
+
+@pytest.fixture(scope="module")
+def lsst(spark: SparkSession) -> DataFrame:
+    """The real LSST alerts of 2026, and variants with the values Fink's Rubin filters look at."""
+    saved = next(read_saved_alerts([sample("lsst-2026")]))
+    values = [{"xm.tns_fullname": "SN 2026abc"}, {"xm.simbad_otype": "SN"}, {"xm.simbad_otype": "Galaxy"},
+              {"xm.simbad_otype": "Star"}, {"pred.is_sso": True}, {"pred.is_sso": False},
+              {"clf.snnSnVsOthers_score": 0.95, "clf.cats_class": 11, "clf.cats_score": 0.95},
+              {"xm.mangrove_lum_dist": 60.0, "xm.legacydr8_zphot": 0.05}, {"clf.elephant_kstest_template": 0.001},
+              {"xm.gaiadr3_DR3Name": None, "xm.gaiadr3_Plx": None, "xm.vsx_Type": None}]
+    records = [copy.deepcopy(record) for record in saved.records]
+    records += [with_values(record, changed) for changed in values for record in saved.records]
+    return decoded_alerts(spark, LSST, saved.schema_text, renumbered(LSST, records))
+
+
+def test_arguments_map_to_columns_as_fink_utils_maps_them(ztf: tuple[DataFrame, pd.DataFrame], lsst: DataFrame) -> None:
+    asked = 0
+    for table, survey in ((ztf[0], "ztf"), (lsst, "rubin")):
+        arguments = {"ra", "dec", "jd", "tns", "diaObjectId", "midpointMjdTai", "psfFlux", "no_such_column"}
+        for path in livestream_functions(survey):
+            try:
+                arguments |= set(argument_names(load_function(path, "test")))
+            except ConfigError:
+                continue  # a module that does not import here
+        names = flattened_names(table.schema)
+        for argument in sorted(arguments):
+            theirs = fink_utils_column(argument, table)
+            if theirs is None:
+                with pytest.raises(ConfigError, match=f"argument '{argument}'"):
+                    column_for(argument, names, "filters[0]")
+            else:
+                assert str(F.col(column_for(argument, names, "filters[0]"))) == theirs, argument
+            asked += 1
+    assert asked > 60
+
+
+def fink_verdicts(table: DataFrame, paths: list[str], id_column: str) -> dict[str, set[int] | str]:
+    """What each filter keeps when fink-filters' own runner runs it, or "raises": the columns
+    found as fink-utils' expand_function_from_string finds them, the function run in a pandas
+    UDF as its FinkUDF runs it (apply_block's way; apply_user_defined_filter calls the ZTF
+    functions' own pandas UDF, which wraps the same function). All filters in one pass: each
+    verdict comes with whether the function raised on its batch (then none is kept)."""
+    from fink_utils.spark.utils import get_cols_from_args
+    from pyspark.sql.types import BooleanType, StructField, StructType
+
+    verdict = StructType([StructField("kept", BooleanType()), StructField("raised", BooleanType())])
+
+    def guarded(function: Callable[..., pd.Series]) -> Callable[..., pd.DataFrame]:
+        def run(*columns: pd.Series) -> pd.DataFrame:
+            try:
+                return pd.DataFrame({"kept": function(*columns).reset_index(drop=True), "raised": False})
+            except Exception:  # noqa: BLE001 - the verdict says so
+                return pd.DataFrame({"kept": [None] * len(columns[0]), "raised": True})
+        return run
+
+    columns = []
+    for path in paths:
+        function = load_function(path, "test")
+        arguments = [get_cols_from_args(name, fink_utils_names(table)) for name in argument_names(function)]
+        columns.append(F.pandas_udf(guarded(getattr(function, "func", function)), verdict)(*arguments).alias(path))
+    rows = table.select(id_column, *columns).collect()
+    return {path: "raises" if any(row[path].raised for row in rows) else {row[0] for row in rows if row[path].kept}
+            for path in paths}
+
+
+def our_verdicts(table: DataFrame, paths: list[str], survey: Survey) -> dict[str, set[int] | str]:
+    """What each {fink_filter: path} keeps, in one pass (the verdicts the filters add), or
+    "raises" where the function raised (its alerts would go to the quarantine, with why)."""
+    from fink_spark.transform.filters import prepared
+
+    filters = parse_filters([{"fink_filter": path} for path in paths], survey)
+    verdicts = prepared(filters, table).select(survey.id_column, *[F.col(item.scratch).alias(path)
+                                                                   for item, path in zip(filters, paths)])
+    rows = verdicts.collect()
+    for path in paths:
+        errors = {row[path].error for row in rows} - {None}
+        assert len(errors) <= 1 and all(error.split(":")[0].endswith("Error") for error in errors), errors
+    return {path: "raises" if any(row[path].error for row in rows) else {row[0] for row in rows if row[path].passed}
+            for path in paths}
+
+
+def test_every_livestream_filter_keeps_what_fink_filters_keeps(ztf: tuple[DataFrame, pd.DataFrame], lsst: DataFrame) -> None:
+    from fink_utils.spark.utils import apply_user_defined_filter
+
+    said_yes_and_no, raised, ran = [], [], 0
+    for table, survey, kind in ((ztf[0], ZTF, "ztf"), (lsst, LSST, "rubin")):
+        runnable = []
+        for path in livestream_functions(kind):
+            try:
+                function = load_function(path, "test")
+            except ConfigError as error:  # fink-filters cannot import it either
+                assert "cannot import" in str(error) and "No module named" in str(error)
+                with pytest.raises(ImportError):
+                    apply_user_defined_filter(table, path)
+                continue
+            missing = [a for a in argument_names(function) if fink_utils_column(a, table) is None]
+            if missing:  # a column Fink's pipeline adds before its filters: both refuse it
+                with pytest.raises(ConfigError, match=f"argument '{missing[0]}'"):
+                    check_filters(parse_filters([{"fink_filter": path}], survey), table)
+                continue
+            runnable.append(path)
+        ours = our_verdicts(table, runnable, survey)
+        assert ours == fink_verdicts(table, runnable, survey.id_column)
+        alerts = table.count()
+        said_yes_and_no += [path for path, kept in ours.items() if isinstance(kept, set) and 0 < len(kept) < alerts]
+        raised += [path for path, kept in ours.items() if kept == "raises"]
+        ran += len(runnable)
+    assert ran >= 20 and len(raised) <= 4, raised
+    assert len(said_yes_and_no) >= 8, said_yes_and_no
+
+
+def reads_a_column_of_two_records(diaObjectId: pd.Series) -> pd.Series:  # noqa: N803 - named as the column
+    """diaSource.diaObjectId or diaObject.diaObjectId? (a filter for the test below)"""
+    return diaObjectId > 0
+
+
+def reads_a_column_nobody_has(magpsf_corrected: pd.Series) -> pd.Series:
+    return magpsf_corrected < 19
+
+
+def test_a_fink_filter_that_cannot_run_says_why_at_start_up(lsst: DataFrame) -> None:
+    cases = {
+        "in_tns": "must be a dotted path package.module.function",
+        "fink_filters.ztf.livestream.filter_early_kn_candidates.filter.early_kn_candidates":
+            "cannot import fink_filters.ztf.livestream.filter_early_kn_candidates.filter .*No module named 'astroquery'",
+        "fink_filters.rubin.livestream.filter_in_tns.filter.in_tn": "has no function in_tn; did you mean in_tns",
+    }
+    for path, message in cases.items():
+        with pytest.raises(ConfigError, match=message):
+            parse_filters([{"fink_filter": path}], LSST)
+    with pytest.raises(ConfigError, match="must be an SQL expression, a mapping with 'preset'"):
+        parse_filters([{"fink_filter": "a.b", "preset": "sn_candidate"}], LSST)
+    # an argument that names several columns, or none: before any alert is read (the job's start checks the filters)
+    with pytest.raises(ConfigError, match="argument 'diaObjectId' could be any of diaSource.diaObjectId, diaObject.diaObjectId"):
+        check_filters(parse_filters([{"fink_filter": f"{__name__}.reads_a_column_of_two_records"}], LSST), lsst)
+    with pytest.raises(ConfigError, match="argument 'magpsf_corrected' names no column of the alerts"):
+        check_filters(parse_filters([{"fink_filter": f"{__name__}.reads_a_column_nobody_has"}], LSST), lsst)

@@ -1,0 +1,123 @@
+"""Fink's filters, Python functions over pandas Series, run unchanged on the stream.
+
+`{fink_filter: fink_filters.rubin.livestream.filter_in_tns.filter.in_tns}` runs the function
+as Fink runs it (fink-utils' `expand_function_from_string`, then a pandas UDF): each of its
+arguments names a column of the flattened alert, the one whose dotted path ends with the
+argument's name; of several, the one whose last part is the name exactly, and of several
+of those the top-level one. Anything else is an error at start-up, naming the candidates.
+The function is given only the columns it names, in Arrow batches (Spark's pandas UDF: a
+struct comes as a DataFrame, a number or a string as a Series), and returns a boolean
+Series: true keeps the alert; false or null rejects it. A function decorated as a pandas
+UDF (fink-filters' ZTF ones) is run through the Python function it wraps. A function that
+raises on a batch stops nothing: that batch's alerts get no verdict but the error's type
+and first line, and go to the quarantine with it (`fink_spark.sink.outputs`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+from pyspark import cloudpickle
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import BooleanType, StringType, StructField, StructType
+
+from fink_spark.errors import ConfigError
+
+
+def load_function(path: str, where: str) -> Callable[..., Any]:
+    """The function a dotted path names (`package.module.function`), or an error that says why not."""
+    module_name, _, name = path.rpartition(".")
+    if not module_name or not name:
+        raise ConfigError(f"{where} must be a dotted path package.module.function, e.g. "
+                          f"fink_filters.rubin.livestream.filter_in_tns.filter.in_tns, not {path!r}.")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ConfigError(f"{where}: cannot import {module_name} ({type(error).__name__}: {error}). Install the "
+                          "package that provides it, with its dependencies, where the job runs (for Fink's filters: "
+                          "pip install fink-filters).") from None
+    if not any(folder in (getattr(module, "__file__", None) or "") for folder in ("site-packages", "dist-packages")):
+        cloudpickle.register_pickle_by_value(module)  # the user's own code reaches the executors with the function
+    function = getattr(module, name, None)
+    if not callable(function):
+        names = [n for n, value in vars(module).items() if callable(value) and not n.startswith("_")]
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; it has {', '.join(sorted(names)[:10]) or 'none'}"
+        raise ConfigError(f"{where}: {module_name} has no function {name}{hint}")
+    return function
+
+
+def python_function(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The Python function itself (a pandas UDF keeps it as `func`)."""
+    return getattr(function, "func", function)
+
+
+def argument_names(function: Callable[..., Any]) -> tuple[str, ...]:
+    code = python_function(function).__code__
+    return code.co_varnames[:code.co_argcount]
+
+
+def flattened_names(schema: StructType, prefix: str = "") -> list[str]:
+    """Every column's dotted path, through structs (not arrays), as Fink lists them."""
+    names = []
+    for field in schema.fields:
+        names.append(prefix + field.name)
+        if isinstance(field.dataType, StructType):
+            names += flattened_names(field.dataType, f"{prefix}{field.name}.")
+    return names
+
+
+def column_for(argument: str, names: list[str], where: str) -> str:
+    """The column an argument names, by Fink's rule (see the module's docstring)."""
+    ending = [name for name in names if name.endswith(argument)]
+    if len(ending) == 1:
+        return ending[0]
+    exact = [name for name in ending if name.split(".")[-1] == argument]
+    if len(exact) == 1:
+        return exact[0]
+    top = [name for name in exact if "." not in name]
+    if len(top) == 1:
+        return top[0]
+    if not ending:
+        close = difflib.get_close_matches(argument, [name.split(".")[-1] for name in names], n=3)
+        hint = f"; the alerts have {', '.join(close)}" if close else ""
+        raise ConfigError(f"{where}: the function's argument {argument!r} names no column of the alerts{hint}.")
+    raise ConfigError(f"{where}: the function's argument {argument!r} could be any of {', '.join(exact or ending)}: "
+                      "no single column is meant.")
+
+
+VERDICT = StructType([StructField("passed", BooleanType()), StructField("error", StringType())])
+
+
+def keeps(function: Callable[..., Any]) -> Callable[..., pd.DataFrame]:
+    """The function as a pandas UDF's body: its boolean Series, by position, or, where it
+    raises on a batch, no verdict and the error's type and first line for each alert of it."""
+    run = python_function(function)
+
+    def body(*columns: pd.Series) -> pd.DataFrame:
+        try:
+            return pd.DataFrame({"passed": pd.Series(run(*columns)).reset_index(drop=True), "error": None})
+        except Exception as error:  # noqa: BLE001 - any failure: the alerts go to the quarantine
+            first_line = next(iter(str(error).strip().splitlines()), "")
+            return pd.DataFrame({"passed": [None] * len(columns[0]), "error": f"{type(error).__name__}: {first_line}"})
+
+    return body
+
+
+def fink_filter_column(alerts: DataFrame, function: Callable[..., Any], where: str) -> Any:
+    """The function's verdict on each alert, as a column (`VERDICT`: a pandas UDF over the columns it names)."""
+    names = flattened_names(alerts.schema)
+    columns = [F.col(".".join(f"`{part}`" for part in column_for(argument, names, where).split(".")))
+               for argument in argument_names(function)]
+    return F.pandas_udf(keeps(function), VERDICT)(*columns)  # type: ignore[call-overload]
+
+
+def scratch_column(where: str) -> str:
+    """The column a filter's verdict is held in while it is applied (`filters[3]` -> `_filter_3`)."""
+    return "_filter_" + "_".join(re.findall(r"\d+", where))
