@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 
@@ -17,6 +18,7 @@ from fink_spark.config.session import build_session, local_session
 from fink_spark.errors import ConfigError
 from fink_spark.kafka.positions import status, status_table, topics_table
 from fink_spark.run.inputs import FILES_PER_BATCH, KafkaRange
+from fink_spark.run.ledger import Ledger
 from fink_spark.run.reprocess import reprocess
 from fink_spark.run.stream import (
     StreamPlan,
@@ -26,7 +28,9 @@ from fink_spark.run.stream import (
     refuse_start_on_a_used_checkpoint,
     run_stream,
 )
+from fink_spark.sink.outputs import yields_text
 from fink_spark.sink.quarantine import waiting
+from fink_spark.state import STREAM_QUERY
 
 STREAM_HELP = SUMMARIES["stream"]
 REPROCESS_HELP = SUMMARIES["reprocess"]
@@ -120,23 +124,38 @@ def print_config(args: argparse.Namespace) -> None:
 def add_status_arguments(parser: argparse.ArgumentParser) -> None:
     add_source_flags(parser)
     add_output_flags(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON object (partitions, lag, yields, ...)")
 
 
 def print_status(args: argparse.Namespace) -> None:
-    """Each partition's checkpoint position, end offset, lag and oldest unread alert."""
+    """Each partition's checkpoint position, end offset, lag and oldest unread alert; each
+    filter's yield over the batches so far."""
     config = config_from_flags(args)
     state = checkpoint_files(config)
     committed = committed_offsets(state)
     rows = status(config.kafka, committed)  # type: ignore[arg-type]
-    print("\n".join(status_table(rows)))
     lag = sum(row.lag for row in rows)
+    records, batches = waiting(state)
+    yields = Ledger(state, STREAM_QUERY).yields()
+    if args.json:
+        print(json.dumps({
+            "partitions": [{"topic": row.topic, "partition": row.partition, "checkpoint_at": row.committed,
+                            "end_offset": row.end, "lag": row.lag,
+                            "oldest_unread": row.oldest_unread.isoformat() if row.oldest_unread else None} for row in rows],
+            "lag": lag, "checkpoint": config.output.checkpoint if committed else None,
+            "quarantine_waiting": {"records": records, "batches": batches},
+            "yields": [{"filter": label, "reached": reached, "passed": passed} for label, (reached, passed) in yields.items()],
+        }, indent=1))
+        return
+    print("\n".join(status_table(rows)))
     where = "checkpoint " + config.output.checkpoint if committed else (
         f"no checkpoint yet at {config.output.checkpoint}: a new job starts at {config.kafka.starting_offsets}")  # type: ignore[union-attr]
     print(f"{lag:,} alerts not read yet ({where})")
-    records, batches = waiting(state)
     if batches:
         print(f"{records:,} quarantined records of {batches} micro-batch{'es' if batches > 1 else ''} not in the quarantine "
               "yet: a running job appends them within a minute, a stopped one at its next start")
+    if yields:
+        print(f"yields so far: {yields_text(yields)}")
 
 
 def add_topics_arguments(parser: argparse.ArgumentParser) -> None:

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from fink_spark.kafka.positions import Offsets, spark_offsets
+from fink_spark.sink.outputs import add_yields
 from fink_spark.state import LEDGER, CheckpointFiles
 
 MERGE_EVERY = 100
 MERGED = f"{LEDGER}/batches.json"
 RUNS = f"{LEDGER}/runs.json"
-COUNTS = ("records", "kept", "quarantined", "filtered", "rejected_by")
+COUNTS = ("records", "kept", "quarantined", "filtered", "rejected_by", "yields")
 
 
 def _last_json_line(text: str | None) -> Offsets:
@@ -76,6 +77,13 @@ class Ledger:
     def runs(self) -> list[dict[str, Any]]:
         """The reprocessing runs and repairs written down, in order."""
         return json.loads(self.state.read(RUNS) or "[]")
+
+    def yields(self) -> dict[str, list[int]]:
+        """Each filter's [alerts that reached it, alerts it passed], over the live stream's batches."""
+        totals: dict[str, list[int]] = {}
+        for entry in self.entries():
+            add_yields(totals, entry.get("yields", {}))
+        return totals
 
     def entries(self) -> list[dict[str, Any]]:
         """Every batch's entry, by batch id."""

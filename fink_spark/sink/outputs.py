@@ -25,6 +25,19 @@ if TYPE_CHECKING:
     from fink_spark.sink.quarantine import PendingQuarantine
 
 
+def yields_text(yields: dict[str, list[int]]) -> str:
+    """'filters[0] (...) passed 25 of 37 (68%), filters[1] (...) passed 13 of 25 (52%)'."""
+    return ", ".join(f"{label} passed {passed:,} of {reached:,}" + (f" ({passed / reached:.0%})" if reached else "")
+                     for label, (reached, passed) in yields.items())
+
+
+def add_yields(totals: dict[str, list[int]], more: dict[str, list[int]]) -> None:
+    """Add a batch's yields (per filter: [reached, passed]) to `totals`."""
+    for label, (reached, passed) in more.items():
+        total = totals.setdefault(label, [0, 0])
+        total[0], total[1] = total[0] + reached, total[1] + passed
+
+
 def run_plan(frame: DataFrame) -> None:
     """Run the frame's own plan once, for its observed metrics only (nothing is kept)."""
     frame._jdf.queryExecution().toRdd().count()
@@ -41,6 +54,7 @@ class BatchCounts:
     kept: int = 0
     filtered: int = 0  # rejected by the filters
     rejected_by: dict[str, int] = field(default_factory=dict)  # by the filter that rejected them
+    yields: dict[str, list[int]] = field(default_factory=dict)  # per filter: [alerts that reached it, alerts it passed]
     bytes: int = 0
     batch: int = -1  # the last batch written; -1 before the first
     batch_records: int = 0
@@ -55,6 +69,7 @@ class BatchCounts:
         self.filtered += counts.get("filtered", 0)
         for label, count in counts.get("rejected_by", {}).items():
             self.rejected_by[label] = self.rejected_by.get(label, 0) + count
+        add_yields(self.yields, counts.get("yields", {}))
         self.bytes += counts.get("bytes", 0)
         self.batch, self.batch_records, self.batch_bytes = batch_id, counts.get("records", 0), counts.get("bytes", 0)
 
@@ -111,6 +126,8 @@ class MicroBatchOutputs:
         if self.rejected is not None:
             sink, rejections = self.rejected
             self._write_side(sink, rejections, lambda: decoded, batch_id, _none(counts, "filtered"))
+        if counts is not None and self.filters and counts["records"]:
+            log.info("batch %d yields: %s", batch_id, yields_text(counts["yields"]))
         if self.record_batch is not None:
             self.record_batch(batch_id, counts if counts is not None else self._counted_again(decoded))
         if self.console is not None:
@@ -210,6 +227,8 @@ class MicroBatchOutputs:
         reached = [counts["records"] - counts["quarantined"],
                    *(metrics[f"passed_{index}"]["passed"] for index in range(len(self.filters) - 1)), counts["kept"]]
         counts["rejected_by"] = {item.label: reached[index] - reached[index + 1] for index, item in enumerate(self.filters)}
+        # each filter's yield: the alerts it passed of those that reached it (after the filters before it)
+        counts["yields"] = {item.label: [reached[index], reached[index + 1]] for index, item in enumerate(self.filters)}
         counts["failed"] = []  # the positions of the alerts a filter raised on, and why
         for item in (item for item in self.filters if item.scratch):
             failures = metrics[f"failed{item.scratch}"]

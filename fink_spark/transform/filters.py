@@ -29,11 +29,17 @@ from fink_spark.sections import Section
 from fink_spark.surveys import Survey
 from fink_spark.transform.crossmatch import Targets, with_matches
 from fink_spark.transform.decode import METADATA_COLUMNS, NIGHT_COLUMNS
-from fink_spark.transform.pandas_filters import fink_filter_column, load_function, scratch_column
+from fink_spark.transform.pandas_filters import (
+    fink_filter_column,
+    load_function,
+    returned_columns,
+    scratch_column,
+    user_function_column,
+)
 from fink_spark.transform.presets import preset_condition
 from fink_spark.transform.sky import SEPARATION
 
-FILTER_KINDS = ("expression", "preset", "fink_filter")
+FILTER_KINDS = ("expression", "preset", "fink_filter", "udf")
 MAX_WATCHLIST_TARGETS = 100_000
 MAX_WATCHLIST_RADIUS = 3600.0  # arcsec: a watchlist is of positions, not regions
 
@@ -61,6 +67,34 @@ def fink_filter(item: dict[str, Any], where: str) -> Filter:
 
     def prepare(alerts: DataFrame) -> DataFrame:
         return alerts.withColumn(scratch, fink_filter_column(alerts, function, f"{where} ({path})"))
+
+    return Filter(f"{where} ({path})", f"`{scratch}`.passed", prepare, scratch)
+
+
+USER_FUNCTION_KEYS = {"udf", "columns", "returns"}
+
+
+def user_function(item: dict[str, Any], where: str) -> Filter:
+    """`{udf: package.module:function, columns: [...], returns: boolean | {name: type}}`: the
+    user's own function over pandas Series of those columns: a filter, or columns added."""
+    params = Section(item, where, USER_FUNCTION_KEYS)
+    path = params.get("udf", str, required=True)
+    columns = params.get("columns", list, required=True)
+    if not columns or not all(isinstance(column, str) and column for column in columns):
+        raise ConfigError(f"{where}.columns must list the alert columns the function takes, in order.")
+    returns = returned_columns(item.get("returns", "boolean"), where)
+    function = load_function(path, f"{where}.udf")
+    scratch = scratch_column(where)
+
+    def prepare(alerts: DataFrame) -> DataFrame:
+        missing = [name for name in columns if name not in _paths(alerts.schema)]
+        if missing:
+            close = difflib.get_close_matches(missing[0], _paths(alerts.schema), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(f"{where} ({path}): unknown column {missing[0]}{hint}")
+        judged = alerts.withColumn(scratch, user_function_column(alerts, function, columns, returns))
+        added = [] if returns is None else [F.col(f"`{scratch}`.`{name}`").alias(name) for name in returns.fieldNames()]
+        return judged.select("*", *added)  # the filters after it can read the columns it adds
 
     return Filter(f"{where} ({path})", f"`{scratch}`.passed", prepare, scratch)
 
@@ -110,14 +144,16 @@ def parse_filters(items: Any, survey: Survey, base: Path | None = None) -> tuple
         if isinstance(item, str):
             item = {"expression": item}
         if not isinstance(item, dict) or sum(kind in item for kind in FILTER_KINDS) != 1:
-            raise ConfigError(f"{where} must be an SQL expression, a mapping with 'preset' (and its parameters) or "
-                              "one with 'fink_filter' (a function of Fink's filters).")
+            raise ConfigError(f"{where} must be an SQL expression, a mapping with 'preset' (and its parameters), "
+                              "one with 'fink_filter' (a function of Fink's filters) or one with 'udf' (your own).")
         if "expression" in item:
             if set(item) != {"expression"} or not isinstance(item["expression"], str) or not item["expression"].strip():
                 raise ConfigError(f"{where}.expression must be a non-empty SQL condition, alone.")
             filters.append(Filter(f"{where} ({item['expression']})", item["expression"]))
         elif "fink_filter" in item:
             filters.append(fink_filter(item, where))
+        elif "udf" in item:
+            filters.append(user_function(item, where))
         elif item.get("preset") == "watchlist":
             filters.append(watchlist(item, where, base or Path.cwd()))
         else:

@@ -1,4 +1,4 @@
-"""Fink's filters, Python functions over pandas Series, run unchanged on the stream.
+"""Python functions over pandas Series in the stream: Fink's filters unchanged, and the user's own.
 
 `{fink_filter: fink_filters.rubin.livestream.filter_in_tns.filter.in_tns}` runs the function
 as Fink runs it (fink-utils' `expand_function_from_string`, then a pandas UDF): each of its
@@ -11,6 +11,11 @@ Series: true keeps the alert; false or null rejects it. A function decorated as 
 UDF (fink-filters' ZTF ones) is run through the Python function it wraps. A function that
 raises on a batch stops nothing: that batch's alerts get no verdict but the error's type
 and first line, and go to the quarantine with it (`fink_spark.sink.outputs`).
+
+`{udf: package.module:function, columns: [candidate.magpsf, ...], returns: boolean}` runs
+the user's own function on the columns named, in that order, the same way; with `returns:
+{score: double, ...}` it filters nothing and adds the columns it returns (a DataFrame, or a
+Series for one column), which the table gains.
 """
 
 from __future__ import annotations
@@ -25,14 +30,24 @@ import pandas as pd
 from pyspark import cloudpickle
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import BooleanType, StringType, StructField, StructType
+from pyspark.sql.types import (
+    BooleanType,
+    DoubleType,
+    FloatType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+)
 
 from fink_spark.errors import ConfigError
 
 
 def load_function(path: str, where: str) -> Callable[..., Any]:
-    """The function a dotted path names (`package.module.function`), or an error that says why not."""
-    module_name, _, name = path.rpartition(".")
+    """The function a path names (`package.module.function`, or `package.module:function`),
+    or an error that says why not."""
+    module_name, _, name = path.rpartition(":") if ":" in path else path.rpartition(".")
     if not module_name or not name:
         raise ConfigError(f"{where} must be a dotted path package.module.function, e.g. "
                           f"fink_filters.rubin.livestream.filter_in_tns.filter.in_tns, not {path!r}.")
@@ -104,10 +119,70 @@ def keeps(function: Callable[..., Any]) -> Callable[..., pd.DataFrame]:
         try:
             return pd.DataFrame({"passed": pd.Series(run(*columns)).reset_index(drop=True), "error": None})
         except Exception as error:  # noqa: BLE001 - any failure: the alerts go to the quarantine
-            first_line = next(iter(str(error).strip().splitlines()), "")
-            return pd.DataFrame({"passed": [None] * len(columns[0]), "error": f"{type(error).__name__}: {first_line}"})
+            return pd.DataFrame({"passed": [None] * len(columns[0]), "error": _said(error)})
 
     return body
+
+
+RETURN_TYPES = {"boolean": BooleanType(), "double": DoubleType(), "float": FloatType(), "int": IntegerType(),
+                "long": LongType(), "bigint": LongType(), "string": StringType()}
+
+
+def returned_columns(returns: Any, where: str) -> StructType | None:
+    """A user function's `returns`: None for `boolean` (it filters), else the columns it adds."""
+    if returns == "boolean":
+        return None
+    if not isinstance(returns, dict) or not returns:
+        raise ConfigError(f"{where}.returns must be boolean (the function filters) or a mapping of the columns it "
+                          f"adds to their types, e.g. {{score: double}}; the types: {', '.join(RETURN_TYPES)}.")
+    fields = []
+    for name, type_name in returns.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(name)) or type_name not in RETURN_TYPES:
+            raise ConfigError(f"{where}.returns.{name}: a column name of letters, digits and _, and one of the types "
+                              f"{', '.join(RETURN_TYPES)} (not {type_name!r}).")
+        fields.append(StructField(str(name), RETURN_TYPES[type_name]))
+    return StructType(fields)
+
+
+def adds(function: Callable[..., Any], columns: StructType) -> Callable[..., pd.DataFrame]:
+    """A function that returns columns (a DataFrame, or a Series for one column) as a pandas
+    UDF's body: every alert passes, with those columns; where it raises, the error instead."""
+    names = columns.fieldNames()
+
+    def body(*inputs: pd.Series) -> pd.DataFrame:
+        try:
+            result = function(*inputs)
+            frame = result.to_frame(names[0]) if isinstance(result, pd.Series) else pd.DataFrame(result)
+            out = frame.reset_index(drop=True)[names]
+            out.insert(0, "passed", True)
+            out.insert(1, "error", None)
+            return out
+        except Exception as error:  # noqa: BLE001 - any failure: the alerts go to the quarantine
+            return pd.DataFrame({"passed": [None] * len(inputs[0]), "error": _said(error), **dict.fromkeys(names)})
+
+    return body
+
+
+def _said(error: Exception) -> str:
+    first_line = next(iter(str(error).strip().splitlines()), "")
+    return f"{type(error).__name__}: {first_line}"
+
+
+def user_function_column(alerts: DataFrame, function: Callable[..., Any], columns: list[str],
+                         returns: StructType | None) -> Any:
+    """A user function's verdict on each alert, over the columns named (`VERDICT`, with the
+    columns it returns after `passed` and `error`)."""
+    inputs = [F.col(".".join(f"`{part}`" for part in name.split("."))) for name in columns]
+    if returns is None:
+        return _once(keeps(function), VERDICT)(*inputs)
+    return _once(adds(python_function(function), returns), StructType(VERDICT.fields + returns.fields))(*inputs)
+
+
+def _once(body: Callable[..., Any], verdict: StructType) -> Any:
+    """A pandas UDF that Spark runs once per alert: marked nondeterministic, so that the
+    optimizer neither pushes the filter on its verdict below it nor evaluates it again for
+    each column read from its result (it did both: twice the Python work)."""
+    return F.pandas_udf(body, verdict).asNondeterministic()  # type: ignore[call-overload]
 
 
 def fink_filter_column(alerts: DataFrame, function: Callable[..., Any], where: str) -> Any:
@@ -115,7 +190,7 @@ def fink_filter_column(alerts: DataFrame, function: Callable[..., Any], where: s
     names = flattened_names(alerts.schema)
     columns = [F.col(".".join(f"`{part}`" for part in column_for(argument, names, where).split(".")))
                for argument in argument_names(function)]
-    return F.pandas_udf(keeps(function), VERDICT)(*columns)  # type: ignore[call-overload]
+    return _once(keeps(function), VERDICT)(*columns)
 
 
 def scratch_column(where: str) -> str:

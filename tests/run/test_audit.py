@@ -43,8 +43,8 @@ def run_audit(tmp_path: Path, *flags: str) -> tuple[int, str]:
     return int(stopped.value.code or 0), out.getvalue()
 
 
-def test_audit_accounts_for_every_offset_and_names_what_is_lost(spark: SparkSession, broker: LocalKafka, new_topic,
-                                                                tmp_path: Path) -> None:
+def test_audit_accounts_for_every_offset_and_names_what_is_lost(spark: SparkSession, broker: LocalKafka, new_topic,  # noqa: ANN001
+                                                                tmp_path: Path, caplog, monkeypatch, capsys) -> None:
     topic = new_topic("fink_audit_ztf", partitions=2)
     published = publish(broker.client_config(USER), topic, [sample("ztf-2026")], ZTF, copies=2)
     producer = Producer(broker.client_config(USER))
@@ -58,7 +58,10 @@ def test_audit_accounts_for_every_offset_and_names_what_is_lost(spark: SparkSess
     config = job_config(broker, tmp_path, [topic], filters=FILTERS)
     config = replace(config, output=replace(config.output, format="iceberg", partition_by=("topic", "night"),
                                             path=str(tmp_path / "warehouse")))
-    run_job(spark, config)
+    with caplog.at_level(logging.INFO):
+        run_job(spark, config)
+    assert any(record.getMessage().startswith(f"batch 0 yields: filters[0] ({FILTERS[0]}) passed ")
+               for record in caplog.records)
 
     result = audit(config)
     assert result.complete
@@ -99,6 +102,20 @@ def test_audit_accounts_for_every_offset_and_names_what_is_lost(spark: SparkSess
         "kafka": {"servers": broker.bootstrap, "username": USER, "password_env": "FINK_TEST_PASSWORD", "topics": [topic]},
         "output": {"table": {"path": str(tmp_path / "warehouse"), "checkpoint": str(tmp_path / "checkpoints")}},
     }))
+    # each filter's yield so far, as fink-spark status gives it (before the repair reads anything again)
+    monkeypatch.setenv("FINK_TEST_PASSWORD", PASSWORD)
+    capsys.readouterr()
+    main(["status", "--config", str(job), "--json"])
+    status_report = json.loads(capsys.readouterr().out)
+    assert status_report["yields"] == [
+        {"filter": f"filters[0] ({FILTERS[0]})", "reached": published, "passed": published - faint},
+        {"filter": f"filters[1] ({FILTERS[1]})", "reached": published - faint, "passed": bright}]
+    assert status_report["lag"] == 0
+    main(["status", "--config", str(job)])
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"yields so far: filters[0] ({FILTERS[0]}) passed {published - faint} of {published} "
+        f"({(published - faint) / published:.0%}), filters[1] ({FILTERS[1]}) passed {bright} of {published - faint} "
+        f"({bright / (published - faint):.0%})")
     repaired = subprocess.run([str(Path(sys.executable).parent / "fink-spark"), "audit", "--config", str(job), "--repair",
                                "--master", "local[1]"], capture_output=True, text=True, timeout=600,
                               env={**os.environ, "FINK_TEST_PASSWORD": PASSWORD})

@@ -218,3 +218,28 @@ def test_a_filter_that_raises_on_saved_files_rejects_their_alerts_and_says_so(sp
     audited = audit(config)
     assert audited.complete and audited.files is not None
     assert (audited.files.records, audited.files.kept, audited.files.quarantined, audited.files.rejected) == (4, 0, 0, 4)
+
+
+def test_a_users_classifier_adds_its_columns_to_the_table(spark, tmp_path: Path) -> None:  # noqa: ANN001
+    """examples/classifier.py as README shows it: every alert kept, with the score it computed, alert by alert."""
+    from examples.classifier import young_and_bright
+
+    classifier = {"udf": "examples.classifier:young_and_bright",
+                  "columns": ["candidate.magpsf", "candidate.jd", "candidate.jdstarthist"],
+                  "returns": {"young_score": "double", "young": "boolean"}}
+    config = config_for(tmp_path, filters=[classifier, "young"])  # then keep the young ones
+    alerts = read_alerts(sample("ztf-2026"))
+    frame = pd.DataFrame([alert["candidate"] for alert in alerts])
+    expected = young_and_bright(frame.magpsf, frame.jd, frame.jdstarthist).assign(candid=frame.candid)
+    young = expected[expected.young]
+    assert 0 < len(young) < len(alerts)
+    assert reprocess(spark, config, [str(sample("ztf-2026"))], [], "scored") == len(young)
+    rows = {row["candid"]: row for row in rows_of(spark, tmp_path)}
+    assert sorted(rows) == sorted(young.candid)
+    assert [rows[candid]["young_score"] for candid in young.candid] == pytest.approx(list(young.young_score), rel=1e-6)
+    with pytest.raises(ConfigError, match=r"filters\[0\].returns.score: .* one of the types boolean, double"):
+        config_for(tmp_path, filters=[{**classifier, "returns": {"score": "decimal"}}])
+    with pytest.raises(ConfigError, match=r"filters\[0\] \(examples.classifier:young_and_bright\): unknown column "
+                                          r"candidate.magpsff; did you mean candidate.magpsf"):
+        reprocess(spark, config_for(tmp_path / "typo", filters=[{**classifier, "columns": ["candidate.magpsff"]}]),
+                  [str(sample("ztf-2026"))], [], "scored")

@@ -1,0 +1,102 @@
+"""A Fink filter run unchanged (a pandas UDF) against the same filter as a Spark SQL preset.
+
+    .venv/bin/python bench/filters.py                  # 20,000 ZTF alerts, 2 rounds (about 6 minutes)
+    .venv/bin/python bench/filters.py --alerts 4000 --rounds 1   # to check the harness
+
+Publishes real ZTF alerts replicated with new ids to a topic of 2 partitions, then drains it
+with the shipped configuration three ways, in turn, round after round: no filter; Fink's
+`sn_candidates` as the `sn_candidate` preset (Spark SQL, in the JVM); and as
+`{fink_filter: fink_filters.ztf.livestream.filter_sn_candidates.filter.sn_candidates}`
+(fink-filters' own function, in a pandas UDF). Reports the micro-batches' time and the end
+to end time (medians), as ratios side by side, and the alerts each kept (the two must
+agree). Writes bench/FILTERS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import yaml  # noqa: E402
+from run import PASSWORD, ROOT, USER, WORK, publish_workload, run_measured, shipped_config  # noqa: E402
+
+from fink_spark.surveys import ZTF  # noqa: E402
+from fink_spark.testing.local_broker import LocalKafka  # noqa: E402
+
+SN = "fink_filters.ztf.livestream.filter_sn_candidates.filter.sn_candidates"
+VARIANTS = {"no filter": [], "sn_candidate preset (SQL)": [{"preset": "sn_candidate"}],
+            "sn_candidates, fink-filters' function (pandas UDF)": [{"fink_filter": SN}]}
+
+
+def drain(broker: LocalKafka, topic: str, name: str, filters: list, round_number: int) -> dict:
+    out = WORK / "out" / f"filters_{round_number}_{re.sub(r'[^a-z]+', '_', name)}"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    config = shipped_config(ZTF, broker, topic, out)
+    data = yaml.safe_load(config.read_text())
+    data["filters"] = filters
+    config.write_text(yaml.safe_dump(data))
+    seconds, peak, output = run_measured([str(ROOT / "spark-submit.sh"), "jobs/stream.py", "--config", str(config),
+                                          "--available-now"])
+    done = re.search(r"alerts done: (\d+) records in ([\d.]+) s of micro-batches", output)
+    kept = sum(int(n) for n in re.findall(r"--- batch \d+: (\d+) alerts?", output))
+    (out / "job.log").write_text(output)
+    return {"seconds": seconds, "batches": float(done.group(2)) if done else float("nan"), "kept": kept, "peak": peak}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--alerts", type=int, default=20000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--output", default=str(ROOT / "bench" / "FILTERS.md"))
+    args = parser.parse_args()
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    runs: dict[str, list[dict]] = {name: [] for name in VARIANTS}
+    with LocalKafka(users={USER: PASSWORD}, heap="2g", workdir=WORK / "kafka") as broker:
+        topic = f"bench_filters_ztf_{args.alerts}"
+        size = publish_workload(broker, topic, ZTF, "ztf-2026", args.alerts, 2)
+        print(f"published {args.alerts} alerts ({size:.0f} MB) to {topic}", flush=True)
+        for round_number in range(args.rounds):
+            names = list(VARIANTS) if round_number % 2 == 0 else list(reversed(VARIANTS))  # the order alternates
+            for name in names:
+                result = drain(broker, topic, name, VARIANTS[name], round_number)
+                runs[name].append(result)
+                print(f"round {round_number}: {name}: {result['seconds']:.1f} s end to end, {result['batches']:.1f} s of "
+                      f"micro-batches, {result['kept']} kept", flush=True)
+    medians = {name: {key: statistics.median(run[key] for run in results) for key in ("seconds", "batches")}
+               for name, results in runs.items()}
+    preset, udf = medians["sn_candidate preset (SQL)"], medians["sn_candidates, fink-filters' function (pandas UDF)"]
+    kept = {name: sorted({run["kept"] for run in results}) for name, results in runs.items()}
+    lines = [
+        "# A Fink filter as fink-filters' own function against the same filter as a Spark SQL preset",
+        "",
+        f"`bench/filters.py` on this machine (2 cores), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: "
+        f"{args.alerts:,} ZTF 2026 alerts replicated with new ids ({size:.0f} MB) on a topic of 2 partitions, drained "
+        "with the shipped configuration (console on, the Iceberg table), each variant in turn, the order alternating, "
+        f"{args.rounds} rounds; medians.",
+        "",
+        "| filters | end to end (s) | micro-batches (s) | alerts/s (micro-batches) | kept |",
+        "|---|---:|---:|---:|---:|",
+        *(f"| {name} | {m['seconds']:.1f} | {m['batches']:.1f} | {args.alerts / m['batches']:.0f} | "
+          f"{', '.join(str(k) for k in kept[name])} |" for name, m in medians.items()),
+        "",
+        f"- The pandas UDF against the SQL preset: {udf['batches'] / preset['batches']:.2f}x the micro-batches' time, "
+        f"{udf['seconds'] / preset['seconds']:.2f}x end to end.",
+        f"- The SQL preset against no filter: {preset['batches'] / medians['no filter']['batches']:.2f}x the "
+        "micro-batches' time.",
+        f"- Both keep the same alerts: {'yes' if kept['sn_candidate preset (SQL)'] == kept[list(VARIANTS)[2]] else 'NO'}.",
+        "",
+    ]
+    Path(args.output).write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
