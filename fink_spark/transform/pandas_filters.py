@@ -56,7 +56,8 @@ def load_function(path: str, where: str) -> Callable[..., Any]:
     except ImportError as error:
         raise ConfigError(f"{where}: cannot import {module_name} ({type(error).__name__}: {error}). Install the "
                           "package that provides it, with its dependencies, where the job runs (for Fink's filters: "
-                          "pip install fink-filters).") from None
+                          "pip install fink-filters), or, for a module of your own, put the folder that holds it on "
+                          "PYTHONPATH.") from None
     if not any(folder in (getattr(module, "__file__", None) or "") for folder in ("site-packages", "dist-packages")):
         cloudpickle.register_pickle_by_value(module)  # the user's own code reaches the executors with the function
     function = getattr(module, name, None)
