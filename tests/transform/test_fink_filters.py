@@ -210,8 +210,8 @@ def test_not_sso_says_yes_and_no(spark: SparkSession) -> None:
 
 
 # Fink's filters run unchanged ({fink_filter: path}): every livestream filter of fink-filters
-# whose module imports here (five ZTF ones need astroquery or fink-science) and whose
-# arguments the distributed alerts hold (five ZTF ones read `cjdc` and other columns Fink's
+# whose module imports here (six ZTF ones need astroquery or fink-science) and whose
+# arguments the distributed alerts hold (four ZTF ones read `cjdc` and other columns Fink's
 # pipeline adds before its filters), against fink-filters' own way of running it.
 def livestream_functions(survey: str) -> list[str]:
     import importlib
