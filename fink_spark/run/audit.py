@@ -30,8 +30,8 @@ from fink_spark.sink.quarantine import pending_positions
 from fink_spark.state import REPAIR_QUERY, SKIPPED_OFFSETS, STREAM_QUERY, CheckpointFiles
 from fink_spark.table.committed import read_committed
 from fink_spark.table.warehouse import ALERTS, QUARANTINE, REJECTED, load_pyiceberg, warehouse_tables
+from fink_spark.transform.decode import KAFKA_POSITION as POSITION
 
-POSITION = ["topic", "kafka_partition", "kafka_offset"]
 Partition = tuple[str, int]
 
 
@@ -158,12 +158,12 @@ def _positions(config: JobConfig, table: str) -> pa.Table:
     if output.format == ICEBERG:
         if table not in warehouse_tables(output.path):
             return pa.table({name: [] for name in POSITION})
-        return load_pyiceberg(output.path, table).scan(selected_fields=tuple(POSITION)).to_arrow()
+        return load_pyiceberg(output.path, table).scan(selected_fields=POSITION).to_arrow()
     path = {ALERTS: output.path, QUARANTINE: output.quarantine, REJECTED: output.rejected_path}[table]
     if path is None:
         return pa.table({name: [] for name in POSITION})
     try:
-        rows = read_committed(path, POSITION)
+        rows = read_committed(path, list(POSITION))
     except ConfigError:
         return pa.table({name: [] for name in POSITION})
     return rows if rows.num_columns else pa.table({name: [] for name in POSITION})
@@ -211,10 +211,12 @@ def _union(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 def _rejected_by_count(entries: list[dict[str, Any]], found: dict[Partition, np.ndarray],
-                       known: dict[Partition, np.ndarray]) -> dict[Partition, list[np.ndarray]]:
+                       known: dict[Partition, np.ndarray]) -> tuple[dict[Partition, list[np.ndarray]], int]:
     """The offsets of each entry in no output (`found`, `known`), taken for its rejected alerts
-    when they are as many as it counted; an entry with others is marked `unexplained`."""
+    when they are as many as it counted; and the rejected alerts of the entries with others
+    besides (their missing ranges hold them too)."""
     explained: dict[Partition, list[np.ndarray]] = {}
+    among_missing = 0
     for entry in entries:
         gaps: dict[Partition, list[np.ndarray]] = {}
         for topic, partition, first, end in entry["ranges"]:
@@ -226,8 +228,9 @@ def _rejected_by_count(entries: list[dict[str, Any]], found: dict[Partition, np.
         if count and count == entry["filtered"]:
             for key, parts in gaps.items():
                 explained.setdefault(key, []).extend(parts)
-        entry["unexplained"] = bool(count) and count != entry["filtered"]
-    return explained
+        elif count:
+            among_missing += entry["filtered"]
+    return explained, among_missing
 
 
 def audit(config: JobConfig, ends: dict[str, dict[int, int]] | None = None) -> Audit:
@@ -244,7 +247,8 @@ def audit(config: JobConfig, ends: dict[str, dict[int, int]] | None = None) -> A
         raise ConfigError("This job merges the copies of an alert (deduplicate): its table keeps one row per alert, "
                           "not one per offset, so it cannot be audited offset by offset.")
     state = CheckpointFiles.at(output.checkpoint)
-    batches, runs = Ledger(state, STREAM_QUERY).entries(), Ledger(state, STREAM_QUERY).runs()
+    ledger = Ledger(state, STREAM_QUERY)
+    batches, runs = ledger.entries(), ledger.runs()
     reads = batches + [run for run in runs if run["kind"] != REPAIR_QUERY]
     file_runs = [run for run in runs if run["inputs"] and not run["ranges"]]
     if not any(entry["ranges"] for entry in reads) and not file_runs:
@@ -276,12 +280,11 @@ def audit(config: JobConfig, ends: dict[str, dict[int, int]] | None = None) -> A
     rejected_in_missing = 0
     if rejected_rows is None:
         repairs = [run for run in runs if run["kind"] == REPAIR_QUERY]
-        by_repairs = _rejected_by_count(repairs, found, {})
+        by_repairs, _ = _rejected_by_count(repairs, found, {})
         rejected = {key: np.sort(np.concatenate(parts)) for key, parts in by_repairs.items()}
-        by_reads = _rejected_by_count(reads, found, rejected)
+        by_reads, rejected_in_missing = _rejected_by_count(reads, found, rejected)
         for key, parts in by_reads.items():
             rejected[key] = np.sort(np.concatenate([rejected.get(key, np.empty(0, np.int64)), *parts]))
-        rejected_in_missing = sum(entry["filtered"] for entry in reads if entry.get("unexplained"))
 
     audits: list[PartitionAudit] = []
     read: dict[Partition, list[tuple[int, int]]] = {}

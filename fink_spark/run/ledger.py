@@ -68,11 +68,13 @@ class Ledger:
             if name.removesuffix(".json").isdigit():
                 self.state.remove(f"{LEDGER}/{name}")
 
-    def record_run(self, kind: str, inputs: list[str], ranges: list[list[Any]], counts: dict[str, Any]) -> None:
-        """Write down a finished reprocessing run (`kind`: reprocess or repair), after its outputs."""
-        entry = {"run": len(self.runs()), "kind": kind, "query": self.query, "inputs": inputs, "ranges": ranges,
-                 **{key: counts[key] for key in COUNTS}}
-        self.state.write(RUNS, json.dumps([*self.runs(), entry]))
+    def record_run(self, inputs: list[str], ranges: list[list[Any]], counts: dict[str, Any]) -> None:
+        """Write down a finished reprocessing run, after its outputs (its kind, reprocess or
+        repair, is its query's name: `reprocess`, `repair-<n>`)."""
+        runs = self.runs()
+        runs.append({"run": len(runs), "kind": self.query.partition("-")[0], "query": self.query, "inputs": inputs,
+                     "ranges": ranges, **{key: counts[key] for key in COUNTS}})
+        self.state.write(RUNS, json.dumps(runs))
 
     def runs(self) -> list[dict[str, Any]]:
         """The reprocessing runs and repairs written down, in order."""

@@ -31,7 +31,7 @@ from fink_spark.run.pipeline import (
 from fink_spark.run.progress import BatchProgress
 from fink_spark.schema.writer import WriterSchemas
 from fink_spark.sink.outputs import BatchCounts
-from fink_spark.state import REPAIR_QUERY, REPROCESS_QUERY, CheckpointFiles
+from fink_spark.state import REPROCESS_QUERY, CheckpointFiles
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +119,7 @@ def reprocess(
                 if not learn_schema_at([str(error)], config.kafka, writers, table):
                     raise
     Ledger(CheckpointFiles.at(output.checkpoint), query).record_run(
-        REPROCESS_QUERY if query == REPROCESS_QUERY else REPAIR_QUERY, inputs,
-        [span for kafka_range in kafka_ranges for span in kafka_range.ledger_ranges()], asdict(totals))
+        inputs, [span for kafka_range in kafka_ranges for span in kafka_range.ledger_ranges()], asdict(totals))
     if totals.quarantined:
         where = output.quarantine if output.format == PARQUET_TABLE else "the quarantine table"
         log.warning("%d records could not be read or decoded: see %s", totals.quarantined, where)

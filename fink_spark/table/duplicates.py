@@ -12,7 +12,9 @@ from __future__ import annotations
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-POSITION = ["topic", "kafka_partition", "kafka_offset"]
+from fink_spark.transform.decode import KAFKA_POSITION
+
+POSITION = list(KAFKA_POSITION)  # as Spark's joins and dropDuplicates take column names
 
 
 def remove_duplicate_records(spark: SparkSession, name: str) -> int:

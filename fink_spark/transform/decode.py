@@ -30,7 +30,8 @@ from fink_spark.transform.sky import POSITION_COLUMNS, position_columns
 
 UNKNOWN_SCHEMA = "FINK_SPARK_UNKNOWN_WRITER_SCHEMA"
 # The columns fink-spark adds to an alert's fields: where it came from, when it was seen, where on the sky
-METADATA_COLUMNS = ("topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "ingest_time", "obs_time", *POSITION_COLUMNS)
+KAFKA_POSITION = ("topic", "kafka_partition", "kafka_offset")  # where a row came from: one Kafka record
+METADATA_COLUMNS = (*KAFKA_POSITION, "kafka_timestamp", "ingest_time", "obs_time", *POSITION_COLUMNS)
 NIGHT_COLUMNS = ("year", "month", "day")
 OBS_TIME = "obs_time"  # the observation's time (UTC), from the survey's MJD
 UNIX_EPOCH_MJD = 40587

@@ -1,8 +1,8 @@
 """Column-level filters: Spark SQL conditions over the alert's columns, run in the JVM.
 
 A filter is a Spark SQL expression (`candidate.magpsf < 19.5`), a named preset with
-parameters (`fink_spark.transform.presets`), or a Fink filter, a Python function run
-unchanged (`fink_spark.transform.pandas_filters`). An alert is kept if it passes every
+parameters (`fink_spark.transform.presets`), a Fink filter (a Python function run
+unchanged) or the user's own function (`fink_spark.transform.pandas_filters`). An alert is kept if it passes every
 filter; a condition that is null (a missing value) rejects it. A watchlist first adds the
 targets each alert is near (`fink_spark.transform.crossmatch`), then keeps those near one. The same `apply_filters`
 serves the live stream and reprocessing; `check_filters` tells, before a query starts, of
