@@ -1,20 +1,27 @@
-"""A Fink filter run unchanged (a pandas UDF) against the same filter as a Spark SQL preset.
+"""Filters' costs: a Fink filter run unchanged (a pandas UDF) against the same filter as a
+Spark SQL preset; and five filters in one pass, a table each, against five jobs of one filter.
 
-    .venv/bin/python bench/filters.py                  # 20,000 ZTF alerts, 2 rounds (about 6 minutes)
+    .venv/bin/python bench/filters.py                  # 20,000 ZTF alerts, 2 rounds (about 15 minutes)
     .venv/bin/python bench/filters.py --alerts 4000 --rounds 1   # to check the harness
 
 Publishes real ZTF alerts replicated with new ids to a topic of 2 partitions, then drains it
-with the shipped configuration three ways, in turn, round after round: no filter; Fink's
-`sn_candidates` as the `sn_candidate` preset (Spark SQL, in the JVM); and as
-`{fink_filter: fink_filters.ztf.livestream.filter_sn_candidates.filter.sn_candidates}`
-(fink-filters' own function, in a pandas UDF). Reports the micro-batches' time and the end
-to end time (medians), as ratios side by side, and the alerts each kept (the two must
-agree). Writes bench/FILTERS.md.
+with the shipped configuration, in turn, round after round, the order alternating:
+
+- no filter; Fink's `sn_candidates` as the `sn_candidate` preset (Spark SQL, in the JVM);
+  and as `{fink_filter: fink_filters.ztf.livestream.filter_sn_candidates.filter.sn_candidates}`
+  (fink-filters' own function, in a pandas UDF);
+- the five filters of `FIVE` in one job, each with its table (`table:`), and each alone in a
+  job of its own (what a user without `table:` runs).
+
+Reports the micro-batches' time and the end to end time (medians; for the five jobs, their
+sums), as ratios side by side, and the alerts each kept (they must agree: each table of the
+one pass holds what the job of its filter kept). Writes bench/FILTERS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import statistics
@@ -27,11 +34,16 @@ import yaml  # noqa: E402
 from run import PASSWORD, ROOT, USER, WORK, publish_workload, run_measured, shipped_config  # noqa: E402
 
 from fink_spark.surveys import ZTF  # noqa: E402
+from fink_spark.table.warehouse import load_pyiceberg  # noqa: E402
 from fink_spark.testing.local_broker import LocalKafka  # noqa: E402
 
 SN = "fink_filters.ztf.livestream.filter_sn_candidates.filter.sn_candidates"
 VARIANTS = {"no filter": [], "sn_candidate preset (SQL)": [{"preset": "sn_candidate"}],
             "sn_candidates, fink-filters' function (pandas UDF)": [{"fink_filter": SN}]}
+# five filters a consumer of several of Fink's streams keeps apart, by the table each names
+FIVE = {"sn": {"preset": "sn_candidate"}, "early_sn": {"preset": "early_sn_candidate"},
+        "kn": {"preset": "kn_candidate"}, "sn_fink": {"fink_filter": SN}, "bright": {"expression": "candidate.magpsf < 18"}}
+ONE_PASS = "the five in one pass, a table each"
 
 
 def drain(broker: LocalKafka, topic: str, name: str, filters: list, round_number: int) -> dict:
@@ -47,7 +59,26 @@ def drain(broker: LocalKafka, topic: str, name: str, filters: list, round_number
     done = re.search(r"alerts done: (\d+) records in ([\d.]+) s of micro-batches", output)
     kept = sum(int(n) for n in re.findall(r"--- batch \d+: (\d+) alerts?", output))
     (out / "job.log").write_text(output)
-    return {"seconds": seconds, "batches": float(done.group(2)) if done else float("nan"), "kept": kept, "peak": peak}
+    tables = {table: load_pyiceberg(out / "alerts", table).scan(selected_fields=("candid",)).to_arrow().num_rows
+              for table in (item.get("table") for item in filters) if table}
+    return {"seconds": seconds, "batches": float(done.group(2)) if done else float("nan"), "kept": kept, "peak": peak,
+            "tables": tables}
+
+
+def split_round(broker: LocalKafka, topic: str, round_number: int) -> dict[str, dict]:
+    """The five filters in one pass, then each in a job of its own (the order alternating by round)."""
+    one_pass = lambda: drain(broker, topic, ONE_PASS, [{**item, "table": table} for table, item in FIVE.items()],  # noqa: E731
+                             round_number)
+    alone = {table: (lambda table=table: drain(broker, topic, f"alone {table}", [FIVE[table]], round_number))
+             for table in FIVE}
+    results: dict[str, dict] = {}
+    for name, run in ([(ONE_PASS, one_pass), *alone.items()] if round_number % 2 == 0
+                      else [*reversed(alone.items()), (ONE_PASS, one_pass)]):
+        results[name] = run()
+        print(f"round {round_number}: {name}: {results[name]['seconds']:.1f} s end to end, "
+              f"{results[name]['batches']:.1f} s of micro-batches, {results[name]['kept']} kept "
+              f"{results[name]['tables'] or ''}", flush=True)
+    return results
 
 
 def main() -> None:
@@ -56,6 +87,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--output", default=str(ROOT / "bench" / "FILTERS.md"))
     args = parser.parse_args()
+    splits: list[dict[str, dict]] = []
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     runs: dict[str, list[dict]] = {name: [] for name in VARIANTS}
@@ -70,6 +102,7 @@ def main() -> None:
                 runs[name].append(result)
                 print(f"round {round_number}: {name}: {result['seconds']:.1f} s end to end, {result['batches']:.1f} s of "
                       f"micro-batches, {result['kept']} kept", flush=True)
+            splits.append(split_round(broker, topic, round_number))
     medians = {name: {key: statistics.median(run[key] for run in results) for key in ("seconds", "batches")}
                for name, results in runs.items()}
     preset, udf = medians["sn_candidate preset (SQL)"], medians["sn_candidates, fink-filters' function (pandas UDF)"]
@@ -93,9 +126,40 @@ def main() -> None:
         "micro-batches' time.",
         f"- Both keep the same alerts: {'yes' if kept['sn_candidate preset (SQL)'] == kept[list(VARIANTS)[2]] else 'NO'}.",
         "",
+        *split_lines(splits, args.alerts),
     ]
     Path(args.output).write_text("\n".join(lines))
     print("\n".join(lines))
+
+
+def split_lines(splits: list[dict[str, dict]], alerts: int) -> list[str]:
+    """The report of the five filters: one pass against five jobs, medians of the rounds."""
+    one = {key: statistics.median(split[ONE_PASS][key] for split in splits) for key in ("seconds", "batches")}
+    five = {key: statistics.median(sum(split[table][key] for table in FIVE) for split in splits)
+            for key in ("seconds", "batches")}
+    rows = [f"| {table} | `{json.dumps(FIVE[table])}` | {statistics.median(split[table]['seconds'] for split in splits):.1f} | "
+            f"{statistics.median(split[table]['batches'] for split in splits):.1f} | "
+            f"{', '.join(sorted({str(split[table]['kept']) for split in splits}))} | "
+            f"{', '.join(sorted({str(split[ONE_PASS]['tables'][table]) for split in splits}))} |" for table in FIVE]
+    agree = all(split[ONE_PASS]["tables"][table] == split[table]["kept"] for split in splits for table in FIVE)
+    return [
+        "## Five filters: one pass with a table each, against five jobs of one filter",
+        "",
+        f"The same {alerts:,} alerts; each round drains the topic once with the five filters of `FIVE`, each naming its "
+        "table, and five times with one filter each (what a user without `table:` runs); medians of the rounds.",
+        "",
+        "| table | filter | its own job, end to end (s) | its own job, micro-batches (s) | kept by its own job | "
+        "rows of its table in the one pass |",
+        "|---|---|---:|---:|---:|---:|",
+        *rows,
+        f"| **five jobs** | | {five['seconds']:.1f} | {five['batches']:.1f} | | |",
+        f"| **one pass** | | {one['seconds']:.1f} | {one['batches']:.1f} | | |",
+        "",
+        f"- One pass against five jobs: {one['seconds'] / five['seconds']:.2f}x the time end to end "
+        f"({five['seconds'] / one['seconds']:.1f}x faster), {one['batches'] / five['batches']:.2f}x the micro-batches' time.",
+        f"- Each table of the one pass holds what its filter's own job kept: {'yes' if agree else 'NO'}.",
+        "",
+    ]
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from fink_spark.errors import ConfigError
 from fink_spark.surveys import SURVEYS
 from fink_spark.table.catalog import Tables
 from fink_spark.table.maintain import MIN_ORPHAN_AGE_HOURS, Maintenance, maintain
+from fink_spark.table.warehouse import alert_tables
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +43,8 @@ def run(args: argparse.Namespace) -> None:
     settings = Maintenance(args.target_file_mb, args.snapshot_age_hours, args.retain_snapshots, args.orphan_age_hours)
     spark = session("fink-spark-maintain", args)
     try:
-        done = maintain(spark, Tables.of(config.output, config.survey.name), settings, config.survey)
+        done = maintain(spark, Tables.of(config.output, config.survey.name), settings, config.survey,
+                        alert_tables(config.filters))
     finally:
         spark.stop()
     for name, counts in done.items():

@@ -20,7 +20,7 @@ from fink_spark.errors import ConfigError
 from fink_spark.schema.writer import load_schema_text
 from fink_spark.sections import Section
 from fink_spark.surveys import SURVEYS, Survey, get_survey
-from fink_spark.transform.filters import Filter, parse_filters
+from fink_spark.transform.filters import Filter, parse_filters, tables_of
 
 
 class Secret:
@@ -425,6 +425,14 @@ def parse_config(data: Any, base: Path | None = None, kafka_required: bool = Tru
             raise ConfigError(f"'schema' names {schema}, which is not a file.")
         load_schema_text(schema)  # a broken file is an error now, before Spark starts
     output, console = _outputs(root, base, get_survey(survey_name))
+    filters = parse_filters(root.data.get("filters"), get_survey(survey_name), base)
+    if tables_of(filters) and output.format != ICEBERG:
+        raise ConfigError("filters name tables of their own ('table'): those are Iceberg tables, so the output's "
+                          "format must be iceberg; or leave 'table' out and keep the alerts that pass all the filters.")
+    if tables_of(filters) and output.deduplicate_gap:
+        raise ConfigError("filters name tables of their own ('table') and the output merges copies ('deduplicate'): "
+                          "fink-spark does not do both yet. Leave 'deduplicate' out (each table then holds an alert "
+                          "once per topic it came on) or 'table'.")
     return JobConfig(
         survey=get_survey(survey_name),
         kafka=_kafka(root, base, kafka_required),
@@ -432,7 +440,7 @@ def parse_config(data: Any, base: Path | None = None, kafka_required: bool = Tru
         console=console,
         trigger=_trigger(root),
         schema=schema,
-        filters=parse_filters(root.data.get("filters"), get_survey(survey_name), base),
+        filters=filters,
     )
 
 
@@ -487,8 +495,8 @@ def effective_config(config: JobConfig) -> dict[str, Any]:
     data["trigger"] = _as_written(config.trigger, TRIGGER_KEYS)
     # as run: presets as their SQL; a watchlist by its catalog, then its condition on the columns it adds; a
     # Python function by its path
-    data["filters"] = [item.condition if item.prepare is None else item.label if item.scratch else f"{item.label}: {item.condition}"
-                       for item in config.filters]
+    data["filters"] = [(item.condition if item.prepare is None else item.label if item.scratch else f"{item.label}: {item.condition}")
+                       + ("" if item.table is None else f" -> table {item.table}") for item in config.filters]
     return _plain(data)
 
 

@@ -2,14 +2,14 @@
 
 For each partition, the offsets from where the live job started to the end of its last
 committed micro-batch, and those of the Kafka ranges reprocessed into its outputs (the
-ledger, `fink_spark.run.ledger`), are each one of: a row of the
-alerts table, a record of the quarantine (written, or noted in the checkpoint and not
-appended yet), an alert the filters rejected, or a message retention deleted before the
+ledger, `fink_spark.run.ledger`), are each one of: a row of the alerts table (or of one
+table at least, where filters name tables of their own), a record of the quarantine
+(written, or noted in the checkpoint and not appended yet), an alert the filters rejected, or a message retention deleted before the
 job read it (`skipped_offsets.json`). Rejected alerts are the rejected table's rows when
 the job keeps them (`output.table.rejected`); otherwise each batch's count of them: the
 offsets of a batch found in neither table are its rejected ones when they are as many as
-the batch counted. What is left is missing, reported as ranges; a table row seen twice is
-a duplicate. (In a batch that lost rows and rejected others, with the rejected ids not
+the batch counted. What is left is missing, reported as ranges; a row seen twice in a
+table is a duplicate. (In a batch that lost rows and rejected others, with the rejected ids not
 kept, the ranges hold both: the audit says how many of them the filters rejected; a
 repair, `fink_spark.run.repair`, reads them again and its own counts tell them apart.)
 """
@@ -29,7 +29,7 @@ from fink_spark.run.ledger import Ledger
 from fink_spark.sink.quarantine import pending_positions
 from fink_spark.state import REPAIR_QUERY, SKIPPED_OFFSETS, STREAM_QUERY, CheckpointFiles
 from fink_spark.table.committed import read_committed
-from fink_spark.table.warehouse import ALERTS, QUARANTINE, REJECTED, load_pyiceberg, warehouse_tables
+from fink_spark.table.warehouse import ALERTS, QUARANTINE, REJECTED, alert_tables, load_pyiceberg, warehouse_tables
 from fink_spark.transform.decode import KAFKA_POSITION as POSITION
 
 Partition = tuple[str, int]
@@ -77,6 +77,8 @@ class ReprocessedFiles:
     rejected: int
     in_table: int
     in_quarantine: int
+    tables: int = 1  # filters that name tables: an alert is a row of each table it went to
+
 
     @property
     def complete(self) -> bool:
@@ -86,7 +88,8 @@ class ReprocessedFiles:
         table = "" if self.kept == self.in_table else f" (the table holds {self.in_table:,}: a run cut short?)"
         quarantine = "" if self.quarantined == self.in_quarantine else \
             f" (the quarantine holds {self.in_quarantine:,}: a run cut short?)"
-        return (f"reprocessed files, {self.runs:,} runs: {self.records:,} records read, {self.kept:,} kept{table}, "
+        kept = f"{self.kept:,} kept" if self.tables == 1 else f"{self.kept:,} rows kept in {self.tables} tables"
+        return (f"reprocessed files, {self.runs:,} runs: {self.records:,} records read, {kept}{table}, "
                 f"{self.quarantined:,} quarantined{quarantine}, {self.rejected:,} rejected")
 
 
@@ -254,13 +257,22 @@ def audit(config: JobConfig, ends: dict[str, dict[int, int]] | None = None) -> A
     if not any(entry["ranges"] for entry in reads) and not file_runs:
         raise ConfigError(f"The checkpoint {output.checkpoint} has no ledger of what the job read: it has not "
                           "committed a batch yet, or ran with a fink-spark that kept none. Run the job, then audit.")
-    table_rows, quarantine_rows = _positions(config, ALERTS), _positions(config, QUARANTINE)
+    tables_rows = [_positions(config, name) for name in alert_tables(config.filters)]
+    quarantine_rows = _positions(config, QUARANTINE)
     files = None
     if file_runs:
-        counted = (sum(run[key] for run in file_runs) for key in ("records", "kept", "quarantined", "filtered"))
-        files = ReprocessedFiles(len(file_runs), *counted, table_rows["kafka_offset"].null_count,
-                                 quarantine_rows["kafka_offset"].null_count)
-    kept, quarantined = _by_partition(table_rows), _by_partition(quarantine_rows)
+        records, kept_rows, quarantined_rows, filtered = (sum(run[key] for run in file_runs)
+                                                          for key in ("records", "kept", "quarantined", "filtered"))
+        routed = [item.label for item in config.filters if item.table is not None]
+        if routed:  # an alert goes to each table whose filter it passed: a row in each
+            kept_rows = sum(run["yields"].get(label, [0, 0])[1] for run in file_runs for label in routed)
+        files = ReprocessedFiles(len(file_runs), records, kept_rows, quarantined_rows, filtered,
+                                 sum(rows["kafka_offset"].null_count for rows in tables_rows),
+                                 quarantine_rows["kafka_offset"].null_count, len(tables_rows))
+    in_tables = [_by_partition(rows) for rows in tables_rows]
+    kept = {key: np.unique(np.concatenate([offsets[key] for offsets in in_tables if key in offsets]))
+            for key in set().union(*in_tables)}
+    quarantined = _by_partition(quarantine_rows)
     rejected_rows = _positions(config, REJECTED) if output.rejected else None
     rejected = _by_partition(rejected_rows) if rejected_rows is not None else {}
     for (topic, partition, offset, _reason) in pending_positions(state):
@@ -297,13 +309,13 @@ def audit(config: JobConfig, ends: dict[str, dict[int, int]] | None = None) -> A
         audited = PartitionAudit(topic, partition, spans[0][0], spans[-1][1])
         audits.append(audited)
         for first, end in spans:
-            rows = _within(kept.get(key), first, end)
-            unique = np.unique(rows)
+            unique = _within(kept.get(key), first, end)
             parts = [unique, *(np.unique(_within(np.sort(offsets[key]) if key in offsets else None, first, end))
                                for offsets in (quarantined, rejected, lost_offsets))]
             audited.read += end - first
             audited.kept += len(unique)
-            audited.duplicates += len(rows) - len(unique)
+            audited.duplicates += sum(len(rows) - len(np.unique(rows))
+                                      for rows in (_within(offsets.get(key), first, end) for offsets in in_tables))
             audited.quarantined += len(parts[1])
             audited.rejected += len(parts[2])
             audited.lost_to_retention += len(parts[3])

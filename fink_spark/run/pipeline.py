@@ -28,7 +28,14 @@ from fink_spark.surveys import Survey
 from fink_spark.table.warehouse import ALERTS, QUARANTINE, REJECTED
 from fink_spark.transform.decode import UNKNOWN_SCHEMA, flatten_alerts, quarantined
 from fink_spark.transform.dedup import deduplicate, merge_copies
-from fink_spark.transform.filters import Filter, apply_filters, check_filters, columns_lacking, first_rejection
+from fink_spark.transform.filters import (
+    Filter,
+    apply_filters,
+    check_filters,
+    columns_lacking,
+    first_rejection,
+    split_by_table,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,15 +106,17 @@ def start_pipeline(spark: SparkSession, read: Callable[[str], DataFrame], decode
         alerts = alerts.transform(merge_copies(survey))  # the merged table's columns
     rejections = (lambda batch: batch.transform(flatten_alerts(survey)).transform(first_rejection(config.filters, survey))) \
         if output.rejected else None
-    columns = {ALERTS: alerts.schema, QUARANTINE: decoded.transform(quarantined).schema}
+    # the alerts' tables: one, or one per filter that names one, which each hold the same columns
+    columns = {name: frame.schema for name, frame in (split_by_table(alerts, config.filters) or {ALERTS: alerts}).items()}
+    columns[QUARANTINE] = decoded.transform(quarantined).schema
     if rejections is not None:
         columns[REJECTED] = decoded.transform(rejections).schema
-    changes = save_table_schema(table, alerts.schema, CheckpointFiles.at(checkpoint), output.schema_folder)
+    changes = save_table_schema(table, next(iter(columns.values())), CheckpointFiles.at(checkpoint), output.schema_folder)
     sinks = open_sinks(spark, output, survey, f"{checkpoint}/{name}", columns, changes, own_table=deduplicated is None)
     if pending_quarantine is not None:
         pending_quarantine.open(sinks.quarantine, quarantined)
     outputs = MicroBatchOutputs(
-        survey=survey, decode=decode, kept=kept, quarantined=quarantined, table=sinks.table, quarantine=sinks.quarantine,
+        survey=survey, decode=decode, kept=kept, quarantined=quarantined, tables=sinks.tables, quarantine=sinks.quarantine,
         filters=config.filters,
         rejected=(sinks.rejected, rejections) if sinks.rejected is not None and rejections is not None else None,
         console=config.console if config.console.enabled else None, out=out, totals=totals, pending_quarantine=pending_quarantine,

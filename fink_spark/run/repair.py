@@ -23,7 +23,7 @@ from fink_spark.run.reprocess import reprocess
 from fink_spark.state import REPAIR_QUERY, CheckpointFiles
 from fink_spark.table.catalog import Tables
 from fink_spark.table.duplicates import remove_duplicate_records
-from fink_spark.table.warehouse import ALERTS
+from fink_spark.table.warehouse import alert_tables
 
 
 @dataclass
@@ -85,5 +85,6 @@ def repair(spark: SparkSession, config: JobConfig, found: Audit) -> Repair:
     if any(p.duplicates for p in found.partitions):
         tables = Tables.of(config.output, config.survey.name)
         tables.open(spark)
-        done.duplicates_removed = remove_duplicate_records(spark, tables.name(ALERTS))
+        done.duplicates_removed = sum(remove_duplicate_records(spark, tables.name(name))
+                                      for name in alert_tables(config.filters))
     return done

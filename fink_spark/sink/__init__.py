@@ -30,7 +30,7 @@ from fink_spark.sink.iceberg import open_iceberg_sinks
 from fink_spark.sink.metrics import PlanMetrics
 from fink_spark.sink.parquet import open_parquet_sinks
 from fink_spark.surveys import Survey
-from fink_spark.table.warehouse import ALERTS, QUARANTINE, REJECTED
+from fink_spark.table.warehouse import QUARANTINE, REJECTED
 
 
 class Sink(Protocol):
@@ -55,9 +55,11 @@ SINK_KINDS: dict[str, SinkKind] = {ICEBERG: open_iceberg_sinks, PARQUET: open_pa
 
 @dataclass(frozen=True)
 class Sinks:
-    """A job's outputs (`table` is None when another query writes the table: a Parquet table's de-duplication)."""
+    """A job's outputs: the tables of the alerts kept, by name (`alerts`, or one per filter that
+    names one; none when another query writes the table: a Parquet table's de-duplication),
+    the quarantine and the rejected ids."""
 
-    table: Sink | None
+    tables: dict[str, Sink]
     quarantine: Sink
     rejected: Sink | None
 
@@ -65,7 +67,7 @@ class Sinks:
 def open_sinks(spark: SparkSession, output: TableOutput, survey: Survey, writer: str, columns: dict[str, StructType],
                changes: str | None = None, own_table: bool = True) -> Sinks:
     """The sinks of a job's outputs, made ready for frames of `columns` (by output name:
-    alerts, quarantine, rejected). Iceberg tables are created, or evolved to the columns,
+    the alerts' tables, quarantine, rejected). Iceberg tables are created, or evolved to the columns,
     now: before the query starts, a schema change is committed on its own.
 
     Parameters
@@ -79,18 +81,19 @@ def open_sinks(spark: SparkSession, output: TableOutput, survey: Survey, writer:
     writer
         Who writes (the query's checkpoint), the tag of each committed batch.
     columns
-        Each output's columns.
+        Each output's columns: the alerts' tables' first, then the quarantine's and the rejected ids'.
     changes
         The schema change these columns make, if any, recorded with its own commit.
     own_table
         False where another query writes the alerts (a Parquet table's de-duplication).
     """
+    alerts = [name for name in columns if name not in (QUARANTINE, REJECTED)]
     missing = [column for column in output.partition_by if column in survey.class_partitions
-               and column not in columns[ALERTS].names]
+               and column not in columns[alerts[0]].names]
     if missing:
         others = ", ".join(column for column in output.partition_by if column not in missing) or "topic"
         raise ConfigError(f"'output.table.partition_by' names {missing[0]}, which these alerts do not have (their "
                           f"writer schema predates it): partition by {others} instead, or give a reader schema that "
                           "has it ('schema').")
     sinks = SINK_KINDS[output.format](spark, output, survey, writer, columns, changes)
-    return Sinks(sinks[ALERTS] if own_table else None, sinks[QUARANTINE], sinks.get(REJECTED))
+    return Sinks({name: sinks[name] for name in alerts} if own_table else {}, sinks[QUARANTINE], sinks.get(REJECTED))

@@ -30,7 +30,7 @@ from fink_spark.table.catalog import (
     property_set,
     table_properties,
 )
-from fink_spark.table.warehouse import ALERTS, QUARANTINE, REJECTED
+from fink_spark.table.warehouse import QUARANTINE, REJECTED
 from fink_spark.transform.decode import OBS_TIME, has_column
 from fink_spark.transform.dedup import merge_copies
 from fink_spark.transform.sky import HEALPIX, POSITION_COLUMNS
@@ -175,30 +175,28 @@ def _same_columns(have: StructType, want: StructType) -> bool:
 
 def open_iceberg_sinks(spark: SparkSession, output: TableOutput, survey: Survey, writer: str,
                        columns: dict[str, StructType], changes: str | None) -> dict[str, IcebergAppends]:
-    """A job's Iceberg tables (alerts, quarantine, rejected), created or evolved to `columns`.
+    """A job's Iceberg tables (the alerts' tables, quarantine, rejected), created or evolved to `columns`.
 
     The parameters are `open_sinks`'s (`SINK_KINDS` calls each kind alike).
     """
     tables = Tables.of(output, survey.name)
     tables.open(spark)
-    partitioning = {
-        ALERTS: alert_partitioning(output.partition_by),
-        QUARANTINE: ["topic", "days(ingest_time)"],
-        REJECTED: ["topic"],
-    }
+    partitioning = {QUARANTINE: ["topic", "days(ingest_time)"], REJECTED: ["topic"]}
     sinks = {}
     for name, frame_columns in columns.items():
-        if name == ALERTS and output.deduplicate_gap:
-            sink = IcebergMerges(spark, tables.name(name), writer, partitioning[name], survey.id_column,
+        of_alerts = name not in partitioning
+        layout = alert_partitioning(output.partition_by) if of_alerts else partitioning[name]
+        if of_alerts and output.deduplicate_gap:
+            sink = IcebergMerges(spark, tables.name(name), writer, layout, survey.id_column,
                                  output.deduplicate_gap, merge_copies(survey))
         else:
-            sink = IcebergAppends(spark, tables.name(name), writer, partitioning[name])
+            sink = IcebergAppends(spark, tables.name(name), writer, layout)
         # statistics for the columns readers select alerts by: id, object, time
         metrics = tuple(column for column in (survey.id_column, survey.object_column, OBS_TIME, "ingest_time")
                         if has_column(frame_columns, column))
         sky = tuple(column for column in POSITION_COLUMNS if has_column(frame_columns, column))
         properties = table_properties(output.compression, metrics, sky)
-        if name == ALERTS:  # each data file a compact region of the sky (HEALPix cells in order)
+        if of_alerts:  # each data file a compact region of the sky (HEALPix cells in order)
             sink.prepare(frame_columns, properties, changes, HEALPIX if HEALPIX in sky else None)
         else:
             sink.prepare(frame_columns, properties)

@@ -1,5 +1,6 @@
-"""The body of `foreachBatch`: one micro-batch of records feeds the table, the quarantine,
-the rejected ids and the console, read from Kafka and decoded once."""
+"""The body of `foreachBatch`: one micro-batch of records feeds the table (or a table per
+filter that names one), the quarantine, the rejected ids and the console, read from Kafka
+and decoded once."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from fink_spark.config.job import ConsoleOutput
 from fink_spark.sink.console import first_lines, print_batch
 from fink_spark.sink.metrics import PlanMetrics
 from fink_spark.surveys import Survey
-from fink_spark.transform.filters import Filter
+from fink_spark.transform.filters import Filter, counted_after, no_table_label, route_column, split_by_table, tables_of
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,9 @@ class MicroBatchOutputs:
     """Everything one micro-batch of records feeds (the body of `foreachBatch`).
 
     The batch is decoded (`decode`) and the table written first, in one pass over the
-    records, which also counts the quarantined, filtered and kept records, notes where the
+    records (with filters that name tables, the alerts that pass one at least are kept in
+    memory from that pass, then each table written from them), which also counts the
+    quarantined, filtered and kept records, notes where the
     quarantined ones are (topic, partition, offset) and why, and picks the console's lines
     (Spark's `observe`). The quarantine is then written only when that pass counted some,
     from those records alone, decoding nothing again: the live job's few are fetched back
@@ -95,7 +98,7 @@ class MicroBatchOutputs:
     decode: Callable[[DataFrame], DataFrame] | None  # None: the batches come decoded
     kept: Callable[..., DataFrame]  # decoded records -> the alerts that pass (`run.pipeline.kept_alerts`)
     quarantined: Callable[[DataFrame], DataFrame]
-    table: Sink | None
+    tables: dict[str, Sink]  # the alerts' tables by name (none: another query writes them, a Parquet table's de-duplication)
     quarantine: Sink
     rejected: tuple[Sink, Callable[[DataFrame], DataFrame]] | None = None
     console: ConsoleOutput | None = None
@@ -168,17 +171,30 @@ class MicroBatchOutputs:
 
     def _write_table(self, decoded: DataFrame, batch_id: int) -> dict[str, Any] | None:
         """Write the kept alerts; returns the batch's counts, the quarantined records'
-        positions and reasons, and the console lines (None for a batch committed before a restart,
-        whose records are not read again)."""
-        plan = self.table.metrics() if self.table is not None else PlanMetrics()
+        positions and reasons, and the console lines (None for a batch every table committed
+        before a restart, whose records are not read again). With a table per filter, the
+        alerts that go to one at least are kept in memory by the pass that counts them, and
+        each table that lacks the batch is written from them."""
+        plan = next(iter(self.tables.values())).metrics() if self.tables else PlanMetrics()
         kept = self._counted(decoded, plan, self.console)
-        if self.table is not None:
-            if self.table.has(batch_id):
-                return None
-            self.table.write(batch_id, kept)
-        else:  # the table is written by another query (a Parquet table's de-duplication): count here
-            run_plan(kept)
-        return self._counts(plan, kept)
+        unwritten = {name: sink for name, sink in self.tables.items() if not sink.has(batch_id)}
+        if self.tables and not unwritten:
+            return None
+        if not tables_of(self.filters):
+            if unwritten:
+                unwritten[next(iter(unwritten))].write(batch_id, kept)
+            else:  # the table is written by another query (a Parquet table's de-duplication): count here
+                run_plan(kept)
+            return self._counts(plan, kept)
+        kept = kept.persist()
+        try:
+            kept.count()  # the one pass over the batch: decoded, judged by every filter, counted
+            by_table = split_by_table(kept, self.filters)
+            for name, sink in unwritten.items():
+                sink.write(batch_id, by_table[name])
+            return self._counts(plan, kept)
+        finally:
+            kept.unpersist()
 
     def _counted_again(self, decoded: DataFrame) -> dict[str, Any]:
         """The counts of a batch the table had before a restart, for the ledger: its records
@@ -211,9 +227,10 @@ class MicroBatchOutputs:
             return plan.observe(alerts, f"failed{item.scratch}", F.count_if(error.isNotNull()).alias("failed"),
                                 F.collect_list(F.when(error.isNotNull(), position)).alias("positions"))
 
-        kept = records.transform(self.kept, passed if len(self.filters) > 1 else None,
+        kept = records.transform(self.kept, passed if counted_after(self.filters) else None,
                                  failed if any(item.scratch for item in self.filters) else None)
-        kept_metrics = [F.count(F.lit(1)).alias("kept")]
+        kept_metrics = [F.count(F.lit(1)).alias("kept"),
+                        *(F.count_if(route_column(table)).alias(table) for table in tables_of(self.filters))]
         if console is not None:
             kept_metrics.append(first_lines(kept, self.survey, console.rows).alias("lines"))
         return plan.observe(kept, "kept", *kept_metrics)
@@ -224,17 +241,27 @@ class MicroBatchOutputs:
         positions, with its error (those of reprocessed files, which have none, are rejected)."""
         metrics = plan.collected(kept)
         counts = {**metrics["records"], **metrics["kept"]}
+        tables = tables_of(self.filters)
+        shared = [item for item in self.filters if item.table is None]
+        # the alerts that reached each filter without a table, those that passed them all, then those kept
         reached = [counts["records"] - counts["quarantined"],
-                   *(metrics[f"passed_{index}"]["passed"] for index in range(len(self.filters) - 1)), counts["kept"]]
-        counts["rejected_by"] = {item.label: reached[index] - reached[index + 1] for index, item in enumerate(self.filters)}
+                   *(metrics[f"passed_{index}"]["passed"] for index in counted_after(self.filters)), counts["kept"]]
+        counts["rejected_by"] = {item.label: reached[index] - reached[index + 1] for index, item in enumerate(shared)}
         # each filter's yield: the alerts it passed of those that reached it (after the filters before it)
-        counts["yields"] = {item.label: [reached[index], reached[index + 1]] for index, item in enumerate(self.filters)}
+        counts["yields"] = {item.label: [reached[index], reached[index + 1]] for index, item in enumerate(shared)}
+        if tables:  # each table's filter judges the alerts that passed the others: those it passed are its table's
+            counts["rejected_by"][no_table_label(self.filters)] = reached[-2] - reached[-1]
+            counts["yields"].update({item.label: [reached[-2], counts.pop(item.table)]
+                                     for item in self.filters if item.table is not None})
         counts["failed"] = []  # the positions of the alerts a filter raised on, and why
         for item in (item for item in self.filters if item.scratch):
             failures = metrics[f"failed{item.scratch}"]
             placed = [position for position in failures["positions"] if position["offset"] is not None]
-            counts["rejected_by"][item.label] -= len(placed)
-            counts["failed"] += placed
+            where = {(position["topic"], position["partition"], position["offset"]) for position in counts["failed"]}
+            new = [position for position in placed  # an alert two tables' functions raised on: quarantined once
+                   if (position["topic"], position["partition"], position["offset"]) not in where]
+            counts["rejected_by"][no_table_label(self.filters) if item.table else item.label] -= len(new)
+            counts["failed"] += new
             if failures["failed"]:
                 log.warning("%s raised on %d alerts of the micro-batch (%s): %s", item.label, failures["failed"],
                             failures["positions"][0]["reject_reason"].removeprefix(f"{item.label} raised "),

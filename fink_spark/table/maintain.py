@@ -196,14 +196,15 @@ def _timestamp(millis: int) -> str:
     return "TIMESTAMP '" + datetime.fromtimestamp(millis / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f") + "'"
 
 
-def maintain(spark: SparkSession, tables: Tables, settings: Maintenance, survey: Survey) -> dict[str, dict[str, int]]:
-    """Maintain each of a job's tables that exists."""
+def maintain(spark: SparkSession, tables: Tables, settings: Maintenance, survey: Survey,
+             alerts: tuple[str, ...] = (ALERTS,)) -> dict[str, dict[str, int]]:
+    """Maintain each of a job's tables that exists (`alerts`: the tables of its kept alerts)."""
     tables.open(spark)
     done = {}
-    for table in (ALERTS, QUARANTINE, REJECTED):
+    for table in (*alerts, QUARANTINE, REJECTED):
         name = tables.name(table)
         if spark.catalog.tableExists(name):
-            filled = {"positions added": fill_positions(spark, name, survey)} if table == ALERTS else {}
+            filled = {"positions added": fill_positions(spark, name, survey)} if table in alerts else {}
             done[name] = {**filled, **maintain_table(spark, name, settings)}
             log.info("%s: %s", name, ", ".join(f"{count} {what}" for what, count in done[name].items()))
     return done

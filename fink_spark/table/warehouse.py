@@ -11,10 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from fink_spark.errors import ConfigError
+from fink_spark.transform.filters import Filter, tables_of
 
 CATALOG = "fink"  # the Spark and pyiceberg name of a warehouse's own catalog
 CATALOG_FILE = "catalog.db"
 ALERTS, QUARANTINE, REJECTED = "alerts", "quarantine", "rejected"
+
+
+def alert_tables(filters: tuple[Filter, ...]) -> tuple[str, ...]:
+    """The tables of a job's kept alerts: one per filter that names one, else `alerts`."""
+    return tables_of(filters) or (ALERTS,)
 
 
 def is_warehouse(path: str | Path) -> bool:

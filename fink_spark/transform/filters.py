@@ -7,6 +7,11 @@ filter; a condition that is null (a missing value) rejects it. A watchlist first
 targets each alert is near (`fink_spark.transform.crossmatch`), then keeps those near one. The same `apply_filters`
 serves the live stream and reprocessing; `check_filters` tells, before a query starts, of
 a filter that names a column the alerts lack.
+
+A filter may name a table of its own (`table: sn_candidates`): all filters are evaluated in
+one pass, and an alert goes to the table of each such filter it passes (and passes the
+filters without a table, which every table's alerts pass); `split_by_table` splits the
+alerts that passed one at least. An alert that passes none of them is rejected.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import difflib
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import reduce
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +61,7 @@ class Filter:
     condition: str
     prepare: Callable[[DataFrame], DataFrame] | None = None
     scratch: str | None = None
+    table: str | None = None  # the table of the alerts that pass it, where it names one
 
 
 def fink_filter(item: dict[str, Any], where: str) -> Filter:
@@ -143,6 +150,10 @@ def parse_filters(items: Any, survey: Survey, base: Path | None = None) -> tuple
         where = f"filters[{index}]"
         if isinstance(item, str):
             item = {"expression": item}
+        table = None
+        if isinstance(item, dict) and "table" in item:
+            item = dict(item)
+            table = _table_name(item.pop("table"), where, [f.table for f in filters])
         if not isinstance(item, dict) or sum(kind in item for kind in FILTER_KINDS) != 1:
             raise ConfigError(f"{where} must be an SQL expression, a mapping with 'preset' (and its parameters), "
                               "one with 'fink_filter' (a function of Fink's filters) or one with 'udf' (your own).")
@@ -158,7 +169,53 @@ def parse_filters(items: Any, survey: Survey, base: Path | None = None) -> tuple
             filters.append(watchlist(item, where, base or Path.cwd()))
         else:
             filters.append(Filter(f"{where} ({item.get('preset')})", preset_condition(item, survey, where)))
+        if table is not None:
+            filters[-1] = replace(filters[-1], table=table)
     return tuple(filters)
+
+
+RESERVED_TABLES = ("alerts", "quarantine", "rejected")
+
+
+def _table_name(name: Any, where: str, taken: list[str | None]) -> str:
+    """A filter's `table`: a new identifier, not one of the job's other tables."""
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise ConfigError(f"{where}.table must be a table name of lower-case letters, digits and _, not {name!r}.")
+    if name in RESERVED_TABLES:
+        raise ConfigError(f"{where}.table cannot be {name!r}, a name the job's own tables have: choose another.")
+    if name in taken:
+        raise ConfigError(f"{where}.table {name!r} is named by filters[{taken.index(name)}] already: an alert goes to "
+                          "each table whose filter it passes, so each filter needs a table of its own.")
+    return name
+
+
+def tables_of(filters: tuple[Filter, ...]) -> tuple[str, ...]:
+    """The tables the filters name, in order (none: the alerts that pass them all go to one table)."""
+    return tuple(item.table for item in filters if item.table is not None)
+
+
+def route_column(table: str) -> str:
+    """The column that says, while a batch is split, whether an alert goes to `table`."""
+    return f"_to_{table}"
+
+
+def no_table_label(filters: tuple[Filter, ...]) -> str:
+    """Why an alert that passed the filters without a table but none with one is rejected."""
+    return f"no table's filter ({', '.join(tables_of(filters))})"
+
+
+def counted_after(filters: tuple[Filter, ...]) -> list[int]:
+    """The filters after which the alerts that passed are counted: each without a table but
+    the last filter (the alerts kept are counted anyway); with tables, the alerts that reach
+    them too."""
+    shared = [index for index, item in enumerate(filters) if item.table is None]
+    return shared if tables_of(filters) else shared[:-1]
+
+
+def split_by_table(alerts: DataFrame, filters: tuple[Filter, ...]) -> dict[str, DataFrame]:
+    """The alerts that passed the filters (`apply_filters`'s), by the table each goes to."""
+    routes = [route_column(table) for table in tables_of(filters)]
+    return {table: alerts.where(F.col(route)).drop(*routes) for table, route in zip(tables_of(filters), routes)}
 
 
 def prepared(filters: tuple[Filter, ...], alerts: DataFrame) -> DataFrame:
@@ -170,25 +227,45 @@ def prepared(filters: tuple[Filter, ...], alerts: DataFrame) -> DataFrame:
 
 
 def apply_filters(filters: tuple[Filter, ...]) -> Callable[..., DataFrame]:
-    """Alerts -> the alerts that pass every filter (null conditions reject); `passed(alerts,
-    index)`, if given, sees those that passed each filter but the last (to count them), and
-    `failed(alerts, filter)` those a Python function is about to judge (to find where it raised)."""
+    """Alerts -> the alerts that pass every filter (null conditions reject); with filters that
+    name tables, those that pass the others and one of them at least, with a column per table
+    that says whether it goes there (`route_column`; an alert a Python function raised on goes
+    to none). `passed(alerts, index)`, if given, sees those that passed the filters `counted_after`
+    names (to count them), and `failed(alerts, filter)` those a Python function is about to
+    judge (to find where it raised)."""
+    counted = counted_after(filters)
 
     def transform(alerts: DataFrame, passed: Callable[[DataFrame, int], DataFrame] | None = None,
                   failed: Callable[[DataFrame, Filter], DataFrame] | None = None) -> DataFrame:
         for index, item in enumerate(filters):
-            if item.prepare is not None:
-                alerts = item.prepare(alerts)
-            if failed is not None and item.scratch is not None:
-                alerts = failed(alerts, item)
-            alerts = alerts.where(F.expr(item.condition))
+            if item.table is not None:
+                continue
+            alerts = _judged(alerts, item, failed).where(F.expr(item.condition))
             if item.scratch is not None:
                 alerts = alerts.drop(item.scratch)
-            if passed is not None and index < len(filters) - 1:
+            if passed is not None and index in counted:
                 alerts = passed(alerts, index)
-        return alerts
+        routed = [item for item in filters if item.table is not None]
+        if not routed:
+            return alerts
+        for item in routed:
+            alerts = _judged(alerts, item, failed).withColumn(route_column(item.table),
+                                                              F.coalesce(F.expr(item.condition), F.lit(False)))
+        raised = [F.col(f"`{item.scratch}`.error").isNull() for item in routed if item.scratch is not None]
+        goes = reduce(lambda a, b: a | b, [F.col(route_column(item.table)) for item in routed])
+        alerts = alerts.where(reduce(lambda a, b: a & b, raised, goes))
+        return alerts.drop(*(item.scratch for item in routed if item.scratch is not None))
 
     return transform
+
+
+def _judged(alerts: DataFrame, item: Filter, failed: Callable[[DataFrame, Filter], DataFrame] | None) -> DataFrame:
+    """The alerts with the columns the filter's condition reads (and, for a Python function, its verdict, seen by `failed`)."""
+    if item.prepare is not None:
+        alerts = item.prepare(alerts)
+    if failed is not None and item.scratch is not None:
+        alerts = failed(alerts, item)
+    return alerts
 
 
 def first_rejection(filters: tuple[Filter, ...], survey: Survey) -> Callable[[DataFrame], DataFrame]:
@@ -197,11 +274,17 @@ def first_rejection(filters: tuple[Filter, ...], survey: Survey) -> Callable[[Da
 
     def transform(alerts: DataFrame) -> DataFrame:
         alerts = prepared(filters, alerts)
+        passes = {item.label: F.coalesce(F.expr(item.condition), F.lit(False)) for item in filters}
+        raised = {item.label: F.col(f"`{item.scratch}`.error").isNotNull() for item in filters if item.scratch is not None}
+        routed = [item for item in filters if item.table is not None]
         reason = F.lit(None).cast("string")
-        for item in reversed(filters):
-            rejects = ~F.coalesce(F.expr(item.condition), F.lit(False))
-            if item.scratch is not None:  # an alert a Python filter raised on is quarantined, not rejected
-                rejects = rejects & F.col(f"`{item.scratch}`.error").isNull()
+        if routed:  # an alert that passes no table's filter (nor raised in one: that one is quarantined)
+            reason = F.when(~reduce(lambda a, b: a | b, [passes[item.label] | raised.get(item.label, F.lit(False))
+                                                         for item in routed]), F.lit(no_table_label(filters)))
+        for item in reversed([item for item in filters if item.table is None]):
+            rejects = ~passes[item.label]
+            if item.label in raised:  # an alert a Python filter raised on is quarantined, not rejected
+                rejects = rejects & ~raised[item.label]
             reason = F.when(rejects, F.lit(item.label)).otherwise(reason)
         object_id = survey.object_column
         return alerts.select(

@@ -63,6 +63,17 @@ def test_valid_config_keeps_the_password_secret(tmp_path: Path) -> None:
          "'kafka.max_bytes_per_trigger' must be a size such as '500 MB' or '1 GiB', not 'lots'."),
         (lambda d: d["kafka"].update(max_bytes_per_trigger=0),
          "'kafka.max_bytes_per_trigger' must be a size such as '500 MB' or '1 GiB', not 0."),
+        (lambda d: d.update(filters=[{"expression": "true", "table": "sn"}, {"preset": "sn_candidate", "table": "sn"}]),
+         "filters[1].table 'sn' is named by filters[0] already: an alert goes to each table whose filter it passes"),
+        (lambda d: d.update(filters=[{"expression": "true", "table": "quarantine"}]),
+         "filters[0].table cannot be 'quarantine', a name the job's own tables have: choose another."),
+        (lambda d: d.update(filters=[{"expression": "true", "table": "SN candidates"}]),
+         "filters[0].table must be a table name of lower-case letters, digits and _, not 'SN candidates'."),
+        (lambda d: d.update(filters=[{"expression": "true", "table": "sn"}]),  # the output is Parquet
+         "filters name tables of their own ('table'): those are Iceberg tables, so the output's format must be iceberg"),
+        (lambda d: d.update(filters=[{"expression": "true", "table": "sn"}], output={
+            "table": {"path": "wh", "checkpoint": "chk", "deduplicate": "1 hour"}}),
+         "Leave 'deduplicate' out (each table then holds an alert once per topic it came on)"),
     ],
 )
 def test_errors_name_the_field(change, message: str, tmp_path: Path) -> None:  # noqa: ANN001

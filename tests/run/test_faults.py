@@ -55,6 +55,27 @@ def committed_batches(checkpoint: Path) -> int:
     return len([p for p in commits.iterdir() if p.name.isdigit()]) if commits.exists() else 0
 
 
+def kill_9_then_finish(config: Path, checkpoint: Path, crashes: int) -> int:
+    """Start the job and kill -9 it `crashes` times, each a few batches on at a random moment
+    (mid-batch, mid-commit), then run it to the end of the topics; returns the kills made."""
+    chooser = random.Random(7)
+    killed = 0
+    for _ in range(crashes):
+        job = start_job(config)
+        target = committed_batches(checkpoint) + chooser.randint(1, 3)
+        deadline = time.monotonic() + 180
+        while committed_batches(checkpoint) < target and time.monotonic() < deadline and job.poll() is None:
+            time.sleep(chooser.uniform(0.05, 0.3))
+        time.sleep(chooser.uniform(0, 1.0))
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+        killed += 1
+    finished = start_job(config, "--available-now")
+    output, _ = finished.communicate(timeout=600)
+    assert finished.returncode == 0, output[-3000:]
+    return killed
+
+
 @pytest.mark.subprocess
 def test_kill_9_mid_stream_loses_nothing_and_duplicates_nothing(spark, broker, new_topic, tmp_path: Path,  # noqa: ANN001
                                                                  monkeypatch, capsys) -> None:  # noqa: ANN001
@@ -69,23 +90,8 @@ def test_kill_9_mid_stream_loses_nothing_and_duplicates_nothing(spark, broker, n
                          value=b"\x07poison %d" % number, partition=number % 2)
     producer.flush(10)
     config = stream_config(broker, tmp_path, [topic, poisoned])
-    chooser = random.Random(7)
-    crashes = 0
-    for _ in range(3):
-        job = start_job(config)
-        target = committed_batches(tmp_path / "chk") + chooser.randint(1, 3)
-        deadline = time.monotonic() + 180
-        while committed_batches(tmp_path / "chk") < target and time.monotonic() < deadline and job.poll() is None:
-            time.sleep(chooser.uniform(0.05, 0.3))
-        time.sleep(chooser.uniform(0, 1.0))  # die anywhere: mid-batch, mid-commit
-        os.killpg(job.pid, signal.SIGKILL)
-        job.wait()
-        crashes += 1
-    finished = start_job(config, "--available-now")
-    output, _ = finished.communicate(timeout=600)
-    assert finished.returncode == 0, output[-3000:]
+    assert kill_9_then_finish(config, tmp_path / "chk", crashes=3) == 3
     rows = read_table(tmp_path / "warehouse").select(["candid", "kafka_partition", "kafka_offset"]).to_pylist()
-    assert crashes == 3
     assert len(rows) == sent == len({row["candid"] for row in rows})
     assert len({(row["kafka_partition"], row["kafka_offset"]) for row in rows}) == sent
     quarantine = read_table(tmp_path / "warehouse", table="ztf.quarantine").to_pylist()
@@ -109,6 +115,38 @@ def test_kill_9_mid_stream_loses_nothing_and_duplicates_nothing(spark, broker, n
     arrow = table.scan(selected_fields=("candid",)).to_arrow()  # noqa: F841 - DuckDB reads it by name
     assert duckdb.sql("SELECT count(DISTINCT candid), count(*) FROM arrow").fetchall() == [(sent, sent)]
     assert spark.read.format("iceberg").load(table.metadata_location).select("candid").distinct().count() == sent
+
+
+@pytest.mark.subprocess
+def test_kill_9_with_a_table_per_filter_puts_each_alert_once_in_each_table_it_passes(
+        broker, new_topic, tmp_path: Path, monkeypatch, capsys) -> None:  # noqa: ANN001
+    """One pass, three filters: one for every table, two with a table each that overlap; an
+    alert that passes both is a row of each, once, through kill -9."""
+    topic = new_topic("fink_split_ztf", partitions=2)
+    sent = publish(broker.client_config(USER), topic, [sample("ztf-0p2")], ZTF, copies=100)  # 400 alerts
+    shared, bright, faint = "candidate.ndethist > 50", "candidate.magpsf < 18.1", "candidate.magpsf > 18"
+    config = stream_config(broker, tmp_path, [topic], filters=[
+        shared, {"expression": bright, "table": "bright"}, {"expression": faint, "table": "faint"}])
+    assert kill_9_then_finish(config, tmp_path / "chk", crashes=2) == 2
+    originals = read_alerts(sample("ztf-0p2"))
+    for table, passes in (("bright", lambda c: c["magpsf"] < 18.1), ("faint", lambda c: c["magpsf"] > 18)):
+        rows = read_table(tmp_path / "warehouse", ["candidate", "kafka_partition", "kafka_offset"], f"ztf.{table}").to_pylist()
+        expected = 100 * sum(1 for alert in originals if alert["candidate"]["ndethist"] > 50 and passes(alert["candidate"]))
+        assert expected == 200 and len(rows) == expected  # 18.03 is in both
+        assert len({(row["kafka_partition"], row["kafka_offset"]) for row in rows}) == expected
+        assert all(row["candidate"]["ndethist"] > 50 and passes(row["candidate"]) for row in rows)
+    assert not read_table(tmp_path / "warehouse", ["candid"]).num_rows  # no 'alerts' table: each filter has its own
+    monkeypatch.setenv("FINK_TEST_PASSWORD", PASSWORD)
+    capsys.readouterr()
+    cli(["audit", "--config", str(config), "--json"])  # exits 1 if anything is missing
+    report = json.loads(capsys.readouterr().out)
+    assert report["complete"] and report["duplicates"] == 0 and report["accounted"] == report["read"] == sent
+    assert sum(partition["kept"] for partition in report["partitions"]) == 300  # 16.73, 18.03 and 18.75, 100 each
+    assert report["rejected_by"] == {f"filters[0] ({shared})": 100, "no table's filter (bright, faint)": 0}
+    cli(["status", "--config", str(config), "--json"])
+    yields = {item["filter"]: [item["reached"], item["passed"]] for item in json.loads(capsys.readouterr().out)["yields"]}
+    assert yields == {f"filters[0] ({shared})": [400, 300], f"filters[1] ({bright})": [300, 200],
+                      f"filters[2] ({faint})": [300, 200]}
 
 
 def data_files(warehouse: Path) -> int:

@@ -243,3 +243,41 @@ def test_a_users_classifier_adds_its_columns_to_the_table(spark, tmp_path: Path)
                                           r"candidate.magpsff; did you mean candidate.magpsf"):
         reprocess(spark, config_for(tmp_path / "typo", filters=[{**classifier, "columns": ["candidate.magpsff"]}]),
                   [str(sample("ztf-2026"))], [], "scored")
+
+
+def faint(magpsf: pd.Series) -> pd.Series:
+    return magpsf > 18.5
+
+
+def test_a_table_per_filter_in_one_pass(spark, tmp_path: Path) -> None:  # noqa: ANN001
+    """Fink's sn_candidates and the README's classifier for all, then two tables: the young
+    alerts, and the faint ones by a function of one's own; an alert in neither is rejected,
+    and says why."""
+    from examples.classifier import young_and_bright
+
+    classifier = {"udf": "examples.classifier:young_and_bright",
+                  "columns": ["candidate.magpsf", "candidate.jd", "candidate.jdstarthist"],
+                  "returns": {"young_score": "double", "young": "boolean"}}
+    sn = {"fink_filter": "fink_filters.ztf.livestream.filter_sn_candidates.filter.sn_candidates"}
+    config = parse_config({"survey": "ztf", "schema": SCHEMA_2026, "filters": [
+        sn, classifier, {"expression": "young", "table": "young"},
+        {"udf": f"{__name__}:faint", "columns": ["candidate.magpsf"], "table": "faint"}],
+        "output": {"table": {"path": str(tmp_path / "warehouse"), "checkpoint": str(tmp_path / "chk"), "rejected": True}}},
+        kafka_required=False)
+    alerts = read_alerts(sample("ztf-2026"))
+    frame = pd.DataFrame([alert["candidate"] for alert in alerts])
+    scores = young_and_bright(frame.magpsf, frame.jd, frame.jdstarthist).assign(candid=frame.candid)
+    young, faint_ones = set(scores.candid[scores.young]), set(frame.candid[frame.magpsf > 18.5])
+    assert young and faint_ones and young & faint_ones and young | faint_ones != set(frame.candid)
+    assert reprocess(spark, config, [str(sample("ztf-2026"))], [], "split") == len(young | faint_ones)
+    for table, expected in (("young", young), ("faint", faint_ones)):
+        rows = read_table(spark, str(tmp_path / "warehouse"), table).select("candid", "young_score").collect()
+        assert sorted(row.candid for row in rows) == sorted(expected)
+        by_candid = dict(zip(scores.candid, scores.young_score))
+        assert [row.young_score for row in rows] == pytest.approx([by_candid[row.candid] for row in rows], rel=1e-6)
+    rejected = read_table(spark, str(tmp_path / "warehouse"), "rejected").select("candid", "rejected_by").collect()
+    assert sorted(row.candid for row in rejected) == sorted(set(frame.candid) - young - faint_ones)
+    assert {row.rejected_by for row in rejected} == {"no table's filter (young, faint)"}
+    audited = audit(config)
+    assert audited.complete and audited.files is not None
+    assert (audited.files.kept, audited.files.rejected) == (len(young) + len(faint_ones), len(rejected))

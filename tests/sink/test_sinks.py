@@ -55,7 +55,7 @@ def outputs(spark: SparkSession, root: Path, out: io.StringIO, decode: Callable[
         decode=decode,
         kept=kept_alerts(ZTF, filters),
         quarantined=quarantined,
-        table=ParquetFileSink(spark, str(root / "alerts"), ("topic",), "zstd"),
+        tables={"alerts": ParquetFileSink(spark, str(root / "alerts"), ("topic",), "zstd")},
         quarantine=ParquetFileSink(spark, str(root / "quarantine"), ("topic",), "zstd"),
         rejected=(ParquetFileSink(spark, str(root / "rejected"), ("topic",), "zstd"),
                   lambda batch: batch.transform(kept_alerts(ZTF, ())).transform(first_rejection(filters, ZTF)))
