@@ -1,6 +1,6 @@
 """fink-spark explore: look at the alerts a job kept, in the terminal or as pictures.
 
-    fink-spark explore show PATH [--topic T] [--night 2026-03-22] [--where SQL] [--limit 20] [--format csv]
+    fink-spark explore show PATH [--table T] [--topic T] [--night 2026-03-22] [--where SQL] [--limit 20] [--format csv]
     fink-spark explore cutouts PATH --id CANDID --output cutouts.png
     fink-spark explore lightcurve PATH --object-id ZTF26aamcbly --output lc.png
     fink-spark explore card PATH --id CANDID --output card.png
@@ -17,7 +17,9 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from fink_spark.cli import SUMMARIES, run_cli
+from fink_spark.cli.flags import TABLE_HELP
 from fink_spark.errors import ConfigError
+from fink_spark.table.warehouse import ALERTS
 from fink_spark.view.explore import Output, Selection, newest_alert, object_history, parse_night, show, summarize, summary_rows
 
 HELP = SUMMARIES["explore"]
@@ -31,7 +33,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("command", choices=["show", "cutouts", "lightcurve", "card", "summary"])
-    parser.add_argument("path", help="the job's Parquet output folder")
+    parser.add_argument("path", help="the job's warehouse or Parquet output folder")
+    parser.add_argument("--table", default=ALERTS, help=TABLE_HELP)
     parser.add_argument("--id", type=int, help="alert id (candid, diaSourceId)")
     parser.add_argument("--object-id", help="object id (objectId, diaObjectId)")
     parser.add_argument("--topic")
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, parser: argparse.Ar
         if parser is not None:
             parser.error(message)
         raise ConfigError(message)
-    output = Output(args.path)
+    output = Output(args.path, args.table)
     selection = Selection(args.id, args.object_id, args.topic, parse_night(args.night), args.where)
     if args.command == "show":
         shown = show(output, selection, args.limit, args.page, args.format, out)

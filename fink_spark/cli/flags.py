@@ -25,6 +25,8 @@ Fink filter, an alert once per filter it passes); Data Transfer `ftransfer_<surv
 (a selection ordered on Fink's web site, its schema in `<topic>_schema`); cross-match
 `fxmatch_*`. `fink-spark topics` lists those your credentials may read."""
 
+TABLE_HELP = "the warehouse's table: alerts, or that of a filter that names one (filters: {..., table: NAME})"
+
 
 def add_source_flags(parser: argparse.ArgumentParser) -> None:
     """Where the alerts come from: a configuration file, fink-client's credentials, topics."""

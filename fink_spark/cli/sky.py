@@ -19,9 +19,11 @@ from typing import TextIO
 import pyarrow as pa
 
 from fink_spark.cli.commands import add_spark_options, session
+from fink_spark.cli.flags import TABLE_HELP
 from fink_spark.config.job import parse_time
 from fink_spark.display import format_table
 from fink_spark.errors import ConfigError
+from fink_spark.table.warehouse import ALERTS
 from fink_spark.transform.crossmatch import Targets, match_order
 from fink_spark.view.explore import Output, arrow_column
 from fink_spark.view.sky import SEPARATION, Cone, cone_search
@@ -30,6 +32,7 @@ from fink_spark.view.xmatch import alert_columns, xmatch_frame
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, metavar="PATH", help="the job's warehouse or Parquet folder")
+    parser.add_argument("--table", default=ALERTS, help=TABLE_HELP)
     parser.add_argument("--ra", type=float, required=True, help="right ascension, degrees")
     parser.add_argument("--dec", type=float, required=True, help="declination, degrees")
     parser.add_argument("--radius", type=float, required=True, help="arcsec")
@@ -56,7 +59,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> None:
     if args.to and not args.to.endswith((".parquet", ".csv")):
         raise ConfigError(f"--to {args.to}: give a file ending in .parquet or .csv.")
     cone = Cone(args.ra, args.dec, args.radius)
-    output = Output(args.output)
+    output = Output(args.output, args.table)
     survey = output.survey
     extra = [name.strip() for name in (args.columns or "").split(",") if name.strip()]
     shown = [survey.id_column, survey.object_column, "ra", "dec", "obs_time", "topic", "topics", *extra]
@@ -80,6 +83,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> None:
 
 def add_xmatch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, metavar="PATH", help="the job's warehouse or Parquet folder")
+    parser.add_argument("--table", default=ALERTS, help=TABLE_HELP)
     parser.add_argument("--catalog", required=True, metavar="FILE", help="the targets: .csv (with a header line) or .parquet")
     parser.add_argument("--radius", type=float, required=True, help="arcsec")
     parser.add_argument("--ra-column", default="ra", help="the catalog's right ascension column, degrees")
@@ -102,7 +106,7 @@ def run_xmatch(args: argparse.Namespace, out: TextIO | None = None) -> None:
     from fink_spark.table.read import read_table
 
     spark = session("fink-spark-xmatch", args)
-    alerts = read_table(spark, args.output)
+    alerts = read_table(spark, args.output, args.table)
     columns = [name.strip() for name in args.columns.split(",") if name.strip()] if args.columns else alert_columns(alerts)
     pairs = xmatch_frame(alerts, targets, args.radius, columns).toArrow()
     if args.to:

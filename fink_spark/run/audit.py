@@ -4,14 +4,15 @@ For each partition, the offsets from where the live job started to the end of it
 committed micro-batch, and those of the Kafka ranges reprocessed into its outputs (the
 ledger, `fink_spark.run.ledger`), are each one of: a row of the alerts table (or of one
 table at least, where filters name tables of their own), a record of the quarantine
-(written, or noted in the checkpoint and not appended yet), an alert the filters rejected, or a message retention deleted before the
-job read it (`skipped_offsets.json`). Rejected alerts are the rejected table's rows when
-the job keeps them (`output.table.rejected`); otherwise each batch's count of them: the
-offsets of a batch found in neither table are its rejected ones when they are as many as
-the batch counted. What is left is missing, reported as ranges; a row seen twice in a
-table is a duplicate. (In a batch that lost rows and rejected others, with the rejected ids not
-kept, the ranges hold both: the audit says how many of them the filters rejected; a
-repair, `fink_spark.run.repair`, reads them again and its own counts tell them apart.)
+(written, or noted in the checkpoint and not appended yet), an alert the filters
+rejected, or a message retention deleted before the job read it (`skipped_offsets.json`).
+Rejected alerts are the rejected table's rows when the job keeps them
+(`output.table.rejected`); otherwise each batch's count of them: the offsets of a batch
+found in neither table are its rejected ones when they are as many as the batch counted.
+What is left is missing, reported as ranges; a row seen twice in a table is a duplicate.
+(In a batch that lost rows and rejected others, with the rejected ids not kept, the ranges
+hold both: the audit says how many of them the filters rejected; a repair,
+`fink_spark.run.repair`, reads them again and its own counts tell them apart.)
 """
 
 from __future__ import annotations

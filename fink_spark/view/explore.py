@@ -29,7 +29,7 @@ from fink_spark.display import Summary, format_table, format_value
 from fink_spark.errors import ConfigError
 from fink_spark.surveys import Survey, survey_with_columns, value_at
 from fink_spark.table.committed import committed_files, read_committed
-from fink_spark.table.warehouse import is_warehouse, load_pyiceberg
+from fink_spark.table.warehouse import ALERTS, is_warehouse, load_pyiceberg
 
 KAFKA_ORDER = ("topic", "kafka_partition", "kafka_offset")
 
@@ -121,18 +121,21 @@ def parse_night(night: str | None) -> date | None:
 
 
 class Output:
-    """A job's output: an Iceberg warehouse (its alerts table, read with pyiceberg) or a
-    Parquet folder (its committed files, read with pyarrow)."""
+    """A job's output: an Iceberg warehouse (its alerts table, or `table`: the table of a filter
+    that names one; read with pyiceberg) or a Parquet folder (its committed files, read with pyarrow)."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self, path: str, table: str = ALERTS) -> None:
+        self.path, self.table_name = path, table
         if is_warehouse(path):
-            self.table: Any = load_pyiceberg(path)
+            self.table: Any = load_pyiceberg(path, table)
             names = self.table.schema().column_names
             self.files: list[Path] = []
             if self.table.current_snapshot() is None:
-                raise ConfigError(f"{path} holds no committed alerts yet: its alerts table has no snapshot.")
+                raise ConfigError(f"{path} holds no committed alerts yet: its {table} table has no snapshot.")
         else:
+            if table != ALERTS:
+                raise ConfigError(f"{path} is a Parquet folder, of one table: --table {table} names a table of an "
+                                  "Iceberg warehouse (filters with 'table' write Iceberg tables).")
             self.table = None
             self.files = committed_files(path)  # listed once, for every read of this command
             if not self.files:
@@ -147,7 +150,7 @@ class Output:
         """The selected alerts (all columns unless `columns` names the top-level ones needed)."""
         wanted = None if columns is None else list(dict.fromkeys([*columns, *selection.columns(self.survey)]))
         if selection.where:
-            table = _spark_rows(self.path, selection.where, wanted)
+            table = _spark_rows(self.path, selection.where, wanted, self.table_name)
         elif self.table is not None:
             table = self._scan(selection, wanted)
         else:
@@ -170,7 +173,7 @@ class Output:
         return self.table.scan(row_filter=row_filter, selected_fields=fields).to_arrow()
 
 
-def _spark_rows(path: str, where: str, columns: list[str] | None) -> pa.Table:
+def _spark_rows(path: str, where: str, columns: list[str] | None, table: str) -> pa.Table:
     """The rows meeting a Spark SQL condition, evaluated by a local Spark session."""
     from pyspark.sql import functions as F
 
@@ -180,7 +183,7 @@ def _spark_rows(path: str, where: str, columns: list[str] | None) -> pa.Table:
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # a local session: no warning about the host name
     conf = {**local_conf(connectors=is_warehouse(path)), "spark.ui.showConsoleProgress": "false"}  # Iceberg: its jar
     spark = build_session("fink-spark-explore", "local[2]", conf)
-    alerts = read_table(spark, path)
+    alerts = read_table(spark, path, table)
     try:
         chosen = alerts.where(F.expr(where))
         if columns is not None:

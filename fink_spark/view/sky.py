@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 
 from fink_spark.errors import ConfigError
 from fink_spark.table.committed import read_committed
+from fink_spark.table.warehouse import ALERTS
 from fink_spark.transform.sky import HEALPIX, ORDER, SEPARATION, cell_width_arcsec
 from fink_spark.view.explore import Output
 
@@ -95,7 +96,7 @@ def cone_search(output: Output, cone: Cone, since: datetime | None = None, until
     ranges = cone.ranges()
     wanted = None if columns is None else list(dict.fromkeys([*columns, "ra", "dec", HEALPIX]))
     if spark is not None:
-        table = _spark_rows(spark, output.path, ranges, since, until, wanted)
+        table = _spark_rows(spark, output, ranges, since, until, wanted)
     elif output.table is not None:
         table = _iceberg_rows(output.table, ranges, since, until, wanted)
     else:
@@ -111,7 +112,7 @@ def cone_search(output: Output, cone: Cone, since: datetime | None = None, until
 
 
 def cone(path: str, ra: float, dec: float, radius: float, since: datetime | None = None, until: datetime | None = None,
-         columns: list[str] | None = None, spark: SparkSession | None = None) -> pa.Table:
+         columns: list[str] | None = None, spark: SparkSession | None = None, table: str = ALERTS) -> pa.Table:
     """The Python API's cone search: the alerts within the cone, nearest first, as Arrow,
     with `separation_arcsec`.
 
@@ -129,11 +130,13 @@ def cone(path: str, ra: float, dec: float, radius: float, since: datetime | None
         The top-level columns to read (None: all).
     spark
         Read with Spark in this session (None: pyiceberg or pyarrow, in this process).
+    table
+        The warehouse's table: `alerts`, or that of a filter that names one.
     """
-    return cone_search(Output(path), Cone(ra, dec, radius), since, until, columns, spark)
+    return cone_search(Output(path, table), Cone(ra, dec, radius), since, until, columns, spark)
 
 
-def _spark_rows(spark: SparkSession, path: str, ranges: list[tuple[int, int]], since: datetime | None,
+def _spark_rows(spark: SparkSession, output: Output, ranges: list[tuple[int, int]], since: datetime | None,
                 until: datetime | None, wanted: list[str] | None) -> pa.Table:
     """The rows within the ranges and times, read by Spark (Iceberg's reader prunes files on
     the OR of ranges as pyiceberg does).
@@ -142,8 +145,8 @@ def _spark_rows(spark: SparkSession, path: str, ranges: list[tuple[int, int]], s
     ----------
     spark
         The session.
-    path
-        The job's output.
+    output
+        The job's output (its table).
     ranges
         [low, high) ranges of `_healpix_29`.
     since, until
@@ -153,7 +156,7 @@ def _spark_rows(spark: SparkSession, path: str, ranges: list[tuple[int, int]], s
     """
     from fink_spark.table.read import read_table
 
-    alerts = read_table(spark, path)
+    alerts = read_table(spark, output.path, output.table_name)
     if HEALPIX not in alerts.columns:
         raise ConfigError(NO_HEALPIX)
     condition = " OR ".join(f"({HEALPIX} >= {low} AND {HEALPIX} < {high})" for low, high in ranges)

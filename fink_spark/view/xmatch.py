@@ -11,6 +11,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from fink_spark.errors import ConfigError
 from fink_spark.surveys import Survey, survey_with_columns
+from fink_spark.table.warehouse import ALERTS
 from fink_spark.transform.crossmatch import TARGET_ROW, Targets, catalog_frame, explode_matches, with_matches
 from fink_spark.transform.decode import has_column
 from fink_spark.transform.sky import HEALPIX, SEPARATION, with_position
@@ -34,7 +35,7 @@ def xmatch_frame(alerts: DataFrame, targets: Targets, radius: float, columns: li
 
 
 def xmatch(path: str, catalog: str | Path, radius: float, ra_column: str = "ra", dec_column: str = "dec",
-           columns: list[str] | None = None, spark: SparkSession | None = None) -> pa.Table:
+           columns: list[str] | None = None, spark: SparkSession | None = None, table: str = ALERTS) -> pa.Table:
     """The Python API's cross-match: every (target, alert) pair within `radius` arcsec, as Arrow.
 
     Parameters
@@ -51,6 +52,8 @@ def xmatch(path: str, catalog: str | Path, radius: float, ra_column: str = "ra",
         The alert's columns to give (None: its ids, position, time and topic).
     spark
         The session to run in (None: the active one, else a local one, stopped after).
+    table
+        The warehouse's table: `alerts`, or that of a filter that names one.
     """
     from fink_spark.config.session import local_session
     from fink_spark.table.read import read_table
@@ -60,7 +63,7 @@ def xmatch(path: str, catalog: str | Path, radius: float, ra_column: str = "ra",
     own = session is None
     session = session or local_session("fink-spark-xmatch", "local[*]")
     try:
-        alerts = read_table(session, path)
+        alerts = read_table(session, path, table)
         return xmatch_frame(alerts, targets, radius, columns or alert_columns(alerts)).toArrow()
     finally:
         if own:

@@ -3,7 +3,9 @@ interrupted runs leave each alert once."""
 
 from __future__ import annotations
 
+import csv
 import gzip
+import io
 import json
 import logging
 import os
@@ -19,6 +21,7 @@ import pytest
 from conftest import USER, job_config, parquet_output, run_job, sample
 from reference import check_alerts, read_alerts, ztf_mjd
 
+from fink_spark.cli.explore import main as explore
 from fink_spark.config.job import parse_config
 from fink_spark.errors import ConfigError
 from fink_spark.paths import PROJECT_ROOT, SCHEMAS_DIR
@@ -28,6 +31,7 @@ from fink_spark.run.reprocess import reprocess
 from fink_spark.surveys import ZTF
 from fink_spark.table.read import read_table
 from fink_spark.testing.publisher import publish, replicate
+from fink_spark.view.sky import cone
 
 SCHEMA_2026 = str(SCHEMAS_DIR / "ztf" / "fink_ztf_transfer_2026-03.avsc")
 
@@ -281,3 +285,13 @@ def test_a_table_per_filter_in_one_pass(spark, tmp_path: Path) -> None:  # noqa:
     audited = audit(config)
     assert audited.complete and audited.files is not None
     assert (audited.files.kept, audited.files.rejected) == (len(young) + len(faint_ones), len(rejected))
+    # looked at as users do: explore and cone take the table by name
+    out = io.StringIO()
+    explore(["show", str(tmp_path / "warehouse"), "--table", "faint", "--format", "csv", "--limit", "100"], out=out)
+    shown = sorted(row["objectId"] for row in csv.DictReader(io.StringIO(out.getvalue())))
+    assert shown == sorted(alert["objectId"] for alert in alerts if alert["candid"] in faint_ones)
+    first = alerts[[alert["candid"] for alert in alerts].index(min(faint_ones))]["candidate"]
+    near = cone(str(tmp_path / "warehouse"), first["ra"], first["dec"], 1.0, table="faint")
+    assert min(faint_ones) in near["candid"].to_pylist()
+    with pytest.raises(ConfigError, match="holds no table 'alerts' \\(it holds faint, quarantine, rejected, young\\)"):
+        explore(["show", str(tmp_path / "warehouse")], out=out)
