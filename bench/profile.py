@@ -6,12 +6,13 @@
 Publishes real alerts replicated with new ids to a topic of 2 partitions and drains it with
 the shipped configuration (console on, the Iceberg table, local[2], `--available-now`)
 under Java Flight Recorder (`settings=profile`). The tasks' stack samples (threads `Executor
-task launch worker`) are then given each to one part of the work: the first frame, from
-the top of the stack down, of a library the part names (`PARTS`, in order); a sample in
-the JDK alone (a copy, a hash map) goes to the part of the first library frame below it.
-Java samples (`jdk.ExecutionSample`, every 10 ms of a thread running Java) are CPU; native
-ones (`jdk.NativeMethodSample`, every 20 ms of a thread in native code: zstd, a socket) are
-wall time. Prints milliseconds per 1,000 alerts for each part and writes bench/PROFILE.md.
+task launch worker`) are then given each to one part of the work: Parquet's column
+statistics where a frame computes them, else the first frame, from the top of the stack
+down, of a library a part names (`PARTS`, in order); a sample in the JDK alone (a copy, a
+hash map) goes to the part of the first library frame below it. JFR samples a few threads
+per period, not every one: the shares are what it measures, and each part's core time is
+its share of the two cores' time during the micro-batches. Prints the parts and writes
+bench/PROFILE.md.
 """
 
 from __future__ import annotations
@@ -33,10 +34,12 @@ from fink_spark.surveys import LSST, ZTF  # noqa: E402
 from fink_spark.testing.local_broker import LocalKafka  # noqa: E402
 
 # (part, the class-name prefixes of its frames), looked for in this order at each frame
+STATISTICS = "Parquet's column statistics (min and max of every value)"
+PARQUET = ("org.apache.parquet", "org.apache.iceberg.shaded.org.apache.parquet")  # Iceberg's runtime shades Parquet
 PARTS = [
-    ("zstd compression", ("com.github.luben.zstd", "io.airlift.compress", "org.apache.parquet.hadoop.codec",
-                          "org.apache.hadoop.io.compress")),
-    ("Parquet encoding: values, levels, pages", ("org.apache.parquet",)),
+    ("zstd compression", ("com.github.luben.zstd", "io.airlift.compress", "org.apache.iceberg.shaded.io.airlift",
+                          *(f"{prefix}.hadoop.codec" for prefix in PARQUET), "org.apache.hadoop.io.compress")),
+    ("Parquet encoding: values, levels, pages", PARQUET),
     ("Iceberg's writers: rows to Parquet values", ("org.apache.iceberg.spark.data", "org.apache.iceberg.parquet")),
     ("Iceberg: files, metrics, commit", ("org.apache.iceberg",)),
     ("Avro decoding (from_avro)", ("org.apache.spark.sql.avro", "org.apache.avro")),
@@ -53,11 +56,12 @@ PARTS = [
 ]
 JDK = ("java.", "jdk.", "sun.", "com.sun.")
 TASK_THREAD = "Executor task launch worker"
-PERIODS_MS = {"jdk.ExecutionSample": 10, "jdk.NativeMethodSample": 20}
 
 
 def part_of(frames: list[str]) -> str:
     """The part a stack sample belongs to (`frames`: class names, the top of the stack first)."""
+    if any(name.startswith(tuple(f"{prefix}.column.statistics" for prefix in PARQUET)) for name in frames):
+        return STATISTICS
     for name in frames:
         for part, prefixes in PARTS:
             if name.startswith(prefixes):
@@ -101,39 +105,31 @@ def main() -> None:
     (out / "job.log").write_text(output)
     done = re.search(r"alerts done: (\d+) records in ([\d.]+) s of micro-batches", output)
     batches = float(done.group(2)) if done else float("nan")
-    per_part: Counter[str] = Counter()
-    native: Counter[str] = Counter()
-    others = Counter()
-    for event, period in PERIODS_MS.items():
-        for thread, frames in samples(recording, event):
-            if not thread.startswith(TASK_THREAD):
-                others[event] += period
-                continue
-            (per_part if event == "jdk.ExecutionSample" else native)[part_of(frames)] += period
-    cpu = sum(per_part.values())
-    per_thousand = 1000 / args.alerts
+    java = Counter(part_of(frames) for thread, frames in samples(recording, "jdk.ExecutionSample")
+                   if thread.startswith(TASK_THREAD))
+    native = Counter(part_of(frames) for thread, frames in samples(recording, "jdk.NativeMethodSample")
+                     if thread.startswith(TASK_THREAD))
+    total = sum(java.values())
+    core_ms = 2 * batches * 1000 * 1000 / args.alerts  # the two cores' time per 1,000 alerts during the micro-batches
     lines = [
         f"# Where the job's task time goes, per alert ({survey.name.upper()}, the Iceberg table)",
         "",
         f"`bench/profile.py` on this machine (2 cores), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: "
         f"{args.alerts:,} {survey.name.upper()} 2026 alerts replicated with new ids ({size:.0f} MB) on a topic of 2 "
         f"partitions, drained with the shipped configuration under JFR: {seconds:.1f} s end to end, {batches:.1f} s of "
-        f"micro-batches, peak {peak:.0f} MB.",
+        f"micro-batches ({core_ms:,.0f} core-ms per 1,000 alerts on 2 cores), peak {peak:.0f} MB.",
         "",
-        "Each stack sample of the tasks' threads goes to the first frame, from the top of the stack, of a library "
-        "below (JDK frames go to the library that called them). Java samples are CPU time; native ones are the time "
-        "threads spent in native code (zstd, sockets), sampled apart.",
+        f"{total:,} Java stack samples of the tasks' threads, each given to the part of the work its frames show "
+        "(Parquet's statistics wherever a frame computes them; else the first library frame from the top of the stack, "
+        "the JDK's frames going to the library that called them). The core time is each part's share of the two cores' "
+        "time during the micro-batches.",
         "",
-        "| part of the tasks' work | CPU ms per 1,000 alerts | share of the tasks' CPU | native ms per 1,000 alerts |",
-        "|---|---:|---:|---:|",
-        *(f"| {part} | {ms * per_thousand:,.0f} | {ms / cpu:.0%} | {native.get(part, 0) * per_thousand:,.0f} |"
-          for part, ms in per_part.most_common()),
-        *(f"| {part} | 0 | 0% | {ms * per_thousand:,.0f} |" for part, ms in native.most_common() if part not in per_part),
-        f"| **the tasks, in all** | **{cpu * per_thousand:,.0f}** | | **{sum(native.values()) * per_thousand:,.0f}** |",
+        "| part of the tasks' work | share of the samples | ≈ core-ms per 1,000 alerts |",
+        "|---|---:|---:|",
+        *(f"| {part} | {count / total:.1%} | {count / total * core_ms:,.0f} |" for part, count in java.most_common()),
         "",
-        f"Other threads (the driver, Python's gateway, Kafka's and Spark's own): {others['jdk.ExecutionSample'] / 1000:.1f} s "
-        f"of Java samples, {others['jdk.NativeMethodSample'] / 1000:.1f} s in native code. With 2 cores, "
-        f"{2 * batches * 1000 * per_thousand:,.0f} core-ms per 1,000 alerts pass during the micro-batches.",
+        f"Native samples (threads in native code, sampled apart; wall time, not CPU): {sum(native.values()):,}, "
+        + ", ".join(f"{part} {count:,}" for part, count in native.most_common()) + ".",
         "",
     ]
     Path(args.output).write_text("\n".join(lines))

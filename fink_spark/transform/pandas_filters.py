@@ -5,6 +5,8 @@ as Fink runs it (fink-utils' `expand_function_from_string`, then a pandas UDF): 
 arguments names a column of the flattened alert, the one whose dotted path ends with the
 argument's name; of several, the one whose last part is the name exactly, and of several
 of those the top-level one. Anything else is an error at start-up, naming the candidates.
+Fink's light curves (`cjdc`, `cmagpsfc`, ... over a ZTF alert's history, which its pipeline
+adds before its filters) are made for a function that names them (`finks_light_curves`).
 The function is given only the columns it names, in Arrow batches (Spark's pandas UDF: a
 struct comes as a DataFrame, a number or a string as a Series), and returns a boolean
 Series: true keeps the alert; false or null rejects it. A function decorated as a pandas
@@ -187,11 +189,35 @@ def _once(body: Callable[..., Any], verdict: StructType) -> Any:
 
 
 def fink_filter_column(alerts: DataFrame, function: Callable[..., Any], where: str) -> Any:
-    """The function's verdict on each alert, as a column (`VERDICT`: a pandas UDF over the columns it names)."""
+    """The function's verdict on each alert, as a column (`VERDICT`: a pandas UDF over the columns
+    it names, or that Fink's pipeline adds before its filters: `finks_light_curves`)."""
     names = flattened_names(alerts.schema)
-    columns = [F.col(".".join(f"`{part}`" for part in column_for(argument, names, where).split(".")))
+    added = finks_light_curves(alerts)
+    columns = [added[argument] if argument in added and argument not in names else
+               F.col(".".join(f"`{part}`" for part in column_for(argument, names, where).split(".")))
                for argument in argument_names(function)]
     return _once(keeps(function), VERDICT)(*columns)
+
+
+# the quantities fink-filters 7.45 reads as light curves (its doctests list them as Fink's pipeline makes them)
+LIGHT_CURVE = ("jd", "fid", "magpsf", "sigmapsf", "diffmaglim", "magnr", "sigmagnr", "magzpsci", "isdiffpos")
+
+
+def finks_light_curves(alerts: DataFrame) -> dict[str, Any]:
+    """The columns Fink's ZTF pipeline adds before its filters, which some of them read:
+    `c<name>c`, each light-curve quantity over the history then the alert (fink-utils'
+    `concat_col`, renamed with a trailing c: fink-broker #457), and `cstampDatac`, the
+    science cutout. None for alerts without a ZTF history."""
+    top = {field.name: field.dataType for field in alerts.schema.fields}
+    if "candidate" not in top or "prv_candidates" not in top:
+        return {}
+    columns = {}
+    for name in LIGHT_CURVE:
+        history, current = F.col(f"prv_candidates.{name}"), F.array(F.col(f"candidate.{name}"))
+        columns[f"c{name}c"] = F.when(history.isNotNull(), F.concat(history, current)).otherwise(current)
+    if "cutoutScience" in top:
+        columns["cstampDatac"] = F.col("cutoutScience.stampData")
+    return columns
 
 
 def scratch_column(where: str) -> str:
