@@ -258,7 +258,8 @@ def audit(config: JobConfig, ends: dict[str, dict[int, int]] | None = None) -> A
     if not any(entry["ranges"] for entry in reads) and not file_runs:
         raise ConfigError(f"The checkpoint {output.checkpoint} has no ledger of what the job read: it has not "
                           "committed a batch yet, or ran with a fink-spark that kept none. Run the job, then audit.")
-    tables_rows = [_positions(config, name) for name in alert_tables(config.filters)]
+    # the filters' tables, and `alerts`, where a run before them wrote (a checkpoint whose filters gained tables)
+    tables_rows = [_positions(config, name) for name in dict.fromkeys((*alert_tables(config.filters), ALERTS))]
     quarantine_rows = _positions(config, QUARANTINE)
     files = None
     if file_runs:
@@ -269,7 +270,7 @@ def audit(config: JobConfig, ends: dict[str, dict[int, int]] | None = None) -> A
             kept_rows = sum(run["yields"].get(label, [0, 0])[1] for run in file_runs for label in routed)
         files = ReprocessedFiles(len(file_runs), records, kept_rows, quarantined_rows, filtered,
                                  sum(rows["kafka_offset"].null_count for rows in tables_rows),
-                                 quarantine_rows["kafka_offset"].null_count, len(tables_rows))
+                                 quarantine_rows["kafka_offset"].null_count, len(alert_tables(config.filters)))
     in_tables = [_by_partition(rows) for rows in tables_rows]
     kept = {key: np.unique(np.concatenate([offsets[key] for offsets in in_tables if key in offsets]))
             for key in set().union(*in_tables)}
