@@ -230,7 +230,7 @@ class MicroBatchOutputs:
         kept = records.transform(self.kept, passed if counted_after(self.filters) else None,
                                  failed if any(item.scratch for item in self.filters) else None)
         kept_metrics = [F.count(F.lit(1)).alias("kept"),
-                        *(F.count_if(route_column(table)).alias(table) for table in tables_of(self.filters))]
+                        *(F.count_if(route_column(table)).alias(route_column(table)) for table in tables_of(self.filters))]
         if console is not None:
             kept_metrics.append(first_lines(kept, self.survey, console.rows).alias("lines"))
         return plan.observe(kept, "kept", *kept_metrics)
@@ -251,7 +251,7 @@ class MicroBatchOutputs:
         counts["yields"] = {item.label: [reached[index], reached[index + 1]] for index, item in enumerate(shared)}
         if tables:  # each table's filter judges the alerts that passed the others: those it passed are its table's
             counts["rejected_by"][no_table_label(self.filters)] = reached[-2] - reached[-1]
-            counts["yields"].update({item.label: [reached[-2], counts.pop(item.table)]
+            counts["yields"].update({item.label: [reached[-2], counts.pop(route_column(item.table))]
                                      for item in self.filters if item.table is not None})
         counts["failed"] = []  # the positions of the alerts a filter raised on, and why
         for item in (item for item in self.filters if item.scratch):

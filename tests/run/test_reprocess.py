@@ -265,7 +265,7 @@ def test_a_table_per_filter_in_one_pass(spark, tmp_path: Path) -> None:  # noqa:
     sn = {"fink_filter": "fink_filters.ztf.livestream.filter_sn_candidates.filter.sn_candidates"}
     config = parse_config({"survey": "ztf", "schema": SCHEMA_2026, "filters": [
         sn, classifier, {"expression": "young", "table": "young"},
-        {"udf": f"{__name__}:faint", "columns": ["candidate.magpsf"], "table": "faint"}],
+        {"udf": f"{__name__}:faint", "columns": ["candidate.magpsf"], "table": "kept"}],  # named as a batch's count
         "output": {"table": {"path": str(tmp_path / "warehouse"), "checkpoint": str(tmp_path / "chk"), "rejected": True}}},
         kafka_required=False)
     alerts = read_alerts(sample("ztf-2026"))
@@ -274,24 +274,24 @@ def test_a_table_per_filter_in_one_pass(spark, tmp_path: Path) -> None:  # noqa:
     young, faint_ones = set(scores.candid[scores.young]), set(frame.candid[frame.magpsf > 18.5])
     assert young and faint_ones and young & faint_ones and young | faint_ones != set(frame.candid)
     assert reprocess(spark, config, [str(sample("ztf-2026"))], [], "split") == len(young | faint_ones)
-    for table, expected in (("young", young), ("faint", faint_ones)):
+    for table, expected in (("young", young), ("kept", faint_ones)):
         rows = read_table(spark, str(tmp_path / "warehouse"), table).select("candid", "young_score").collect()
         assert sorted(row.candid for row in rows) == sorted(expected)
         by_candid = dict(zip(scores.candid, scores.young_score))
         assert [row.young_score for row in rows] == pytest.approx([by_candid[row.candid] for row in rows], rel=1e-6)
     rejected = read_table(spark, str(tmp_path / "warehouse"), "rejected").select("candid", "rejected_by").collect()
     assert sorted(row.candid for row in rejected) == sorted(set(frame.candid) - young - faint_ones)
-    assert {row.rejected_by for row in rejected} == {"no table's filter (young, faint)"}
+    assert {row.rejected_by for row in rejected} == {"no table's filter (young, kept)"}
     audited = audit(config)
     assert audited.complete and audited.files is not None
     assert (audited.files.kept, audited.files.rejected) == (len(young) + len(faint_ones), len(rejected))
     # looked at as users do: explore and cone take the table by name
     out = io.StringIO()
-    explore(["show", str(tmp_path / "warehouse"), "--table", "faint", "--format", "csv", "--limit", "100"], out=out)
+    explore(["show", str(tmp_path / "warehouse"), "--table", "kept", "--format", "csv", "--limit", "100"], out=out)
     shown = sorted(row["objectId"] for row in csv.DictReader(io.StringIO(out.getvalue())))
     assert shown == sorted(alert["objectId"] for alert in alerts if alert["candid"] in faint_ones)
     first = alerts[[alert["candid"] for alert in alerts].index(min(faint_ones))]["candidate"]
-    near = cone(str(tmp_path / "warehouse"), first["ra"], first["dec"], 1.0, table="faint")
+    near = cone(str(tmp_path / "warehouse"), first["ra"], first["dec"], 1.0, table="kept")
     assert min(faint_ones) in near["candid"].to_pylist()
-    with pytest.raises(ConfigError, match="holds no table 'alerts' \\(it holds faint, quarantine, rejected, young\\)"):
+    with pytest.raises(ConfigError, match="holds no table 'alerts' \\(it holds kept, quarantine, rejected, young\\)"):
         explore(["show", str(tmp_path / "warehouse")], out=out)
