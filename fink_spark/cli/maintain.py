@@ -10,9 +10,8 @@ from fink_spark.cli.flags import config_from_flags
 from fink_spark.config.job import ICEBERG
 from fink_spark.errors import ConfigError
 from fink_spark.surveys import SURVEYS
-from fink_spark.table.catalog import Tables
+from fink_spark.table.catalog import Tables, alert_tables
 from fink_spark.table.maintain import MIN_ORPHAN_AGE_HOURS, Maintenance, maintain
-from fink_spark.table.warehouse import alert_tables
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

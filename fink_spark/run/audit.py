@@ -29,8 +29,9 @@ from fink_spark.errors import ConfigError
 from fink_spark.run.ledger import Ledger
 from fink_spark.sink.quarantine import pending_positions
 from fink_spark.state import REPAIR_QUERY, SKIPPED_OFFSETS, STREAM_QUERY, CheckpointFiles
+from fink_spark.table.catalog import alert_tables
 from fink_spark.table.committed import read_committed
-from fink_spark.table.warehouse import ALERTS, QUARANTINE, REJECTED, alert_tables, load_pyiceberg, warehouse_tables
+from fink_spark.table.warehouse import ALERTS, QUARANTINE, REJECTED, load_pyiceberg, warehouse_tables
 from fink_spark.transform.decode import KAFKA_POSITION as POSITION
 
 Partition = tuple[str, int]

@@ -21,9 +21,8 @@ from fink_spark.run.audit import Audit
 from fink_spark.run.inputs import KafkaRange
 from fink_spark.run.reprocess import reprocess
 from fink_spark.state import REPAIR_QUERY, CheckpointFiles
-from fink_spark.table.catalog import Tables
+from fink_spark.table.catalog import Tables, alert_tables
 from fink_spark.table.duplicates import remove_duplicate_records
-from fink_spark.table.warehouse import alert_tables
 
 
 @dataclass

@@ -180,11 +180,12 @@ class MicroBatchOutputs:
         unwritten = {name: sink for name, sink in self.tables.items() if not sink.has(batch_id)}
         if self.tables and not unwritten:
             return None
+        if not unwritten:  # the table is written by another query (a Parquet table's de-duplication): count here
+            run_plan(kept)
+            return self._counts(plan, kept)
         if not tables_of(self.filters):
-            if unwritten:
-                unwritten[next(iter(unwritten))].write(batch_id, kept)
-            else:  # the table is written by another query (a Parquet table's de-duplication): count here
-                run_plan(kept)
+            (sink,) = unwritten.values()
+            sink.write(batch_id, kept)
             return self._counts(plan, kept)
         kept = kept.persist()
         try:

@@ -24,7 +24,8 @@ from pyspark.sql import SparkSession
 
 from fink_spark.config.job import TableOutput
 from fink_spark.errors import ConfigError
-from fink_spark.table.warehouse import CATALOG, CATALOG_FILE
+from fink_spark.table.warehouse import ALERTS, CATALOG, CATALOG_FILE
+from fink_spark.transform.filters import Filter, tables_of
 
 WRITER, BATCH_ID, SCHEMA_CHANGE = "fink-spark.writer", "fink-spark.batch-id", "fink-spark.schema-change"
 
@@ -69,6 +70,11 @@ def table_properties(compression: str, metrics_columns: tuple[str, ...] = (), fu
         "commit.retry.min-wait-ms": "100",
         "commit.retry.max-wait-ms": "5000",
     }
+
+
+def alert_tables(filters: tuple[Filter, ...]) -> tuple[str, ...]:
+    """The tables of a job's kept alerts: one per filter that names one, else `alerts`."""
+    return tables_of(filters) or (ALERTS,)
 
 
 def catalog_conf(warehouse: str) -> dict[str, str]:

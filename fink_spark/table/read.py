@@ -14,7 +14,7 @@ from pyspark.sql.types import (
 
 from fink_spark.schema.table import widest
 from fink_spark.state import OUTPUT_TABLE_SCHEMA, CheckpointFiles
-from fink_spark.table.warehouse import ALERTS, is_warehouse, metadata_location
+from fink_spark.table.warehouse import ALERTS, check_one_table, is_warehouse, metadata_location
 
 
 def read_table(spark: SparkSession, path: str, table: str = ALERTS) -> DataFrame:
@@ -23,6 +23,7 @@ def read_table(spark: SparkSession, path: str, table: str = ALERTS) -> DataFrame
     schema it had. A Parquet folder: every file read with the table's latest columns (added
     columns null in older files, widened ones read wide); Spark alone would take the
     columns of one file, or fail to merge a widened column across files."""
+    check_one_table(path, table)
     if is_warehouse(path):
         return spark.read.format("iceberg").load(metadata_location(path, table))
     saved = CheckpointFiles.at(path).read(OUTPUT_TABLE_SCHEMA)

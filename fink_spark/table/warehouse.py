@@ -11,16 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from fink_spark.errors import ConfigError
-from fink_spark.transform.filters import Filter, tables_of
 
 CATALOG = "fink"  # the Spark and pyiceberg name of a warehouse's own catalog
 CATALOG_FILE = "catalog.db"
 ALERTS, QUARANTINE, REJECTED = "alerts", "quarantine", "rejected"
-
-
-def alert_tables(filters: tuple[Filter, ...]) -> tuple[str, ...]:
-    """The tables of a job's kept alerts: one per filter that names one, else `alerts`."""
-    return tables_of(filters) or (ALERTS,)
 
 
 def is_warehouse(path: str | Path) -> bool:
@@ -45,6 +39,13 @@ def metadata_location(path: str | Path, table: str = ALERTS) -> str:
             "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?",
             (CATALOG, namespace, table)).fetchone()
     return str(location)
+
+
+def check_one_table(path: str | Path, table: str) -> None:
+    """A Parquet folder holds one table, `alerts`: a clear error for any other asked of it."""
+    if table != ALERTS and not is_warehouse(path):
+        raise ConfigError(f"{path} is a Parquet folder, of one table: --table {table} names a table of an Iceberg "
+                          "warehouse (filters with 'table' write Iceberg tables).")
 
 
 def warehouse_table(path: str | Path, table: str = ALERTS) -> str:

@@ -208,8 +208,8 @@ def finks_light_curves(alerts: DataFrame) -> dict[str, Any]:
     `c<name>c`, each light-curve quantity over the history then the alert (fink-utils'
     `concat_col`, renamed with a trailing c: fink-broker #457), and `cstampDatac`, the
     science cutout. None for alerts without a ZTF history."""
-    top = {field.name: field.dataType for field in alerts.schema.fields}
-    if "candidate" not in top or "prv_candidates" not in top:
+    top = set(alerts.columns)
+    if not {"candidate", "prv_candidates"} <= top:
         return {}
     columns = {}
     for name in LIGHT_CURVE:

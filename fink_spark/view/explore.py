@@ -29,7 +29,7 @@ from fink_spark.display import Summary, format_table, format_value
 from fink_spark.errors import ConfigError
 from fink_spark.surveys import Survey, survey_with_columns, value_at
 from fink_spark.table.committed import committed_files, read_committed
-from fink_spark.table.warehouse import ALERTS, is_warehouse, load_pyiceberg
+from fink_spark.table.warehouse import ALERTS, check_one_table, is_warehouse, load_pyiceberg
 
 KAFKA_ORDER = ("topic", "kafka_partition", "kafka_offset")
 
@@ -126,6 +126,7 @@ class Output:
 
     def __init__(self, path: str, table: str = ALERTS) -> None:
         self.path, self.table_name = path, table
+        check_one_table(path, table)
         if is_warehouse(path):
             self.table: Any = load_pyiceberg(path, table)
             names = self.table.schema().column_names
@@ -133,9 +134,6 @@ class Output:
             if self.table.current_snapshot() is None:
                 raise ConfigError(f"{path} holds no committed alerts yet: its {table} table has no snapshot.")
         else:
-            if table != ALERTS:
-                raise ConfigError(f"{path} is a Parquet folder, of one table: --table {table} names a table of an "
-                                  "Iceberg warehouse (filters with 'table' write Iceberg tables).")
             self.table = None
             self.files = committed_files(path)  # listed once, for every read of this command
             if not self.files:
