@@ -2,8 +2,9 @@
 committed micro-batch, and the cold first micro-batch against the warm ones.
 
     .venv/bin/python bench/startup.py --ztf 20000 --repeat 2 [--variant NAME ...]
+    .venv/bin/python bench/startup.py --lsst 4000 ...
 
-It publishes replicated real ZTF alerts to a topic of 2 partitions, then runs the job as
+It publishes replicated real ZTF (or LSST) alerts to a topic of 2 partitions, then runs the job as
 shipped (`--available-now`, local[2]) with Spark's event log on, and reads the parts from
 that log (each event's own time) and from the clock of this process:
 - process start to SparkContext: spark-submit's JVM, Python and its imports, the config and
@@ -13,7 +14,8 @@ that log (each event's own time) and from the clock of this process:
 - each micro-batch: its own time (`triggerExecution`) and the alerts it held;
 - every Spark job run before the first micro-batch, by its description.
 Variants (`--variant`) run in turn, round after round, on the same topic: `shipped`,
-`no-cds` (the job without the class-data archive), and `previous`: another spark-submit.sh
+`no-cds` (the job without the class-data archive), `wholestage` (whole-stage code
+generation however many fields a plan has), and `previous`: another spark-submit.sh
 (`--previous-script`, e.g. an earlier commit's, copied beside this one) with its own jars
 and archive folder (`--previous-jars`, as FINK_SPARK_JARS). Results: printed, and with --output a
 Markdown table.
@@ -35,7 +37,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from run import PARTITIONS, PASSWORD, USER, WORK, publish_workload, run_measured, shipped_config  # noqa: E402
 
-from fink_spark.surveys import ZTF  # noqa: E402
+from fink_spark.surveys import LSST, ZTF  # noqa: E402
 from fink_spark.testing.local_broker import LocalKafka  # noqa: E402
 
 WORK_STARTUP = WORK / "startup"
@@ -43,6 +45,8 @@ VARIANTS = {
     "shipped": [],
     # the driver without its class-data archive (spark-submit.sh's options, less -XX:SharedArchiveFile)
     "no-cds": ["--conf", "spark.driver.extraJavaOptions=-XX:SharedArchiveFile=/nonexistent -Xshare:auto"],
+    # whole-stage code generation over an alert's hundreds of fields (Spark stops at 100 by default)
+    "wholestage": ["--conf", "spark.sql.codegen.maxFields=100000"],
 }
 
 
@@ -94,7 +98,7 @@ def _millis(iso: str) -> float:
 def run(broker: LocalKafka, topic: str, variant: str, index: int, args: argparse.Namespace) -> dict:
     out = WORK_STARTUP / f"{variant}_{index}"
     (out / "events").mkdir(parents=True)
-    config = shipped_config(ZTF, broker, topic, out)
+    config = shipped_config(args.survey, broker, topic, out)
     script, env = str(ROOT / "spark-submit.sh"), {}
     if variant == "previous":
         script, env = str(Path(args.previous_script).resolve()), {"FINK_SPARK_JARS": str(Path(args.previous_jars).resolve())}
@@ -112,21 +116,24 @@ def run(broker: LocalKafka, topic: str, variant: str, index: int, args: argparse
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ztf", type=int, default=20000)
+    workload = parser.add_mutually_exclusive_group()
+    workload.add_argument("--ztf", type=int, help="ZTF 2026 alerts to publish (20,000 unless --lsst)")
+    workload.add_argument("--lsst", type=int, help="LSST 2026 alerts to publish instead")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--variant", action="append", choices=[*sorted(VARIANTS), "previous"])
     parser.add_argument("--previous-script", help="the spark-submit.sh of variant 'previous'")
     parser.add_argument("--previous-jars", help="its FINK_SPARK_JARS folder (spark/ and cds/)")
     parser.add_argument("--output")
     args = parser.parse_args()
+    args.survey, args.sample, args.alerts = (LSST, "lsst-2026", args.lsst) if args.lsst else (ZTF, "ztf-2026", args.ztf or 20000)
     shutil.rmtree(WORK_STARTUP, ignore_errors=True)
     WORK_STARTUP.mkdir(parents=True)
     variants = args.variant or ["shipped"]
     results: dict[str, list[dict]] = {variant: [] for variant in variants}
     with LocalKafka(users={USER: PASSWORD}, heap="2g", workdir=WORK_STARTUP / "kafka") as broker:
-        topic = f"startup_ztf_{args.ztf}"
-        size = publish_workload(broker, topic, ZTF, "ztf-2026", args.ztf, PARTITIONS)
-        print(f"published {args.ztf} alerts ({size:.0f} MB) to {topic}", flush=True)
+        topic = f"startup_{args.survey.name}_{args.alerts}"
+        size = publish_workload(broker, topic, args.survey, args.sample, args.alerts, PARTITIONS)
+        print(f"published {args.alerts} alerts ({size:.0f} MB) to {topic}", flush=True)
         for index in range(args.repeat):
             for variant in variants if index % 2 == 0 else variants[::-1]:
                 result = run(broker, topic, variant, index, args)
@@ -140,7 +147,7 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace) -> str:
     rows = ["to SparkContext", "SparkContext to query start", "query start to batch 0", "batch 0",
             "batch 0 to its first Spark job",
             "batch 0, s per 1,000 alerts", "later batches, s per 1,000 alerts", "end to end"]
-    lines = [f"`bench/startup.py --ztf {args.ztf} --repeat {args.repeat}`, "
+    lines = [f"`bench/startup.py --{args.survey.name} {args.alerts} --repeat {args.repeat}`, "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: medians of {args.repeat} runs, seconds", "",
              "| part | " + " | ".join(results) + " |", "|---|" + "---:|" * len(results)]
     for row in rows:
