@@ -7,6 +7,7 @@ import shutil
 import sys
 from collections.abc import Mapping
 
+from pyspark import SparkConf, SparkContext
 from pyspark.errors import PySparkRuntimeError
 from pyspark.sql import SparkSession
 
@@ -32,6 +33,8 @@ CONNECTOR_PACKAGES = {
 # shows them (UI environment page, event log, explain output).
 REDACTION = "(?i)secret|password|token|access[.]?key|jaas"
 
+# What every session needs, whatever spark-submit was given: nights in UTC, Iceberg's
+# procedures, secrets kept out of Spark's pages and logs.
 BASE_CONF = {
     "spark.sql.session.timeZone": "UTC",
     # Iceberg's SQL procedures (rewrite_data_files, expire_snapshots, ...: fink-spark maintain)
@@ -39,6 +42,11 @@ BASE_CONF = {
     "spark.redaction.regex": REDACTION,
     "spark.sql.redaction.options.regex": "(?i)url|" + REDACTION[4:],
     "spark.sql.streaming.forceDeleteTempCheckpointLocation": "true",
+}
+
+# The project's tuning, measured on alerts; under spark-submit, a setting given to it
+# (`--conf`, spark-defaults.conf) takes its place (`build_session`).
+TUNING_CONF = {
     # A task writes the files of different partitions (topic, night) side by side instead of
     # first sorting all its rows by partition (a sort that spills nested alerts to disk).
     "spark.sql.maxConcurrentOutputFileWriters": "4",
@@ -91,9 +99,21 @@ def build_session(
     builder = SparkSession.builder.appName(app_name)
     if master:
         builder = builder.master(master)
-    for key, value in {**BASE_CONF, **(conf or {})}.items():
+    given = launcher_settings()
+    tuning = {key: value for key, value in TUNING_CONF.items() if key not in given}
+    for key, value in {**tuning, **BASE_CONF, **(conf or {})}.items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
+
+
+def launcher_settings() -> set[str]:
+    """The settings spark-submit started the JVM with (its `--conf`, spark-defaults.conf),
+    so that the project's tuning yields to them (`--conf spark.sql.codegen.maxFields=100`); none
+    outside spark-submit, where the session starts the JVM with this one's settings."""
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        return set()
+    SparkContext._ensure_initialized()  # type: ignore[attr-defined]  # joins spark-submit's JVM
+    return {key for key, _ in SparkConf().getAll()}
 
 
 def local_session(app_name: str = "fink-spark", master: str = "local[*]", driver_memory: str = "1g",

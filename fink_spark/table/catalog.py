@@ -53,7 +53,7 @@ def table_properties(compression: str, metrics_columns: tuple[str, ...] = (), fu
         "write.format.default": "parquet",
         "write.parquet.compression-codec": "none" if compression == "uncompressed" else compression,
         "write.parquet.row-group-size-bytes": str(64 * 1024 * 1024),
-        # No dictionary encoding, as the Parquet sink (session.BASE_CONF): alert values are
+        # No dictionary encoding, as the Parquet sink (session.TUNING_CONF): alert values are
         # mostly unique floats and cutouts; Iceberg's writer reads Parquet's own key here.
         "parquet.enable.dictionary": "false",
         "write.distribution-mode": "none",

@@ -61,21 +61,25 @@ def test_spark_submit_reports_a_bad_config_in_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.subprocess
-def test_a_users_driver_java_options_are_added_to_the_projects(tmp_path: Path) -> None:
+def test_a_users_spark_submit_options_are_added_to_the_projects_and_win_over_its_settings(tmp_path: Path) -> None:
     """--driver-java-options and spark.driver.extraJavaOptions would otherwise replace the
-    log configuration and the class-data archive that spark-submit.sh passes."""
+    log configuration and the class-data archive that spark-submit.sh passes; a --conf of a
+    setting the project also makes (whole-stage code generation's limit) is the user's."""
     script = tmp_path / "show_jvm.py"
     script.write_text(
-        "from pyspark.sql import SparkSession\n"
-        "jvm = SparkSession.builder.getOrCreate().sparkContext._jvm\n"
+        "from fink_spark.config.session import build_session\n"
+        "spark = build_session('show_jvm')\n"
+        "jvm = spark.sparkContext._jvm\n"
         "print('JVM:', ' '.join(jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()))\n"
+        "print('SQL:', spark.conf.get('spark.sql.codegen.maxFields'), spark.conf.get('spark.sql.maxConcurrentOutputFileWriters'))\n"
     )
     result = subprocess.run(
         [str(PROJECT_ROOT / "spark-submit.sh"), "--master", "local[1]", "--driver-java-options", "-Dfink.one=1 -Dfink.two=2",
-         "--conf", "spark.driver.extraJavaOptions=-Dfink.three=3", "--conf", "spark.sql.shuffle.partitions=1", str(script)],
+         "--conf", "spark.driver.extraJavaOptions=-Dfink.three=3", "--conf", "spark.sql.codegen.maxFields=100", str(script)],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "SQL: 100 4" in result.stdout.splitlines()  # the user's limit; the project's setting the user left alone
     arguments = next(line for line in result.stdout.splitlines() if line.startswith("JVM: ")).split()
     assert {"-Dfink.one=1", "-Dfink.two=2", "-Dfink.three=3"} <= set(arguments)
     assert f"-Dlog4j2.configurationFile=file:{PROJECT_ROOT / 'conf' / 'log4j2.properties'}" in arguments
