@@ -50,9 +50,9 @@ TUNING_CONF = {
     # A task writes the files of different partitions (topic, night) side by side instead of
     # first sorting all its rows by partition (a sort that spills nested alerts to disk).
     "spark.sql.maxConcurrentOutputFileWriters": "4",
-    # An alert has 300 to 500 nested fields, and Spark compiles no whole stage over more than
-    # 100: each projection then copies every row, cutouts included. Fused, a ZTF micro-batch's
-    # job runs 5 to 14% faster (bench/TUNING.md, "Whole-stage code generation").
+    # An alert has 280 to 470 nested fields, and Spark compiles no whole stage over more than
+    # 100: each projection then copies every row, cutouts included. Fused, the micro-batches
+    # run 3 to 14% faster (bench/TUNING.md, "Whole-stage code generation").
     "spark.sql.codegen.maxFields": "10000",
     # Parquet writer settings, set on the Hadoop configuration: the streaming file sink
     # passes only the codec from its options to Parquet. Row groups of 64 MB (Parquet's
